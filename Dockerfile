@@ -1,0 +1,31 @@
+# Natter: natter-api + natter-worker on Debian 12 (the distribution the code is developed on).
+#   docker build -t natter .
+#   docker run --rm natter --help            # natter-api; `migrate` applies migrations
+#   docker run --rm --entrypoint natter-worker natter
+# See docker-compose.yml for a complete stack (PostgreSQL 15, Redis 7, migrate, api, worker).
+
+FROM debian:12-slim AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      build-essential pkg-config \
+      libmicrohttpd-dev libpq-dev libhiredis-dev libjansson-dev libjwt-dev \
+      libsodium-dev libcurl4-openssl-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY . /src
+# Build from scratch even if the context carried local build output or dev state.
+RUN rm -rf /src/build /src/build-asan /src/.state \
+ && make -C /src
+
+FROM debian:12-slim
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      libmicrohttpd12 libpq5 libhiredis0.14 libjansson4 libjwt0 libsodium23 libcurl4 \
+      ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin natter
+COPY --from=build /src/build/natter-api /src/build/natter-worker /usr/local/bin/
+USER natter
+ENV NATTER_ENV=production NATTER_LISTEN_ADDR=0.0.0.0
+EXPOSE 8080
+ENTRYPOINT ["natter-api"]

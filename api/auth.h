@@ -1,0 +1,34 @@
+/*
+ * auth.h — accounts and sessions: register, login (one device per login),
+ * refresh-token rotation with reuse detection, logout, and the bearer-token
+ * check every R_AUTH route runs before its handler.
+ */
+#ifndef NATTER_AUTH_H
+#define NATTER_AUTH_H
+
+#include <jansson.h>
+
+struct req;
+
+/* Verifies the Bearer JWT (HS256 pinned, exp enforced) and that its device is
+ * live; sets r->user_id and r->device_id. 0, or -1 after replying 401/503. */
+int auth_authenticate(struct req *r);
+
+/* Sets the argon2id cost preset ("interactive" | "moderate" | "sensitive" | "min"). */
+void auth_set_pwhash_cost(const char *preset);
+/* Hashes pw into out (crypto_pwhash_STRBYTES). 0 or -1. */
+int auth_hash_password(const char *pw, size_t len, char *out);
+/* Password policy: NULL when acceptable, else a reason. */
+const char *auth_password_weakness(const char *pw, const char *username);
+/* Username syntax: true when valid. */
+int auth_username_valid(const char *u);
+
+/* Builds a User JSON object from a users row (id, username, display_name, created_at). */
+json_t *user_json(const char *id, const char *username, const char *display_name, const char *created_at);
+
+int auth_register(struct req *r);
+int auth_login(struct req *r);
+int auth_refresh(struct req *r);
+int auth_logout(struct req *r);
+
+#endif

@@ -1,0 +1,158 @@
+/*
+ * main.c — natter-api: load configuration, start, wait for a signal, stop.
+ *
+ *   natter-api            serve (refuses when the schema is behind)
+ *   natter-api migrate    apply pending migrations and exit
+ *   natter-api --routes   print the route table
+ *   natter-api --help     print usage and configuration
+ */
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "auth.h"
+#include "config.h"
+#include "db.h"
+#include "http.h"
+#include "log.h"
+#include "migrate.h"
+#include "redis.h"
+#include "util.h"
+
+extern const struct embedded_file natter_openapi[];
+
+static const char *env_get(const char *k)
+{
+    return getenv(k);
+}
+
+static int cmd_migrate(struct config *cfg)
+{
+    PGconn *c = db_connect(cfg->database_url);
+    if (!c)
+        return 1;
+    int rc = migrate_apply(c);
+    PQfinish(c);
+    if (rc == 0)
+        nlog(LOG_INFO, "migrations up to date", json_pack("{s:i}", "count", (int)natter_migrations_count));
+    return rc == 0 ? 0 : 1;
+}
+
+static int check_schema(struct config *cfg)
+{
+    PGconn *c = db_connect(cfg->database_url);
+    if (!c)
+        return -1;
+    int have = 0, want = 0;
+    int st = migrate_check(c, &have, &want);
+    PQfinish(c);
+    if (st < 0) {
+        nlog(LOG_ERROR, "cannot read schema_migrations", NULL);
+        return -1;
+    }
+    if (st > 0) {
+        nlog(LOG_ERROR, "schema is behind: run `natter-api migrate` first",
+             json_pack("{s:i,s:i}", "database_version", have, "required_version", want));
+        fprintf(stderr, "natter-api: schema is behind (database at %d, binary needs %d): run `natter-api migrate`\n",
+                have, want);
+        return -1;
+    }
+    return 0;
+}
+
+static int serve(struct config *cfg)
+{
+    int rc = 1;
+    char *err = NULL;
+    struct app app = {0};
+    app.cfg = cfg;
+    app.openapi = natter_openapi[0].data;
+    app.openapi_len = natter_openapi[0].len;
+
+    if (!cfg->production) {
+        if (config_dev_secret(cfg, &err) < 0) {
+            fprintf(stderr, "natter-api: %s\n", err);
+            goto out;
+        }
+    }
+    if (check_schema(cfg) < 0)
+        goto out;
+    app.db = db_pool_new(cfg->database_url, cfg->db_pool_size);
+    app.redis = redis_pool_new(cfg->redis_url, cfg->http_threads + cfg->hash_threads + 4, &err);
+    if (!app.redis) {
+        fprintf(stderr, "natter-api: %s\n", err);
+        goto out;
+    }
+    auth_set_pwhash_cost(cfg->pwhash_cost);
+
+    /* signals are taken by sigwait in this thread only: block them before any
+     * thread starts so every thread inherits the mask */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    if (http_start(&app) < 0)
+        goto out;
+    config_log(cfg, ROLE_API);
+    int sig = 0;
+    sigwait(&set, &sig);
+    nlog(LOG_INFO, "shutting down", json_pack("{s:s}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
+    http_stop(&app);
+    nlog(LOG_INFO, "stopped", NULL);
+    rc = 0;
+out:
+    free(err);
+    redis_pool_free(app.redis);
+    db_pool_free(app.db);
+    return rc;
+}
+
+static void print_routes(void)
+{
+    for (size_t i = 0; i < routes_count; i++)
+        printf("%s %s\n", routes[i].method, routes[i].pattern);
+}
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    char *err = NULL;
+    const char *cmd = argc > 1 ? argv[1] : "serve";
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        config_print_help("natter-api", ROLE_API);
+        return 0;
+    }
+    if (strcmp(cmd, "--routes") == 0) {
+        print_routes();
+        return 0;
+    }
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0) {
+        fprintf(stderr, "natter-api: unknown command '%s' (try --help)\n", cmd);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    log_set_service("natter-api");
+    if (sodium_init() < 0) {
+        fprintf(stderr, "natter-api: libsodium failed to initialise\n");
+        return 1;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (config_load(&cfg, ROLE_API, env_get, &err) < 0) {
+        nlog(LOG_ERROR, "bad configuration", json_pack("{s:s}", "error", err));
+        fprintf(stderr, "natter-api: %s\n", err);
+        free(err);
+        curl_global_cleanup();
+        return 1;
+    }
+    log_set_level((enum log_level)log_level_parse(cfg.log_level));
+    int rc = strcmp(cmd, "migrate") == 0 ? cmd_migrate(&cfg) : serve(&cfg);
+    config_free(&cfg);
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,263 @@
+/*
+ * config.c — the configuration table and its loader (see config.h).
+ *
+ * One row per variable. Adding a setting = one row here + one field in
+ * struct config + one line in the README table (a test checks --help against
+ * the README).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+enum ctype { CT_STR, CT_INT, CT_ENUM };
+
+struct config_item {
+    const char *name;       /* environment variable */
+    enum ctype type;
+    size_t offset;          /* into struct config */
+    const char *def;        /* default as text; NULL = no default */
+    long min, max;          /* CT_INT bounds */
+    const char *choices;    /* CT_ENUM: '|'-separated */
+    int roles;              /* ROLE_* mask */
+    bool secret;            /* redact in logs */
+    const char *help;
+};
+
+#define F(field) offsetof(struct config, field)
+
+static const struct config_item items[] = {
+    {"NATTER_ENV", CT_ENUM, F(env), "development", 0, 0, "development|production", ROLE_BOTH, false,
+     "development or production (production requires NATTER_JWT_SECRET)"},
+    {"NATTER_STATE_DIR", CT_STR, F(state_dir), ".state", 0, 0, NULL, ROLE_BOTH, false,
+     "development only: directory holding the generated JWT secret"},
+    {"NATTER_LISTEN_ADDR", CT_STR, F(listen_addr), "127.0.0.1", 0, 0, NULL, ROLE_API, false,
+     "IPv4 or IPv6 address to bind"},
+    {"NATTER_PORT", CT_INT, F(port), "8080", 1, 65535, NULL, ROLE_API, false, "HTTP port"},
+    {"NATTER_DATABASE_URL", CT_STR, F(database_url), "postgresql:///natter", 0, 0, NULL, ROLE_BOTH, true,
+     "PostgreSQL connection string (libpq URL or key=value)"},
+    {"NATTER_REDIS_URL", CT_STR, F(redis_url), "redis://127.0.0.1:6379/0", 0, 0, NULL, ROLE_BOTH, true,
+     "Redis: redis://[:password@]host:port[/db] or unix:///path/to.sock"},
+    {"NATTER_JWT_SECRET", CT_STR, F(jwt_secret), NULL, 0, 0, NULL, ROLE_API, true,
+     "HS256 signing key, at least 32 bytes; generated into the state dir in development"},
+    {"NATTER_ACCESS_TOKEN_TTL", CT_INT, F(access_token_ttl), "900", 30, 86400, NULL, ROLE_API, false,
+     "access JWT lifetime, seconds"},
+    {"NATTER_REFRESH_TOKEN_TTL", CT_INT, F(refresh_token_ttl), "2592000", 60, 31536000, NULL, ROLE_BOTH, false,
+     "refresh token lifetime, seconds"},
+    {"NATTER_PWHASH_COST", CT_ENUM, F(pwhash_cost), "interactive", 0, 0, "interactive|moderate|sensitive|min",
+     ROLE_API, false, "argon2id cost (libsodium presets; min is for tests only)"},
+    {"NATTER_LOGIN_WINDOW", CT_INT, F(login_window), "300", 1, 86400, NULL, ROLE_API, false,
+     "login rate-limit window, seconds"},
+    {"NATTER_LOGIN_MAX_PER_USER", CT_INT, F(login_max_per_user), "10", 1, 1000000, NULL, ROLE_API, false,
+     "login attempts per username per window"},
+    {"NATTER_LOGIN_MAX_PER_IP", CT_INT, F(login_max_per_ip), "50", 1, 1000000, NULL, ROLE_API, false,
+     "login attempts per client address per window"},
+    {"NATTER_CORS_ORIGINS", CT_STR, F(cors_origins), "", 0, 0, NULL, ROLE_API, false,
+     "comma-separated web origins allowed by CORS, or *"},
+    {"NATTER_HTTP_THREADS", CT_INT, F(http_threads), "8", 1, 256, NULL, ROLE_API, false,
+     "HTTP event-loop threads (libmicrohttpd thread pool)"},
+    {"NATTER_MAX_CONNECTIONS", CT_INT, F(max_connections), "0", 0, 1000000, NULL, ROLE_API, false,
+     "connection limit; 0 = open-file limit minus a reserve"},
+    {"NATTER_CONN_TIMEOUT", CT_INT, F(conn_timeout), "90", 1, 3600, NULL, ROLE_API, false,
+     "idle keep-alive connection timeout, seconds"},
+    {"NATTER_DB_POOL_SIZE", CT_INT, F(db_pool_size), "16", 1, 1000, NULL, ROLE_API, false,
+     "PostgreSQL connections held by natter-api"},
+    {"NATTER_DB_POOL_TIMEOUT_MS", CT_INT, F(db_pool_timeout_ms), "2000", 1, 60000, NULL, ROLE_API, false,
+     "wait for a free database connection before answering 503, ms"},
+    {"NATTER_HASH_THREADS", CT_INT, F(hash_threads), "2", 1, 64, NULL, ROLE_API, false,
+     "password-hashing threads (off the HTTP threads)"},
+    {"NATTER_HASH_QUEUE", CT_INT, F(hash_queue), "64", 1, 100000, NULL, ROLE_API, false,
+     "requests that may wait for a hashing thread before 503"},
+    {"NATTER_WORKER_THREADS", CT_INT, F(worker_threads), "4", 1, 256, NULL, ROLE_WORKER, false,
+     "natter-worker threads"},
+    {"NATTER_LOG_LEVEL", CT_ENUM, F(log_level), "info", 0, 0, "debug|info|warn|error", ROLE_BOTH, false,
+     "minimum log level"},
+};
+
+#define NITEMS (sizeof items / sizeof items[0])
+
+static bool enum_has(const char *choices, const char *v)
+{
+    size_t vl = strlen(v);
+    const char *p = choices;
+    while (*p) {
+        const char *bar = strchr(p, '|');
+        size_t l = bar ? (size_t)(bar - p) : strlen(p);
+        if (l == vl && strncmp(p, v, l) == 0)
+            return true;
+        if (!bar)
+            break;
+        p = bar + 1;
+    }
+    return false;
+}
+
+int config_load(struct config *cfg, enum config_role role,
+                const char *(*getenv_fn)(const char *), char **err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    *err = NULL;
+    for (size_t i = 0; i < NITEMS; i++) {
+        const struct config_item *it = &items[i];
+        const char *v = getenv_fn(it->name);
+        bool applies = (it->roles & role) != 0;
+        if (!v || !applies)
+            v = it->def;
+        if (v && strlen(v) > 4096) {
+            *err = xasprintf("%s: value longer than 4096 bytes", it->name);
+            goto fail;
+        }
+        char *base = (char *)cfg + it->offset;
+        switch (it->type) {
+        case CT_STR:
+            *(char **)base = v ? xstrdup(v) : NULL;
+            break;
+        case CT_ENUM:
+            if (!enum_has(it->choices, v)) {
+                *err = xasprintf("%s: '%s' is not one of %s", it->name, v, it->choices);
+                goto fail;
+            }
+            *(char **)base = xstrdup(v);
+            break;
+        case CT_INT: {
+            int64_t n;
+            if (!parse_i64(v, &n) || n < it->min || n > it->max) {
+                *err = xasprintf("%s: '%s' is not an integer in %ld..%ld", it->name, v, it->min, it->max);
+                goto fail;
+            }
+            *(int *)base = (int)n;
+            break;
+        }
+        }
+    }
+    cfg->production = strcmp(cfg->env, "production") == 0;
+    if (role & ROLE_API) {
+        if (cfg->jwt_secret && strlen(cfg->jwt_secret) < 32) {
+            *err = xasprintf("NATTER_JWT_SECRET: must be at least 32 bytes");
+            goto fail;
+        }
+        if (!cfg->jwt_secret && cfg->production) {
+            *err = xasprintf("NATTER_JWT_SECRET: required when NATTER_ENV=production "
+                             "(generate one with: head -c 32 /dev/urandom | base64)");
+            goto fail;
+        }
+        if (cfg->production && strcmp(cfg->pwhash_cost, "min") == 0) {
+            *err = xasprintf("NATTER_PWHASH_COST: 'min' is not allowed in production");
+            goto fail;
+        }
+    }
+    if (!*cfg->database_url) {
+        *err = xasprintf("NATTER_DATABASE_URL: must not be empty");
+        goto fail;
+    }
+    return 0;
+fail:
+    config_free(cfg);
+    return -1;
+}
+
+void config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < NITEMS; i++) {
+        if (items[i].type == CT_INT)
+            continue;
+        char **p = (char **)((char *)cfg + items[i].offset);
+        free(*p);
+        *p = NULL;
+    }
+}
+
+int config_dev_secret(struct config *cfg, char **err)
+{
+    int fd = -1, rc = -1;
+    char *path = NULL;
+    *err = NULL;
+    if (cfg->jwt_secret)
+        return 0;
+    if (mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST) {
+        *err = xasprintf("NATTER_STATE_DIR: cannot create %s: %s", cfg->state_dir, strerror(errno));
+        goto out;
+    }
+    path = xasprintf("%s/jwt-secret", cfg->state_dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        char buf[257];
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        if (n < 32) {
+            *err = xasprintf("%s: unreadable or shorter than 32 bytes", path);
+            goto out;
+        }
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            n--;
+        buf[n] = '\0';
+        cfg->jwt_secret = xstrdup(buf);
+        rc = 0;
+        goto out;
+    }
+    /* O_EXCL: if two processes race to create it, one wins and the other rereads */
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST) {
+            free(path);
+            path = NULL;
+            return config_dev_secret(cfg, err);
+        }
+        *err = xasprintf("%s: cannot create: %s", path, strerror(errno));
+        goto out;
+    }
+    char hex[65];
+    random_hex(hex, 32);
+    hex[64] = '\n';
+    if (write(fd, hex, 65) != 65) {
+        *err = xasprintf("%s: write failed", path);
+        goto out;
+    }
+    hex[64] = '\0';
+    cfg->jwt_secret = xstrdup(hex);
+    nlog(LOG_INFO, "generated development JWT secret", json_pack("{s:s}", "path", path));
+    rc = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
+void config_print_help(const char *prog, enum config_role role)
+{
+    printf("Usage: %s%s\n\nConfiguration (environment variables):\n", prog,
+           role == ROLE_API ? " [migrate | --help | --routes]" : " [--help]");
+    for (size_t i = 0; i < NITEMS; i++) {
+        const struct config_item *it = &items[i];
+        if (!(it->roles & role))
+            continue;
+        printf("  %-28s %s (default: %s)\n", it->name, it->help, it->def ? (*it->def ? it->def : "empty") : "none");
+    }
+}
+
+void config_log(const struct config *cfg, enum config_role role)
+{
+    json_t *f = json_object();
+    for (size_t i = 0; i < NITEMS; i++) {
+        const struct config_item *it = &items[i];
+        if (!(it->roles & role))
+            continue;
+        const char *base = (const char *)cfg + it->offset;
+        if (it->type == CT_INT)
+            json_object_set_new(f, it->name, json_integer(*(const int *)base));
+        else if (it->secret)
+            json_object_set_new(f, it->name, json_string(*(char *const *)base ? "(set, redacted)" : "(unset)"));
+        else
+            json_object_set_new(f, it->name, *(char *const *)base ? json_string(*(char *const *)base) : json_null());
+    }
+    nlog(LOG_INFO, "effective configuration", json_pack("{s:o}", "config", f));
+}

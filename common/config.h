@@ -1,0 +1,60 @@
+/*
+ * config.h — configuration from environment variables, described by one table
+ * (config.c: name, type, default, bounds, which binary, help text). The same
+ * table drives parsing, validation, --help and the effective-config log line.
+ *
+ * config_load() fails fast: it names the first bad variable in *err.
+ */
+#ifndef NATTER_CONFIG_H
+#define NATTER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+enum config_role { ROLE_API = 1, ROLE_WORKER = 2, ROLE_BOTH = 3 };
+
+struct config {
+    char *env;                  /* "development" | "production" */
+    bool production;            /* env == production */
+    char *state_dir;            /* dev: where the generated JWT secret lives */
+    char *listen_addr;          /* bind address */
+    int port;                   /* HTTP port */
+    char *database_url;         /* libpq conninfo or URL */
+    char *redis_url;            /* redis://host:port/db or unix:///path */
+    char *jwt_secret;           /* HS256 key (>= 32 bytes) */
+    int access_token_ttl;       /* seconds */
+    int refresh_token_ttl;      /* seconds */
+    char *pwhash_cost;          /* interactive | moderate | sensitive | min */
+    int login_window;           /* seconds */
+    int login_max_per_user;     /* attempts per username per window */
+    int login_max_per_ip;       /* attempts per client address per window */
+    char *cors_origins;         /* comma-separated origins, or "*" */
+    int http_threads;           /* MHD thread pool size */
+    int max_connections;        /* 0 = derive from RLIMIT_NOFILE */
+    int conn_timeout;           /* idle keep-alive timeout, seconds */
+    int db_pool_size;           /* PostgreSQL connections per process */
+    int db_pool_timeout_ms;     /* wait for a free connection before 503 */
+    int hash_threads;           /* password hashing threads */
+    int hash_queue;             /* max requests waiting for a hashing thread */
+    int worker_threads;         /* natter-worker threads */
+    char *log_level;            /* debug | info | warn | error */
+};
+
+/* Reads the environment through getenv_fn (getenv in production code, a fake in
+ * tests) into cfg, applying defaults and validating every value that applies to
+ * role. Returns 0, or -1 with an owned message in *err naming the variable.
+ * In development a missing NATTER_JWT_SECRET is left NULL (see config_dev_secret). */
+int config_load(struct config *cfg, enum config_role role,
+                const char *(*getenv_fn)(const char *), char **err);
+void config_free(struct config *cfg);
+
+/* Development only: loads or creates <state_dir>/jwt-secret (0600) into
+ * cfg->jwt_secret. Returns 0 or -1 with *err. */
+int config_dev_secret(struct config *cfg, char **err);
+
+/* Writes the --help text for role to stdout. */
+void config_print_help(const char *prog, enum config_role role);
+/* Logs the effective configuration with secrets redacted. */
+void config_log(const struct config *cfg, enum config_role role);
+
+#endif

@@ -1,0 +1,181 @@
+/*
+ * db.c — PostgreSQL connection pool (see db.h).
+ *
+ * A slot array guarded by one mutex and a condition variable. Connecting
+ * happens outside the lock so one slow connect does not stall the pool.
+ */
+#include "db.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "util.h"
+
+struct db_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *conninfo;
+    int size;
+    int in_use;
+    PGconn **conns;   /* NULL slot = not connected */
+    bool *busy;
+};
+
+struct db_pool *db_pool_new(const char *conninfo, int size)
+{
+    struct db_pool *p = xcalloc(1, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    p->conninfo = xstrdup(conninfo);
+    p->size = size;
+    p->conns = xcalloc((size_t)size, sizeof *p->conns);
+    p->busy = xcalloc((size_t)size, sizeof *p->busy);
+    return p;
+}
+
+void db_pool_free(struct db_pool *p)
+{
+    if (!p)
+        return;
+    for (int i = 0; i < p->size; i++)
+        if (p->conns[i])
+            PQfinish(p->conns[i]);
+    free(p->conns);
+    free(p->busy);
+    free(p->conninfo);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+PGconn *db_connect(const char *conninfo)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        char *msg = xstrdup(PQerrorMessage(c));
+        size_t n = strlen(msg);
+        while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+            msg[--n] = '\0';
+        nlog(LOG_ERROR, "postgres connect failed", json_pack("{s:s}", "error", msg));
+        free(msg);
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+PGconn *db_acquire(struct db_pool *p, int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int slot = -1;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        /* prefer a slot with a live connection */
+        for (int i = 0; i < p->size && slot < 0; i++)
+            if (!p->busy[i] && p->conns[i])
+                slot = i;
+        for (int i = 0; i < p->size && slot < 0; i++)
+            if (!p->busy[i])
+                slot = i;
+        if (slot >= 0)
+            break;
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &deadline) == ETIMEDOUT) {
+            pthread_mutex_unlock(&p->mu);
+            nlog(LOG_WARN, "database pool exhausted", json_pack("{s:i}", "timeout_ms", timeout_ms));
+            return NULL;
+        }
+    }
+    p->busy[slot] = true;
+    p->in_use++;
+    PGconn *c = p->conns[slot];
+    pthread_mutex_unlock(&p->mu);
+
+    if (c && PQstatus(c) != CONNECTION_OK) {
+        PQfinish(c);
+        c = NULL;
+    }
+    if (!c)
+        c = db_connect(p->conninfo);
+
+    pthread_mutex_lock(&p->mu);
+    p->conns[slot] = c;
+    if (!c) {
+        p->busy[slot] = false;
+        p->in_use--;
+        pthread_cond_signal(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return c;
+}
+
+void db_release(struct db_pool *p, PGconn *c)
+{
+    if (!c)
+        return;
+    int slot = -1;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->size; i++)
+        if (p->busy[i] && p->conns[i] == c)
+            slot = i;
+    pthread_mutex_unlock(&p->mu);
+
+    /* drain anything left over from an async use */
+    PGresult *r;
+    while ((r = PQgetResult(c)) != NULL)
+        PQclear(r);
+    if (PQstatus(c) == CONNECTION_OK && PQtransactionStatus(c) != PQTRANS_IDLE) {
+        r = PQexec(c, "ROLLBACK");
+        PQclear(r);
+    }
+    if (PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE) {
+        nlog(LOG_WARN, "dropping database connection: not idle after rollback", NULL);
+        PQfinish(c);
+        c = NULL;
+    }
+
+    pthread_mutex_lock(&p->mu);
+    if (slot >= 0) {
+        p->conns[slot] = c;
+        p->busy[slot] = false;
+        p->in_use--;
+    }
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (slot < 0 && c)
+        PQfinish(c); /* not from this pool: should not happen, but do not leak */
+}
+
+void db_pool_stats(struct db_pool *p, int *size, int *in_use)
+{
+    pthread_mutex_lock(&p->mu);
+    *size = p->size;
+    *in_use = p->in_use;
+    pthread_mutex_unlock(&p->mu);
+}
+
+const char *db_sqlstate(const PGresult *res)
+{
+    const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return s ? s : "";
+}
+
+bool db_res_ok(const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}

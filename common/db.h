@@ -1,0 +1,34 @@
+/*
+ * db.h — a fixed-size PostgreSQL connection pool (libpq).
+ *
+ * Connections are opened lazily and reopened after a failure. db_acquire()
+ * waits at most timeout_ms for a free slot; callers answer 503 when it returns
+ * NULL. db_release() leaves the connection idle: it rolls back an open
+ * transaction and drops the connection if that fails, so a handler that bails
+ * out mid-transaction can never leak its transaction to the next user.
+ */
+#ifndef NATTER_DB_H
+#define NATTER_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+struct db_pool;
+
+/* conninfo is copied. size >= 1. */
+struct db_pool *db_pool_new(const char *conninfo, int size);
+void db_pool_free(struct db_pool *p);
+/* Returns a connected PGconn (borrowed until db_release), or NULL on timeout or
+ * when the server cannot be reached. */
+PGconn *db_acquire(struct db_pool *p, int timeout_ms);
+void db_release(struct db_pool *p, PGconn *c);
+void db_pool_stats(struct db_pool *p, int *size, int *in_use);
+
+/* Opens one standalone connection (for migrations and workers); NULL + log on failure. */
+PGconn *db_connect(const char *conninfo);
+/* SQLSTATE of a failed result ("" if none). */
+const char *db_sqlstate(const PGresult *res);
+/* True when res is COMMAND_OK or TUPLES_OK. */
+bool db_res_ok(const PGresult *res);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * util.h — small helpers both binaries use: allocation that aborts on
+ * out-of-memory, clocks, RFC 3339 time, random tokens, hashing, UTF-8 counting.
+ */
+#ifndef NATTER_UTIL_H
+#define NATTER_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* xmalloc and friends abort on out-of-memory, so callers need no NULL checks. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t n);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* printf into a new, owned string. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+uint64_t now_us(void);          /* monotonic clock, microseconds */
+int64_t wall_time_s(void);      /* realtime clock, seconds since the epoch */
+/* Writes the current UTC time as 2026-11-21T09:10:31.123Z into buf (>= 32 bytes). */
+void rfc3339_now(char *buf, size_t len);
+
+/* Fills out with 2*nbytes lowercase hex chars of fresh randomness + NUL. */
+void random_hex(char *out, size_t nbytes);
+/* base64url (no padding) of nbytes random bytes; out needs 4*nbytes/3+2 bytes. */
+void random_b64url(char *out, size_t outlen, size_t nbytes);
+/* Lowercase hex SHA-256 of data into out[65]. */
+void sha256_hex(const void *data, size_t len, char out[65]);
+
+/* Strict decimal int64 parse of the whole string; false on junk/overflow. */
+bool parse_i64(const char *s, int64_t *out);
+/* Number of Unicode code points in valid UTF-8 s of len bytes. */
+size_t utf8_chars(const char *s, size_t len);
+/* True when s (valid UTF-8) contains a C0 control, DEL or a C1 control. */
+bool utf8_has_control(const char *s, size_t len);
+/* True when s is a well-formed UTF-8 string of len bytes without NUL. */
+bool utf8_valid(const char *s, size_t len);
+
+/* Constant-time comparison of two equal-length buffers. */
+bool ct_equal(const void *a, const void *b, size_t len);
+
+#endif

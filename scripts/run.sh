@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# `make run`: build, start a private PostgreSQL + Redis in the state dir, migrate, then run
+# natter-api and natter-worker in the foreground until Ctrl-C (or until one of them dies).
+# State (database, Redis AOF, dev JWT secret) lives in $NATTER_STATE_DIR or $REPO/.state and
+# survives between runs.
+set -euo pipefail
+
+# Values the user set win over the ones we compute (natter_pg_start/natter_redis_start
+# export their own), so remember them before anything else.
+user_db_url_set=${NATTER_DATABASE_URL+x}
+user_db_url=${NATTER_DATABASE_URL-}
+user_redis_url_set=${NATTER_REDIS_URL+x}
+user_redis_url=${NATTER_REDIS_URL-}
+
+# shellcheck source=scripts/env.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/env.sh"
+
+REPO=$(natter_repo_root)
+STATE_DIR=${NATTER_STATE_DIR:-$REPO/.state}
+mkdir -p -- "$STATE_DIR"
+STATE_DIR=$(cd -- "$STATE_DIR" && pwd -P)
+
+natter_ensure_packages
+make -C "$REPO"
+
+api_pid=
+worker_pid=
+cleaned_up=
+
+# Is PID a live (not zombie) process?
+alive() {
+    local pid=$1 stat
+    [[ -n $pid ]] || return 1
+    if [[ -r /proc/$pid/stat ]]; then
+        stat=$(<"/proc/$pid/stat") 2>/dev/null || return 1
+        stat=${stat##*) }
+        [[ ${stat:0:1} != Z ]]
+    else
+        kill -0 "$pid" 2>/dev/null
+    fi
+}
+
+stop_children() {
+    local pid i
+    for pid in $api_pid $worker_pid; do
+        if alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; fi
+    done
+    for ((i = 0; i < 150; i++)); do
+        alive "$api_pid" || alive "$worker_pid" || break
+        sleep 0.1
+    done
+    for pid in $api_pid $worker_pid; do
+        if alive "$pid"; then
+            echo "natter: pid $pid did not stop within 15 s; sending SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in $api_pid $worker_pid; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
+cleanup() {
+    [[ -z $cleaned_up ]] || return 0
+    cleaned_up=1
+    trap '' INT TERM
+    stop_children
+    natter_redis_stop "$STATE_DIR" || true
+    natter_pg_stop "$STATE_DIR" || true
+}
+
+# shellcheck disable=SC2317  # invoked by trap
+on_signal() {
+    echo >&2
+    echo "natter: stopping…" >&2
+    cleanup
+    exit 0
+}
+
+trap on_signal INT TERM
+trap cleanup EXIT
+
+natter_pg_start "$STATE_DIR" run
+natter_redis_start "$STATE_DIR" run
+
+if [[ -n $user_db_url_set ]]; then
+    export NATTER_DATABASE_URL=$user_db_url
+fi
+if [[ -n $user_redis_url_set ]]; then
+    export NATTER_REDIS_URL=$user_redis_url
+fi
+export NATTER_ENV=${NATTER_ENV:-development}
+export NATTER_STATE_DIR=$STATE_DIR
+# Everything else (NATTER_PORT, NATTER_LOG_LEVEL, NATTER_PUSH_WEBHOOK_URL/_SECRET, …) is
+# already in our environment if the user exported it, and reaches the children as is.
+
+cd "$REPO"
+"$REPO/build/natter-api" migrate
+
+"$REPO/build/natter-api" &
+api_pid=$!
+"$REPO/build/natter-worker" &
+worker_pid=$!
+
+cat <<EOF
+
+  Natter is running ($NATTER_ENV)
+    API:        http://${NATTER_LISTEN_ADDR:-127.0.0.1}:${NATTER_PORT:-8080}/  (try /healthz, /readyz, /openapi.yaml)
+    state dir:  $STATE_DIR
+    PostgreSQL: psql "$NATTER_DATABASE_URL"
+    Redis:      $NATTER_REDIS_URL
+    pids:       natter-api $api_pid, natter-worker $worker_pid
+  Press Ctrl-C to stop everything (data is kept for the next run).
+
+EOF
+
+rc=0
+wait -n "$api_pid" "$worker_pid" || rc=$?
+if alive "$api_pid"; then
+    echo "natter: natter-worker exited on its own (status $rc); stopping" >&2
+else
+    echo "natter: natter-api exited on its own (status $rc); stopping" >&2
+fi
+cleanup
+exit "$rc"

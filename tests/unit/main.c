@@ -1,0 +1,21 @@
+/*
+ * main.c — runs every unit suite (pure logic: no database, no network).
+ */
+#include <sodium.h>
+
+#include "unit.h"
+
+int unit_passed, unit_failed;
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    suite_util();
+    suite_jsonv();
+    suite_jwt();
+    suite_config();
+    suite_auth();
+    printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
+    return unit_failed ? 1 : 0;
+}

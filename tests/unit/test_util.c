@@ -1,0 +1,53 @@
+/* test_util.c — UTF-8 helpers, integer parsing, hashing, randomness. */
+#include <string.h>
+
+#include "unit.h"
+#include "util.h"
+
+void suite_util(void)
+{
+    int64_t v;
+    CHECK(parse_i64("42", &v) && v == 42);
+    CHECK(parse_i64("-7", &v) && v == -7);
+    CHECK(parse_i64("9223372036854775807", &v) && v == INT64_MAX);
+    CHECK(!parse_i64("9223372036854775808", &v)); /* overflow */
+    CHECK(!parse_i64("", &v));
+    CHECK(!parse_i64("12a", &v));
+    CHECK(!parse_i64(" 1", &v));
+    CHECK(!parse_i64("1-", &v));
+    CHECK(!parse_i64(NULL, &v));
+
+    CHECK(utf8_chars("abc", 3) == 3);
+    CHECK(utf8_chars("h\xc3\xa9llo", 6) == 5);          /* é */
+    CHECK(utf8_chars("\xf0\x9f\x98\x80", 4) == 1);      /* 😀 */
+
+    CHECK(utf8_valid("abc", 3));
+    CHECK(utf8_valid("\xf0\x9f\x98\x80", 4));
+    CHECK(!utf8_valid("\xff", 1));
+    CHECK(!utf8_valid("\xc0\xaf", 2));                  /* overlong '/' */
+    CHECK(!utf8_valid("\xed\xa0\x80", 3));              /* surrogate */
+    CHECK(!utf8_valid("\xf4\x90\x80\x80", 4));          /* > U+10FFFF */
+    CHECK(!utf8_valid("\xe2\x82", 2));                  /* truncated */
+    CHECK(!utf8_valid("a\0b", 3));                      /* NUL */
+
+    CHECK(!utf8_has_control("plain text \xc3\xa9", 13));
+    CHECK(utf8_has_control("tab\there", 8));
+    CHECK(utf8_has_control("del\x7f", 4));
+    CHECK(utf8_has_control("c1\xc2\x85", 4));           /* U+0085 NEL */
+
+    char h[65];
+    sha256_hex("abc", 3, h);
+    CHECK(strcmp(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
+
+    char a[33], b[33];
+    random_hex(a, 16);
+    random_hex(b, 16);
+    CHECK(strlen(a) == 32 && strcmp(a, b) != 0);
+    char t[64];
+    random_b64url(t, sizeof t, 32);
+    CHECK(strlen(t) == 43 && !strchr(t, '+') && !strchr(t, '/') && !strchr(t, '='));
+
+    char ts[40];
+    rfc3339_now(ts, sizeof ts);
+    CHECK(strlen(ts) == 24 && ts[10] == 'T' && ts[23] == 'Z');
+}

@@ -1,0 +1,28 @@
+/*
+ * unit.h — a tiny test harness: CHECK() records a failure and goes on;
+ * main.c runs every suite and prints "N passed, N failed".
+ */
+#ifndef NATTER_UNIT_H
+#define NATTER_UNIT_H
+
+#include <stdio.h>
+
+extern int unit_passed, unit_failed;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond) {                                                                  \
+            unit_passed++;                                                           \
+        } else {                                                                     \
+            unit_failed++;                                                           \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);          \
+        }                                                                            \
+    } while (0)
+
+void suite_util(void);
+void suite_jsonv(void);
+void suite_jwt(void);
+void suite_config(void);
+void suite_auth(void);
+
+#endif
