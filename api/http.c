@@ -212,7 +212,8 @@ static void send_response(struct req *r, int status, struct MHD_Response *resp)
         r->parked = resp; /* queued by the access handler once the connection resumes */
         return;
     }
-    MHD_queue_response(r->conn, (unsigned)status, resp);
+    if (MHD_queue_response(r->conn, (unsigned)status, resp) != MHD_YES)
+        nlog(LOG_ERROR, "MHD refused the reply", json_pack("{s:s,s:i}", "request_id", r->request_id, "status", status));
     MHD_destroy_response(resp);
 }
 
@@ -646,9 +647,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         if (r->replied)
             return MHD_YES; /* discarding the rest of a refused body */
-        if (r->body_len + n > r->body_limit) {
-            reply_problem(r, 413, "payload_too_large", "the body exceeds %zu bytes", r->body_limit);
-            return MHD_YES;
+        if (r->too_large || r->body_len + n > r->body_limit) {
+            /* MHD cannot queue a reply in the middle of a body: discard the
+             * rest and answer 413 at the end, but close a connection that
+             * keeps streaming far past the limit */
+            r->too_large = true;
+            r->discarded += n;
+            return r->discarded > HTTP_DISCARD_MAX ? MHD_NO : MHD_YES;
         }
         if (r->body_len + n + 1 > r->body_cap) {
             r->body_cap = r->body_len + n + 1 < 1024 ? 1024 : (r->body_len + n + 1) * 2;
@@ -664,7 +669,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->replied || r->dispatched)
         return MHD_YES;
     r->dispatched = true;
-    dispatch(r);
+    if (r->too_large)
+        reply_problem(r, 413, "payload_too_large", "the body exceeds %zu bytes", r->body_limit);
+    else
+        dispatch(r);
     return MHD_YES;
 }
 

@@ -53,6 +53,8 @@ struct route {
 
 #define HTTP_DEFAULT_MAX_BODY (16 * 1024)
 #define HTTP_MAX_PARAMS 4
+/* after a body passes its limit, bytes read and dropped before hanging up */
+#define HTTP_DISCARD_MAX (1024 * 1024)
 
 extern const struct route routes[];
 extern const size_t routes_count;
@@ -73,7 +75,8 @@ struct req {
     int nparams;
     char *body;                    /* owned request body (NUL-terminated) */
     size_t body_len, body_cap, body_limit;
-    bool body_expected;            /* Content-Length > 0 or chunked */
+    bool too_large;                /* body passed body_limit: 413 at the end */
+    size_t discarded;              /* bytes thrown away after too_large */
     json_t *json;                  /* parsed body (object) or NULL; owned */
     int64_t user_id;               /* authenticated user, 0 if none */
     int64_t device_id;             /* authenticated device, 0 if none */

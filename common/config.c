@@ -38,7 +38,7 @@ struct config_item {
 static const struct config_item items[] = {
     {"NATTER_ENV", CT_ENUM, F(env), "development", 0, 0, "development|production", ROLE_BOTH, false,
      "development or production (production requires NATTER_JWT_SECRET)"},
-    {"NATTER_STATE_DIR", CT_STR, F(state_dir), ".state", 0, 0, NULL, ROLE_BOTH, false,
+    {"NATTER_STATE_DIR", CT_STR, F(state_dir), ".state", 0, 0, NULL, ROLE_API, false,
      "development only: directory holding the generated JWT secret"},
     {"NATTER_LISTEN_ADDR", CT_STR, F(listen_addr), "127.0.0.1", 0, 0, NULL, ROLE_API, false,
      "IPv4 or IPv6 address to bind"},
@@ -51,7 +51,7 @@ static const struct config_item items[] = {
      "HS256 signing key, at least 32 bytes; generated into the state dir in development"},
     {"NATTER_ACCESS_TOKEN_TTL", CT_INT, F(access_token_ttl), "900", 30, 86400, NULL, ROLE_API, false,
      "access JWT lifetime, seconds"},
-    {"NATTER_REFRESH_TOKEN_TTL", CT_INT, F(refresh_token_ttl), "2592000", 60, 31536000, NULL, ROLE_BOTH, false,
+    {"NATTER_REFRESH_TOKEN_TTL", CT_INT, F(refresh_token_ttl), "2592000", 60, 31536000, NULL, ROLE_API, false,
      "refresh token lifetime, seconds"},
     {"NATTER_PWHASH_COST", CT_ENUM, F(pwhash_cost), "interactive", 0, 0, "interactive|moderate|sensitive|min",
      ROLE_API, false, "argon2id cost (libsodium presets; min is for tests only)"},
