@@ -25,8 +25,6 @@
 #include "redis.h"
 #include "util.h"
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 static unsigned long long pw_ops = crypto_pwhash_OPSLIMIT_INTERACTIVE;
 static size_t pw_mem = crypto_pwhash_MEMLIMIT_INTERACTIVE;
 
@@ -209,7 +207,7 @@ static int rate_limit_login(struct req *r, const char *username)
 
 static const char sql_register[] =
     "INSERT INTO users (username, display_name, password_hash) VALUES ($1, $2, $3)"
-    " RETURNING id, username, display_name, " TS("created_at");
+    " RETURNING id, username, display_name, " DB_TS("created_at");
 
 int auth_register(struct req *r)
 {
@@ -255,7 +253,7 @@ int auth_register(struct req *r)
  * ====================================================================== */
 
 static const char sql_login_user[] =
-    "SELECT id, username, display_name, " TS("created_at") ", password_hash FROM users WHERE lower(username) = lower($1)";
+    "SELECT id, username, display_name, " DB_TS("created_at") ", password_hash FROM users WHERE lower(username) = lower($1)";
 static const char sql_new_device[] =
     "INSERT INTO devices (user_id, name, platform) VALUES ($1, $2, $3) RETURNING id";
 static const char sql_new_refresh[] =
@@ -352,7 +350,7 @@ static const char sql_revoke_device[] =
     " WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL";
 static const char sql_drop_tokens[] = "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2";
 static const char sql_user_by_id[] =
-    "SELECT id, username, display_name, " TS("created_at") " FROM users WHERE id = $1";
+    "SELECT id, username, display_name, " DB_TS("created_at") " FROM users WHERE id = $1";
 
 int auth_refresh(struct req *r)
 {

@@ -3,14 +3,13 @@
  */
 #include <stdio.h>
 
+#include "db.h"
 #include "http.h"
 #include "routes.h"
 #include "util.h"
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 static const char sql_list[] =
-    "SELECT id, name, platform, " TS("created_at") ", " TS("last_active_at") " FROM devices"
+    "SELECT id, name, platform, " DB_TS("created_at") ", " DB_TS("last_active_at") " FROM devices"
     " WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id DESC LIMIT 1000";
 static const char sql_revoke[] =
     "UPDATE devices SET revoked_at = now(), push_provider = NULL, push_token = NULL"

@@ -365,6 +365,14 @@ PGresult *req_sql(struct req *r, const char *allow, const char *sql, int n, cons
         reply_problem(r, 503, "service_unavailable", "the database is unavailable; retry shortly");
         return NULL;
     }
+    if (strcmp(state, "40P01") == 0 || strcmp(state, "40001") == 0) {
+        /* lock order makes these unexpected; when one happens the client retries
+         * (every write here is idempotent or safe to repeat) */
+        nlog(LOG_WARN, "transaction conflict", json_pack("{s:s,s:s}", "request_id", r->request_id, "sqlstate", state));
+        req_add_header(r, "Retry-After", "1");
+        reply_problem(r, 503, "service_unavailable", "a concurrent update conflicted; retry");
+        return NULL;
+    }
     nlog(LOG_ERROR, "query failed", json_pack("{s:s,s:s,s:s}", "request_id", r->request_id, "sqlstate", state,
                                               "error", PQresultErrorMessage(res)));
     reply_problem(r, 500, "internal_error", "unexpected database error");

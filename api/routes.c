@@ -10,6 +10,9 @@
 #include "http.h"
 #include "routes.h"
 
+/* 100,000 characters of text can take 1.2 MB as JSON \uXXXX escapes */
+#define MESSAGE_MAX_BODY (2 * 1024 * 1024)
+
 const struct route routes[] = {
     {"GET", "/healthz", health_live, 0, 0},
     {"GET", "/readyz", health_ready, 0, 0},
@@ -28,6 +31,24 @@ const struct route routes[] = {
 
     {"GET", "/v1/devices", devices_list, R_AUTH, 0},
     {"DELETE", "/v1/devices/{id}", devices_revoke, R_AUTH, 0},
+
+    {"GET", "/v1/chats", chats_list, R_AUTH, 0},
+    {"POST", "/v1/chats", chats_create, R_AUTH | R_JSON, 0},
+    {"GET", "/v1/chats/{id}", chats_get, R_AUTH, 0},
+    {"PATCH", "/v1/chats/{id}", chats_rename, R_AUTH | R_JSON, 0},
+    {"GET", "/v1/chats/{id}/members", members_list, R_AUTH, 0},
+    {"POST", "/v1/chats/{id}/members", members_add, R_AUTH | R_JSON, 0},
+    {"DELETE", "/v1/chats/{id}/members/{user_id}", members_remove, R_AUTH, 0},
+    {"PATCH", "/v1/chats/{id}/members/{user_id}", members_set_role, R_AUTH | R_JSON, 0},
+    {"GET", "/v1/chats/{id}/messages", messages_list, R_AUTH, 0},
+    {"POST", "/v1/chats/{id}/messages", messages_send, R_AUTH | R_JSON, MESSAGE_MAX_BODY},
+    {"GET", "/v1/chats/{id}/messages/{seq}", messages_get, R_AUTH, 0},
+    {"PATCH", "/v1/chats/{id}/messages/{seq}", messages_edit, R_AUTH | R_JSON, MESSAGE_MAX_BODY},
+    {"DELETE", "/v1/chats/{id}/messages/{seq}", messages_delete, R_AUTH, 0},
+    {"PUT", "/v1/chats/{id}/messages/{seq}/reactions/{emoji}", reactions_put, R_AUTH, 0},
+    {"DELETE", "/v1/chats/{id}/messages/{seq}/reactions/{emoji}", reactions_delete, R_AUTH, 0},
+    {"POST", "/v1/chats/{id}/read", chats_read, R_AUTH | R_JSON, 0},
+    {"GET", "/v1/chats/{id}/receipts", chats_receipts, R_AUTH, 0},
 };
 
 const size_t routes_count = sizeof routes / sizeof routes[0];

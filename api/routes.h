@@ -21,4 +21,24 @@ int users_find(struct req *r);
 int devices_list(struct req *r);
 int devices_revoke(struct req *r);
 
+/* chats.c */
+int chats_create(struct req *r);
+int chats_list(struct req *r);
+int chats_get(struct req *r);
+int chats_rename(struct req *r);
+int members_list(struct req *r);
+int members_add(struct req *r);
+int members_remove(struct req *r);
+int members_set_role(struct req *r);
+int chats_read(struct req *r);
+int chats_receipts(struct req *r);
+/* messages.c */
+int messages_send(struct req *r);
+int messages_list(struct req *r);
+int messages_get(struct req *r);
+int messages_edit(struct req *r);
+int messages_delete(struct req *r);
+int reactions_put(struct req *r);
+int reactions_delete(struct req *r);
+
 #endif

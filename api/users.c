@@ -5,20 +5,19 @@
 #include <string.h>
 
 #include "auth.h"
+#include "db.h"
 #include "http.h"
 #include "jsonv.h"
 #include "routes.h"
 #include "util.h"
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 static const char sql_user_by_id[] =
-    "SELECT id, username, display_name, " TS("created_at") " FROM users WHERE id = $1";
+    "SELECT id, username, display_name, " DB_TS("created_at") " FROM users WHERE id = $1";
 static const char sql_user_by_name[] =
-    "SELECT id, username, display_name, " TS("created_at") " FROM users WHERE lower(username) = lower($1)";
+    "SELECT id, username, display_name, " DB_TS("created_at") " FROM users WHERE lower(username) = lower($1)";
 static const char sql_update_me[] =
     "UPDATE users SET display_name = $2 WHERE id = $1"
-    " RETURNING id, username, display_name, " TS("created_at");
+    " RETURNING id, username, display_name, " DB_TS("created_at");
 
 static int reply_user_row(struct req *r, PGresult *res)
 {

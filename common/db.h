@@ -13,6 +13,10 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
+/* SQL fragment (a compile-time constant, never built at run time): a
+ * timestamptz column as RFC 3339 UTC with milliseconds, e.g. 2026-11-21T09:10:31.123Z */
+#define DB_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
 struct db_pool;
 
 /* conninfo is copied. size >= 1. */

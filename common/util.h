@@ -39,6 +39,9 @@ bool utf8_has_control(const char *s, size_t len);
 /* True when s is a well-formed UTF-8 string of len bytes without NUL. */
 bool utf8_valid(const char *s, size_t len);
 
+/* True for a canonical textual UUID: 8-4-4-4-12 hex digits. */
+bool uuid_valid(const char *s);
+
 /* Constant-time comparison of two equal-length buffers. */
 bool ct_equal(const void *a, const void *b, size_t len);
 

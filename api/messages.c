@@ -1,0 +1,515 @@
+/*
+ * messages.c — sending (ordered, idempotent, durable before 201), history
+ * with keyset pagination bounded by count and bytes, edit, delete
+ * (tombstones) and reactions.
+ *
+ * Send protocol (invariants 1–3 of DESIGN.md):
+ *   1. a retry of a known client_msg_id is answered from the stored message
+ *      (200, or 409 if the content differs) without taking any lock;
+ *   2. otherwise, in one transaction: bump chats.last_seq (the chat row lock
+ *      orders all sends of a chat), re-check membership, insert with
+ *      ON CONFLICT DO NOTHING (a racing retry that committed first wins and we
+ *      roll back, leaving no gap), move the sender's read marker, fan out the
+ *      `message` inbox event; commit; only then 201.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat.h"
+#include "http.h"
+#include "jsonv.h"
+#include "routes.h"
+#include "util.h"
+
+#define PAGE_DEFAULT 50
+#define PAGE_MAX 100
+#define PAGE_BYTES (1024 * 1024) /* a page ends early once its texts pass this */
+#define MAX_MENTIONS 100
+#define MAX_ATTACHMENTS 10
+#define EMOJI_MAX_CHARS 32
+
+static int64_t i64_at(const PGresult *res, int row, int col)
+{
+    int64_t v = 0;
+    parse_i64(PQgetvalue(res, row, col), &v);
+    return v;
+}
+
+static int field_error(struct req *r, const char *field, const char *detail)
+{
+    return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", field), "%s", detail);
+}
+
+static int validation_failed(struct req *r, const struct jsonv_error *e)
+{
+    return field_error(r, e->field ? e->field : "", e->reason);
+}
+
+/* Parses path param i as a message seq; -1 after 404. */
+static int parse_seq(struct req *r, int i, int64_t *seq)
+{
+    if (!parse_i64(req_param(r, i), seq) || *seq <= 0)
+        return reply_problem(r, 404, "message_not_found", "no such message");
+    return 0;
+}
+
+/* ======================================================================
+ * Send
+ * ====================================================================== */
+
+static const char sql_existing[] =
+    "SELECT body_sha256, " MSG_COLS("$3") " FROM messages"
+    " WHERE chat_id = $1 AND sender_id = $3 AND client_msg_id = $2";
+static const char sql_bump[] =
+    "UPDATE chats SET last_seq = last_seq + 1, last_message_at = now() WHERE id = $1 RETURNING last_seq";
+static const char sql_still_member[] = "SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2";
+static const char sql_insert[] =
+    "INSERT INTO messages (chat_id, seq, sender_id, client_msg_id, kind, body, mentions, reply_to_seq,"
+    "                      attachment_ids, body_sha256)"
+    " VALUES ($1, $2, $3, $4, 'text', $5, $6::bigint[], $7, $8::uuid[], $9)"
+    " ON CONFLICT (chat_id, sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING"
+    " RETURNING " MSG_COLS("$3");
+static const char sql_sender_read[] =
+    "UPDATE chat_members SET last_read_seq = GREATEST(last_read_seq, $3),"
+    "       last_delivered_seq = GREATEST(last_delivered_seq, $3)"
+    " WHERE chat_id = $1 AND user_id = $2";
+static const char sql_mentions_members[] =
+    "SELECT count(*) FROM chat_members WHERE chat_id = $1 AND user_id = ANY($2::bigint[])";
+static const char sql_reply_visible[] = "SELECT 1 FROM messages WHERE chat_id = $1 AND seq = $2 AND seq > $3";
+static const char sql_attachments_ok[] =
+    "SELECT count(*) FROM attachments WHERE chat_id = $1 AND id = ANY($2::uuid[]) AND uploader_id = $3"
+    " AND status = 'uploaded'";
+
+/* Canonical content of a send, for idempotency: same id + same content = retry. */
+static void content_hash(const char *text, json_t *reply, const char *mentions, const char *atts, char out[65])
+{
+    json_t *c = json_pack("{s:s,s:O,s:s,s:s}", "t", text, "r", reply ? reply : json_null(), "m", mentions, "a", atts);
+    char *s = json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS);
+    sha256_hex(s, strlen(s), out);
+    free(s);
+    json_decref(c);
+}
+
+/* Answers a send whose client_msg_id is already stored: 200 + the original,
+ * or 409 when the content differs. */
+static int reply_existing(struct req *r, PGresult *ex, const char *hash)
+{
+    if (strcmp(PQgetvalue(ex, 0, 0), hash) != 0)
+        return reply_problem(r, 409, "idempotency_conflict",
+                             "this client_msg_id was already used for a different message");
+    return reply_json(r, 200, msg_json(ex, 0, 1));
+}
+
+/* "{a,b}" literal of sorted, de-duplicated uuids (validated, lowercased). */
+static const char *uuid_array(struct req *r, json_t *arr, int *n_out)
+{
+    size_t n = json_array_size(arr), i;
+    char(*v)[37] = xcalloc(n ? n : 1, 37);
+    json_t *it;
+    int k = 0;
+    json_array_foreach(arr, i, it) {
+        const char *s = json_string_value(it);
+        if (!s || !uuid_valid(s)) {
+            free(v);
+            return NULL;
+        }
+        for (int c = 0; c < 36; c++)
+            v[k][c] = (char)((s[c] >= 'A' && s[c] <= 'F') ? s[c] + 32 : s[c]);
+        k++;
+    }
+    qsort(v, (size_t)k, 37, (int (*)(const void *, const void *))strcmp);
+    char *out = xmalloc((size_t)k * 38 + 3);
+    size_t len = 0;
+    int m = 0;
+    out[len++] = '{';
+    for (int a = 0; a < k; a++) {
+        if (a > 0 && strcmp(v[a], v[a - 1]) == 0)
+            continue;
+        len += (size_t)sprintf(out + len, "%s%s", m ? "," : "", v[a]);
+        m++;
+    }
+    out[len++] = '}';
+    out[len] = '\0';
+    free(v);
+    *n_out = m;
+    return req_own(r, out);
+}
+
+int messages_send(struct req *r)
+{
+    static const struct jfield fields[] = {
+        {"client_msg_id", JT_STRING, 1, 36, 36, 0},
+        {"text", JT_STRING, 1, 1, 100000, 0},
+        {"reply_to_seq", JT_INT, 0, 1, INT64_MAX, JF_NULLABLE},
+        {"mentions", JT_ARRAY, 0, 0, MAX_MENTIONS, 0},
+        {"attachment_ids", JT_ARRAY, 0, 0, MAX_ATTACHMENTS, 0},
+    };
+    struct member m;
+    struct jsonv_error e;
+    if (load_member(r, 0, &m) < 0)
+        return -1;
+    if (jsonv_check(r->json, fields, 5, &e) < 0)
+        return validation_failed(r, &e);
+    const char *cmid = json_string_value(json_object_get(r->json, "client_msg_id"));
+    if (!uuid_valid(cmid))
+        return field_error(r, "client_msg_id", "client_msg_id must be a UUID");
+    const char *text = json_string_value(json_object_get(r->json, "text"));
+    json_t *reply = json_object_get(r->json, "reply_to_seq");
+    if (json_is_null(reply))
+        reply = NULL;
+    /* mentions: positive ids, sorted and de-duplicated */
+    int64_t ment[MAX_MENTIONS];
+    size_t nm = 0, i;
+    json_t *it, *jm = json_object_get(r->json, "mentions");
+    json_array_foreach(jm, i, it) {
+        if (!json_is_integer(it) || json_integer_value(it) <= 0)
+            return field_error(r, "mentions", "mentions must be user ids");
+        int64_t v = json_integer_value(it);
+        size_t k = 0;
+        while (k < nm && ment[k] < v)
+            k++;
+        if (k < nm && ment[k] == v)
+            continue;
+        memmove(ment + k + 1, ment + k, (nm - k) * sizeof *ment);
+        ment[k] = v;
+        nm++;
+    }
+    const char *mentions = id_array_literal(r, ment, nm);
+    int na = 0;
+    json_t *ja = json_object_get(r->json, "attachment_ids");
+    const char *atts = ja ? uuid_array(r, ja, &na) : "{}";
+    if (!atts)
+        return field_error(r, "attachment_ids", "attachment_ids must be UUIDs");
+    char hash[65];
+    content_hash(text, reply, mentions, atts, hash);
+
+    char c[24], u[24], sq[24], rt[24], js[24];
+    i64s(c, m.chat_id);
+    i64s(u, r->user_id);
+    const char *ve[3] = {c, cmid, u};
+    PGresult *ex = req_sql(r, NULL, sql_existing, 3, ve);
+    if (!ex)
+        return -1;
+    if (PQntuples(ex) == 1)
+        return reply_existing(r, ex, hash);
+
+    if (nm > 0) {
+        const char *vm[2] = {c, mentions};
+        PGresult *mm = req_sql(r, NULL, sql_mentions_members, 2, vm);
+        if (!mm)
+            return -1;
+        if ((size_t)i64_at(mm, 0, 0) != nm)
+            return field_error(r, "mentions", "every mentioned user must be a member of the chat");
+    }
+    if (reply) {
+        const char *vr[3] = {c, i64s(rt, json_integer_value(reply)), i64s(js, m.joined_seq)};
+        PGresult *rr = req_sql(r, NULL, sql_reply_visible, 3, vr);
+        if (!rr)
+            return -1;
+        if (PQntuples(rr) != 1)
+            return field_error(r, "reply_to_seq", "reply_to_seq must name a message of this chat you can see");
+    }
+    if (na > 0) {
+        const char *va[3] = {c, atts, u};
+        PGresult *ar = req_sql(r, NULL, sql_attachments_ok, 3, va);
+        if (!ar)
+            return -1;
+        if (i64_at(ar, 0, 0) != na)
+            return field_error(r, "attachment_ids", "attachments must be uploaded by you to this chat");
+    }
+
+    if (req_begin(r) < 0)
+        return -1;
+    const char *vb[1] = {c};
+    PGresult *b = req_sql(r, NULL, sql_bump, 1, vb);
+    if (!b)
+        return -1;
+    if (PQntuples(b) != 1)
+        return reply_problem(r, 404, "chat_not_found", "no such chat");
+    i64s(sq, i64_at(b, 0, 0));
+    const char *vs[2] = {c, u};
+    PGresult *still = req_sql(r, NULL, sql_still_member, 2, vs);
+    if (!still)
+        return -1;
+    if (PQntuples(still) != 1)
+        return reply_problem(r, 404, "chat_not_found", "no such chat");
+    const char *vi[9] = {c, sq, u, cmid, text, mentions, reply ? rt : NULL, atts, hash};
+    PGresult *ins = req_sql(r, NULL, sql_insert, 9, vi);
+    if (!ins)
+        return -1;
+    if (PQntuples(ins) == 0) {
+        /* a concurrent retry committed first: undo our seq, answer as a retry */
+        if (!req_sql(r, NULL, "ROLLBACK", 0, NULL))
+            return -1;
+        ex = req_sql(r, NULL, sql_existing, 3, ve);
+        if (!ex)
+            return -1;
+        if (PQntuples(ex) != 1)
+            return reply_problem(r, 500, "internal_error", "message vanished");
+        return reply_existing(r, ex, hash);
+    }
+    const char *vr[3] = {c, u, sq};
+    if (!req_sql(r, NULL, sql_sender_read, 3, vr))
+        return -1;
+    json_t *msg = req_own_json(r, msg_json(ins, 0, 0));
+    json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)m.chat_id, "message", msg));
+    if (inbox_emit(r, m.chat_id, "message", true, NULL, ev) < 0 || req_commit(r) < 0)
+        return -1;
+    char loc[80];
+    snprintf(loc, sizeof loc, "/v1/chats/%s/messages/%s", c, sq);
+    req_add_header(r, "Location", loc);
+    return reply_json(r, 201, json_incref(msg));
+}
+
+/* ======================================================================
+ * History
+ * ====================================================================== */
+
+static const char sql_page_before[] =
+    "SELECT " MSG_COLS("$5") " FROM messages WHERE chat_id = $1 AND seq > $2 AND seq < $3"
+    " ORDER BY seq DESC LIMIT $4";
+static const char sql_page_after[] =
+    "SELECT " MSG_COLS("$5") " FROM messages WHERE chat_id = $1 AND seq > GREATEST($2, $3)"
+    " ORDER BY seq ASC LIMIT $4";
+
+int messages_list(struct req *r)
+{
+    struct member m;
+    int64_t before = 0, after = 0, limit = PAGE_DEFAULT;
+    bool has_before, has_after, has_limit;
+    if (load_member(r, 0, &m) < 0)
+        return -1;
+    if (query_int(r, "before", 1, INT64_MAX, &before, &has_before) < 0 ||
+        query_int(r, "after", 0, INT64_MAX, &after, &has_after) < 0 ||
+        query_int(r, "limit", 1, PAGE_MAX, &limit, &has_limit) < 0)
+        return -1;
+    if (has_before && has_after)
+        return reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", "before"),
+                                 "use before or after, not both");
+    bool desc = !has_after;
+    if (!has_before)
+        before = INT64_MAX;
+    char c[24], js[24], cur[24], lim[24], u[24];
+    const char *vals[5] = {i64s(c, m.chat_id), i64s(js, m.joined_seq), desc ? i64s(cur, before) : i64s(cur, after),
+                           i64s(lim, limit), i64s(u, r->user_id)};
+    PGresult *res = req_sql(r, NULL, desc ? sql_page_before : sql_page_after, 5, vals);
+    if (!res)
+        return -1;
+    int n = PQntuples(res);
+    /* keep rows (newest-first for `before`) until the byte budget is spent;
+     * always at least one, so a page always makes progress */
+    int take = 0;
+    int64_t bytes = 0;
+    while (take < n) {
+        int64_t b = i64_at(res, take, MSG_COL_BYTES);
+        if (take > 0 && bytes + b > PAGE_BYTES)
+            break;
+        bytes += b;
+        take++;
+    }
+    json_t *arr = json_array();
+    int64_t lo = 0, hi = 0;
+    for (int k = 0; k < take; k++) {
+        int row = desc ? take - 1 - k : k; /* ascending seq in the reply */
+        json_array_append_new(arr, msg_json(res, row, 0));
+        int64_t s = i64_at(res, row, 1);
+        if (k == 0)
+            lo = s;
+        hi = s;
+    }
+    /* seqs are gap-free and rows are never removed (deletes leave tombstones),
+     * so what lies beyond the page follows from the numbers alone */
+    int64_t head = m.last_seq > hi ? m.last_seq : hi;
+    json_t *prev = take > 0 && lo > m.joined_seq + 1 ? json_integer(lo) : json_null();
+    json_t *next = take > 0 && hi < head ? json_integer(hi) : json_null();
+    return reply_json(r, 200, json_pack("{s:o,s:o,s:o}", "messages", arr, "prev_cursor", prev, "next_cursor", next));
+}
+
+static const char sql_one[] =
+    "SELECT " MSG_COLS("$4") " FROM messages WHERE chat_id = $1 AND seq = $2 AND seq > $3";
+
+int messages_get(struct req *r)
+{
+    struct member m;
+    int64_t seq;
+    if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
+        return -1;
+    char c[24], s[24], js[24], u[24];
+    const char *vals[4] = {i64s(c, m.chat_id), i64s(s, seq), i64s(js, m.joined_seq), i64s(u, r->user_id)};
+    PGresult *res = req_sql(r, NULL, sql_one, 4, vals);
+    if (!res)
+        return -1;
+    if (PQntuples(res) != 1)
+        return reply_problem(r, 404, "message_not_found", "no such message");
+    return reply_json(r, 200, msg_json(res, 0, 0));
+}
+
+/* ======================================================================
+ * Edit, delete
+ * ====================================================================== */
+
+static const char sql_lock_msg[] =
+    "SELECT sender_id, kind, deleted_at IS NOT NULL FROM messages"
+    " WHERE chat_id = $1 AND seq = $2 AND seq > $3 FOR UPDATE";
+static const char sql_edit[] =
+    "UPDATE messages SET body = $3, edited_at = now() WHERE chat_id = $1 AND seq = $2 RETURNING " MSG_COLS("$4");
+static const char sql_tombstone[] =
+    "UPDATE messages SET body = NULL, mentions = '{}', attachment_ids = '{}', deleted_at = now()"
+    " WHERE chat_id = $1 AND seq = $2";
+static const char sql_drop_reactions[] = "DELETE FROM reactions WHERE chat_id = $1 AND seq = $2";
+
+struct locked_msg {
+    int64_t sender_id;
+    bool system;
+    bool deleted;
+};
+
+/* Locks message seq of the chat (visible to the caller); -1 after 404. */
+static int lock_message(struct req *r, const struct member *m, int64_t seq, struct locked_msg *out)
+{
+    char c[24], s[24], js[24];
+    const char *vals[3] = {i64s(c, m->chat_id), i64s(s, seq), i64s(js, m->joined_seq)};
+    PGresult *res = req_sql(r, NULL, sql_lock_msg, 3, vals);
+    if (!res)
+        return -1;
+    if (PQntuples(res) != 1)
+        return reply_problem(r, 404, "message_not_found", "no such message");
+    out->sender_id = PQgetisnull(res, 0, 0) ? 0 : i64_at(res, 0, 0);
+    out->system = strcmp(PQgetvalue(res, 0, 1), "system") == 0;
+    out->deleted = PQgetvalue(res, 0, 2)[0] == 't';
+    return 0;
+}
+
+int messages_edit(struct req *r)
+{
+    static const struct jfield fields[] = {{"text", JT_STRING, 1, 1, 100000, 0}};
+    struct member m;
+    struct jsonv_error e;
+    struct locked_msg lm;
+    int64_t seq;
+    if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
+        return -1;
+    if (jsonv_check(r->json, fields, 1, &e) < 0)
+        return validation_failed(r, &e);
+    if (req_begin(r) < 0 || lock_message(r, &m, seq, &lm) < 0)
+        return -1;
+    if (lm.system || lm.sender_id != r->user_id)
+        return reply_problem(r, 403, "forbidden", "only the sender can edit a message");
+    if (lm.deleted)
+        return reply_problem(r, 409, "message_deleted", "the message was deleted");
+    char c[24], s[24], u[24];
+    const char *vals[4] = {i64s(c, m.chat_id), i64s(s, seq), json_string_value(json_object_get(r->json, "text")),
+                           i64s(u, r->user_id)};
+    PGresult *res = req_sql(r, NULL, sql_edit, 4, vals);
+    if (!res)
+        return -1;
+    json_t *msg = req_own_json(r, msg_json(res, 0, 0));
+    json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)m.chat_id, "message", msg));
+    if (inbox_emit(r, m.chat_id, "edit", true, NULL, ev) < 0 || req_commit(r) < 0)
+        return -1;
+    return reply_json(r, 200, json_incref(msg));
+}
+
+int messages_delete(struct req *r)
+{
+    struct member m;
+    struct locked_msg lm;
+    int64_t seq;
+    if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
+        return -1;
+    if (req_begin(r) < 0 || lock_message(r, &m, seq, &lm) < 0)
+        return -1;
+    bool mine = !lm.system && lm.sender_id == r->user_id;
+    if (!mine && !(!m.direct && member_is_admin(&m)))
+        return reply_problem(r, 403, "forbidden", "only the sender or a group admin can delete a message");
+    if (lm.deleted) { /* deleting a tombstone again changes nothing */
+        if (req_commit(r) < 0)
+            return -1;
+        return reply_empty(r, 204);
+    }
+    char c[24], s[24];
+    const char *vals[2] = {i64s(c, m.chat_id), i64s(s, seq)};
+    if (!req_sql(r, NULL, sql_tombstone, 2, vals) || !req_sql(r, NULL, sql_drop_reactions, 2, vals))
+        return -1;
+    json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:I}", "chat_id", (json_int_t)m.chat_id, "seq", (json_int_t)seq,
+                                           "actor_id", (json_int_t)r->user_id));
+    if (inbox_emit(r, m.chat_id, "delete", true, NULL, ev) < 0 || req_commit(r) < 0)
+        return -1;
+    return reply_empty(r, 204);
+}
+
+/* ======================================================================
+ * Reactions
+ * ====================================================================== */
+
+static const char sql_add_reaction[] =
+    "INSERT INTO reactions (chat_id, seq, user_id, emoji) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT DO NOTHING RETURNING 1";
+static const char sql_del_reaction[] =
+    "DELETE FROM reactions WHERE chat_id = $1 AND seq = $2 AND user_id = $3 AND emoji = $4 RETURNING 1";
+static const char sql_reaction_summary[] =
+    "SELECT coalesce(json_agg(json_build_object('emoji', emoji, 'count', n, 'me', me) ORDER BY emoji), '[]')"
+    "  FROM (SELECT emoji, count(*) AS n, bool_or(user_id = $3) AS me FROM reactions"
+    "         WHERE chat_id = $1 AND seq = $2 GROUP BY emoji) s";
+
+static bool emoji_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > EMOJI_MAX_CHARS * 4 || !utf8_valid(s, n) || utf8_has_control(s, n))
+        return false;
+    size_t chars = utf8_chars(s, n);
+    if (chars < 1 || chars > EMOJI_MAX_CHARS)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == ' ')
+            return false;
+    return true;
+}
+
+static int react(struct req *r, bool add)
+{
+    struct member m;
+    struct locked_msg lm;
+    int64_t seq;
+    if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
+        return -1;
+    const char *emoji = req_param(r, 2);
+    if (!emoji_ok(emoji))
+        return field_error(r, "emoji", "emoji must be 1 to 32 characters without spaces or control characters");
+    if (req_begin(r) < 0 || lock_message(r, &m, seq, &lm) < 0)
+        return -1;
+    if (lm.deleted)
+        return reply_problem(r, 409, "message_deleted", "the message was deleted");
+    char c[24], s[24], u[24];
+    const char *vals[4] = {i64s(c, m.chat_id), i64s(s, seq), i64s(u, r->user_id), emoji};
+    PGresult *ch = req_sql(r, NULL, add ? sql_add_reaction : sql_del_reaction, 4, vals);
+    if (!ch)
+        return -1;
+    PGresult *sum = req_sql(r, NULL, sql_reaction_summary, 3, vals);
+    if (!sum)
+        return -1;
+    json_t *reactions = req_own_json(r, json_loads(PQgetvalue(sum, 0, 0), 0, NULL));
+    if (!reactions)
+        return reply_problem(r, 500, "internal_error", "bad reaction summary");
+    if (PQntuples(ch) == 1) { /* changed: tell everyone; an idempotent repeat is silent */
+        json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:I,s:s,s:s,s:O}", "chat_id", (json_int_t)m.chat_id, "seq",
+                                               (json_int_t)seq, "user_id", (json_int_t)r->user_id, "emoji", emoji,
+                                               "action", add ? "added" : "removed", "reactions", reactions));
+        if (inbox_emit(r, m.chat_id, "reaction", true, NULL, ev) < 0)
+            return -1;
+    }
+    if (req_commit(r) < 0)
+        return -1;
+    return reply_json(r, 200, json_pack("{s:O}", "reactions", reactions));
+}
+
+int reactions_put(struct req *r)
+{
+    return react(r, true);
+}
+
+int reactions_delete(struct req *r)
+{
+    return react(r, false);
+}
