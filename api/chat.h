@@ -4,9 +4,12 @@
  * system messages.
  *
  * Lock order (deadlock freedom): a transaction takes at most one chat row
- * (SELECT … FOR UPDATE / UPDATE chats), then chat_members rows, then message
- * rows, then users rows in ascending id order (inbox_emit). Every writer
- * follows it, so concurrent sends into overlapping groups cannot deadlock.
+ * (SELECT … FOR NO KEY UPDATE / UPDATE chats), then devices and chat_members
+ * rows, then message rows, then users rows in ascending id order (inbox_emit).
+ * Every writer follows it, so concurrent sends into overlapping groups cannot
+ * deadlock. Row locks are NO KEY UPDATE: inserts that reference users or
+ * chats take KEY SHARE locks on them (foreign keys), which FOR UPDATE would
+ * conflict with, outside the order above.
  */
 #ifndef NATTER_CHAT_H
 #define NATTER_CHAT_H

@@ -30,7 +30,7 @@ static const char sql_member[] =
 static const char sql_member_locked[] =
     "SELECT cm.role, cm.joined_seq, cm.last_read_seq, c.last_seq, c.kind = 'direct'"
     "  FROM chats c JOIN chat_members cm ON cm.chat_id = c.id AND cm.user_id = $2"
-    " WHERE c.id = $1 FOR UPDATE OF c";
+    " WHERE c.id = $1 FOR NO KEY UPDATE OF c";
 
 static int fill_member(struct req *r, PGresult *res, struct member *m)
 {
@@ -113,11 +113,11 @@ static const char sql_inbox_emit[] =
     "  SELECT id FROM users"
     "   WHERE ($4 AND id IN (SELECT user_id FROM chat_members WHERE chat_id = $1))"
     "      OR id = ANY($5::bigint[])"
-    "   ORDER BY id FOR UPDATE),"
+    "   ORDER BY id FOR NO KEY UPDATE),"
     " u AS (UPDATE users SET inbox_seq = users.inbox_seq + 1 FROM r WHERE users.id = r.id"
     "       RETURNING users.id, users.inbox_seq)"
     "INSERT INTO inbox (user_id, seq, type, chat_id, payload)"
-    " SELECT id, inbox_seq, $2, $1, $3::jsonb FROM u";
+    " SELECT id, inbox_seq, $2, $1, $3::jsonb FROM u RETURNING user_id, seq";
 
 int inbox_emit(struct req *r, int64_t chat_id, const char *type, bool to_members, const char *extra,
                json_t *payload)
@@ -128,7 +128,12 @@ int inbox_emit(struct req *r, int64_t chat_id, const char *type, bool to_members
         return reply_problem(r, 500, "internal_error", "event encoding failed");
     req_own(r, text);
     const char *vals[5] = {i64s(c, chat_id), type, text, to_members ? "true" : "false", extra ? extra : "{}"};
-    return req_sql(r, NULL, sql_inbox_emit, 5, vals) ? 0 : -1;
+    PGresult *res = req_sql(r, NULL, sql_inbox_emit, 5, vals);
+    if (!res)
+        return -1;
+    for (int i = 0; i < PQntuples(res); i++)
+        req_note_wake(r, i64_at(res, i, 0), i64_at(res, i, 1));
+    return 0;
 }
 
 static const char sql_system_msg[] =

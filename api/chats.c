@@ -208,7 +208,7 @@ static int create_direct(struct req *r)
     if (!req_sql(r, NULL, sql_direct_members, 3, vm))
         return -1;
     json_t *ev = req_own_json(r, json_pack("{s:I,s:s,s:[I,I],s:I}", "chat_id", (json_int_t)chat_id, "action",
-                                           "added", "user_ids", (json_int_t)pair[0], (json_int_t)pair[1],
+                                           "joined", "user_ids", (json_int_t)pair[0], (json_int_t)pair[1],
                                            "actor_id", (json_int_t)r->user_id));
     if (inbox_emit(r, chat_id, "membership", true, NULL, ev) < 0 || req_commit(r) < 0)
         return -1;
@@ -257,7 +257,7 @@ static int create_group(struct req *r)
     json_t *uids = ids_json(ids, (size_t)n);
     json_t *sys = json_pack("{s:s,s:I,s:O,s:s}", "event", "created", "actor_id", (json_int_t)r->user_id, "user_ids",
                             uids, "title", vg[0]);
-    json_t *ev = req_own_json(r, json_pack("{s:I,s:s,s:O,s:I}", "chat_id", (json_int_t)chat_id, "action", "added",
+    json_t *ev = req_own_json(r, json_pack("{s:I,s:s,s:O,s:I}", "chat_id", (json_int_t)chat_id, "action", "joined",
                                            "user_ids", uids, "actor_id", (json_int_t)r->user_id));
     json_decref(uids);
     if (system_message(r, chat_id, "created the group", sys, NULL) < 0 ||

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "db.h"
+#include "bus.h"
 #include "http.h"
 #include "routes.h"
 #include "util.h"
@@ -54,5 +55,6 @@ int devices_revoke(struct req *r)
         return reply_problem(r, 404, "device_not_found", "no such device");
     if (!req_sql(r, NULL, sql_drop_tokens, 2, vals) || req_commit(r) < 0)
         return -1;
+    bus_revoke(r->app, r->user_id, id);
     return reply_empty(r, 204);
 }

@@ -28,12 +28,18 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "bus.h"
 #include "db.h"
+#include "hub.h"
 #include "log.h"
 #include "offload.h"
 #include "util.h"
 
+/* dispatched requests not yet completed: shutdown waits for these (a client
+ * stalling in the middle of its body does not hold shutdown) */
 static atomic_int inflight;
+/* set by http_stop: new requests are refused with 503 + Connection: close */
+static atomic_bool stopping;
 
 /* ======================================================================
  * Metrics: request count and latency histogram per (route, method, status)
@@ -272,6 +278,27 @@ static const char *title_of(int status)
     }
 }
 
+/* Percent-encodes a decoded path back into a URI reference for `instance`
+ * (RFC 9457 wants a URI; MHD hands us the path already unescaped). */
+static void uri_path(const char *path, char *out, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)path; *p && o + 4 < len; p++) {
+        unsigned char c = *p;
+        bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' ||
+                    c == '-' || c == '.' || c == '_' || c == '~';
+        if (keep) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
 static int vproblem(struct req *r, int status, const char *code, json_t *extra_new, const char *fmt, va_list ap)
 {
     char detail[512];
@@ -281,10 +308,11 @@ static int vproblem(struct req *r, int status, const char *code, json_t *extra_n
         nlog(LOG_ERROR, "second reply suppressed", json_pack("{s:s,s:s}", "request_id", r->request_id, "code", code));
         return -1;
     }
-    char type[96];
+    char type[96], instance[512];
     snprintf(type, sizeof type, "urn:natter:problem:%s", code);
+    uri_path(r->path ? r->path : "/", instance, sizeof instance);
     json_t *p = json_pack("{s:s,s:s,s:i,s:s,s:s,s:s,s:s}", "type", type, "title", title_of(status), "status", status,
-                          "detail", detail, "instance", r->path ? r->path : "/", "code", code, "request_id",
+                          "detail", detail, "instance", instance, "code", code, "request_id",
                           r->request_id);
     if (!p) /* detail with invalid UTF-8 cannot happen with our formats; be safe */
         p = json_pack("{s:s,s:s,s:i,s:s,s:s}", "type", type, "title", title_of(status), "status", status, "code",
@@ -381,12 +409,50 @@ PGresult *req_sql(struct req *r, const char *allow, const char *sql, int n, cons
 
 int req_begin(struct req *r)
 {
+    r->nwakes = 0;
     return req_sql(r, NULL, "BEGIN", 0, NULL) ? 0 : -1;
 }
 
 int req_commit(struct req *r)
 {
-    return req_sql(r, NULL, "COMMIT", 0, NULL) ? 0 : -1;
+    if (!req_sql(r, NULL, "COMMIT", 0, NULL))
+        return -1;
+    if (r->nwakes) {
+        bus_after_commit(r->app, r->wakes, r->nwakes);
+        r->nwakes = 0;
+    }
+    return 0;
+}
+
+void req_note_wake(struct req *r, int64_t user_id, int64_t seq)
+{
+    if (r->nwakes == r->cap_wakes) {
+        r->cap_wakes = r->cap_wakes ? r->cap_wakes * 2 : 16;
+        r->wakes = xrealloc(r->wakes, r->cap_wakes * 2 * sizeof *r->wakes);
+    }
+    r->wakes[2 * r->nwakes] = user_id;
+    r->wakes[2 * r->nwakes + 1] = seq;
+    r->nwakes++;
+}
+
+void req_release_db(struct req *r)
+{
+    if (r->db) {
+        db_release(r->app->db, r->db);
+        r->db = NULL;
+    }
+}
+
+void req_suspend(struct req *r)
+{
+    req_release_db(r); /* a waiting poll holds no database connection */
+    r->suspended = true;
+    MHD_suspend_connection(r->conn);
+}
+
+void req_resume(struct req *r)
+{
+    MHD_resume_connection(r->conn);
 }
 
 /* ======================================================================
@@ -484,7 +550,7 @@ static int preflight(struct req *r)
 static void run_handler(struct req *r)
 {
     r->route->handler(r);
-    if (!r->replied) {
+    if (!r->replied && !r->suspended) {
         nlog(LOG_ERROR, "handler returned without a reply", json_pack("{s:s,s:s}", "request_id", r->request_id,
                                                                        "route", r->route->pattern));
         reply_problem(r, 500, "internal_error", "no reply was produced");
@@ -619,7 +685,6 @@ static struct req *req_new(struct app *a, struct MHD_Connection *conn, const cha
     set_request_id(r);
     set_client_ip(r);
     r->cors_origin = cors_allowed(a, req_header(r, "Origin"));
-    atomic_fetch_add(&inflight, 1);
     return r;
 }
 
@@ -634,6 +699,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         char allow[128];
         r = req_new(a, conn, url, method);
         *con_cls = r;
+        if (atomic_load(&stopping)) {
+            /* replying in the first call closes the connection: what we want */
+            req_add_header(r, "Retry-After", "1");
+            req_add_header(r, "Connection", "close");
+            reply_problem(r, 503, "service_unavailable", "the server is shutting down");
+            return MHD_YES;
+        }
         route_request(r, allow, sizeof allow);
         r->body_limit = r->route && r->route->max_body ? r->route->max_body : HTTP_DEFAULT_MAX_BODY;
         const char *cl = req_header(r, "Content-Length");
@@ -674,9 +746,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->body[r->body_len] = '\0';
         return MHD_YES;
     }
+    if (r->suspended) { /* a long-poll woke up (or timed out) */
+        r->suspended = false;
+        if (r->resume_fn && !r->replied) {
+            r->resume_fn(r);
+            if (!r->replied && !r->suspended)
+                reply_problem(r, 500, "internal_error", "no reply was produced");
+        }
+        return MHD_YES;
+    }
     if (r->replied || r->dispatched)
         return MHD_YES;
     r->dispatched = true;
+    atomic_fetch_add(&inflight, 1);
     if (r->too_large)
         reply_problem(r, 413, "payload_too_large", "the body exceeds %zu bytes", r->body_limit);
     else
@@ -710,6 +792,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
     if (r->parked)
         MHD_destroy_response(r->parked);
+    free(r->wakes);
     if (r->db)
         db_release(r->app->db, r->db);
     for (size_t i = r->ndefers; i > 0; i--)
@@ -722,8 +805,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     json_decref(r->json);
     free(r->body);
     free(r->path);
+    if (r->dispatched)
+        atomic_fetch_sub(&inflight, 1);
     free(r);
-    atomic_fetch_sub(&inflight, 1);
 }
 
 /* ======================================================================
@@ -801,6 +885,7 @@ int http_start(struct app *a)
         nlog(LOG_ERROR, "cannot start HTTP server (address in use?)",
              json_pack("{s:s,s:i}", "addr", a->cfg->listen_addr, "port", a->cfg->port));
         offload_stop(a->offload);
+        offload_free(a->offload);
         a->offload = NULL;
         return -1;
     }
@@ -813,18 +898,23 @@ void http_stop(struct app *a)
 {
     if (!a->daemon)
         return;
-    MHD_socket lsock = MHD_quiesce_daemon(a->daemon);
+    /* Not MHD_quiesce_daemon(): in 0.9.75 with a thread pool it races the
+     * workers removing the listen socket from their epoll sets and can abort
+     * ("Failed to remove listen FD from epoll set"). New requests are
+     * answered 503 instead, which a load balancer retries elsewhere. */
+    atomic_store(&stopping, true);
+    /* long-polls answer now; MHD_stop_daemon aborts with a suspended connection */
+    hub_stop();
     /* every suspended request is resumed by the pool as it finishes its job */
     offload_stop(a->offload);
-    a->offload = NULL;
     uint64_t deadline = now_us() + 10u * 1000000u;
     while (atomic_load(&inflight) > 0 && now_us() < deadline)
         usleep(10000);
     int left = atomic_load(&inflight);
     MHD_stop_daemon(a->daemon);
     a->daemon = NULL;
-    if (lsock != MHD_INVALID_SOCKET)
-        close(lsock);
+    offload_free(a->offload);
+    a->offload = NULL;
     for (char **o = a->cors; o && *o; o++)
         free(*o);
     free(a->cors);

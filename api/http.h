@@ -91,6 +91,11 @@ struct req {
     struct MHD_Response *parked;   /* reply built off-thread, queued on resume */
     bool dispatched;
     PGconn *db;                    /* pooled connection held by this request */
+    handler_fn resume_fn;          /* long-poll: called when a suspended request resumes */
+    bool suspended;                /* suspended by req_suspend, not yet resumed */
+    void *ctx;                     /* handler state across suspension (e.g. struct waiter) */
+    int64_t *wakes;                /* (user id, inbox seq) pairs written by this transaction */
+    size_t nwakes, cap_wakes;      /* pairs, not elements */
     char *hdr_name[8], *hdr_val[8];/* extra reply headers (req_add_header), owned */
     int nhdr;
     struct deferred *defers;       /* cleanups run at completion, in reverse order */
@@ -130,9 +135,21 @@ PGconn *req_db(struct req *r);
  * unless the SQLSTATE is listed in allow (e.g. "23505"), in which case the
  * failed result is returned for the caller to inspect. */
 PGresult *req_sql(struct req *r, const char *allow, const char *sql, int n, const char *const *vals);
-/* BEGIN / COMMIT on the request's connection: 0 or -1 after replying. */
+/* BEGIN / COMMIT on the request's connection: 0 or -1 after replying.
+ * req_commit also delivers the wake-ups the transaction recorded with
+ * req_note_wake (only after COMMIT succeeded: acknowledged means durable). */
 int req_begin(struct req *r);
 int req_commit(struct req *r);
+/* Records that user_id's inbox got seq in the open transaction. */
+void req_note_wake(struct req *r, int64_t user_id, int64_t seq);
+/* Returns the pooled connection early (before suspending a long-poll). */
+void req_release_db(struct req *r);
+
+/* ---- long-poll support (hub.c) ---- */
+/* Suspends the connection; only inside the access handler. */
+void req_suspend(struct req *r);
+/* Resumes a suspended connection from any thread; MHD then calls r->resume_fn. */
+void req_resume(struct req *r);
 
 /* ---- server ---- */
 struct app {
@@ -145,12 +162,14 @@ struct app {
     size_t openapi_len;
     char **cors;             /* allowed origins, NULL-terminated; NULL = none */
     bool cors_any;
+    char instance_id[17];    /* random per process: tells our own pub/sub messages apart */
 };
 
 /* Starts MHD on cfg's address. 0 or -1 (logged). */
 int http_start(struct app *a);
-/* Graceful stop: refuse new connections, let in-flight requests finish
- * (bounded), resume every suspended connection, then stop MHD. */
+/* Graceful stop: answer new requests 503 (Connection: close), finish the
+ * offloaded jobs (resuming their connections), let dispatched requests
+ * finish (bounded, 10 s), then stop MHD. */
 void http_stop(struct app *a);
 
 /* Metrics of the HTTP layer in Prometheus text format, appended to buf. */

@@ -15,9 +15,11 @@
 #include <sodium.h>
 
 #include "auth.h"
+#include "bus.h"
 #include "config.h"
 #include "db.h"
 #include "http.h"
+#include "hub.h"
 #include "log.h"
 #include "migrate.h"
 #include "redis.h"
@@ -97,13 +99,21 @@ static int serve(struct config *cfg)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    if (http_start(&app) < 0)
+    random_hex(app.instance_id, 8);
+    hub_init();
+    if (hub_start() < 0 || http_start(&app) < 0)
         goto out;
+    if (bus_start(&app) < 0) {
+        http_stop(&app);
+        goto out;
+    }
     config_log(cfg, ROLE_API);
+    nlog(LOG_INFO, "instance", json_pack("{s:s}", "instance_id", app.instance_id));
     int sig = 0;
     sigwait(&set, &sig);
     nlog(LOG_INFO, "shutting down", json_pack("{s:s}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
-    http_stop(&app);
+    http_stop(&app); /* answers every waiting poll first */
+    bus_stop();
     nlog(LOG_INFO, "stopped", NULL);
     rc = 0;
 out:

@@ -270,7 +270,7 @@ static const char sql_page_before[] =
     "SELECT " MSG_COLS("$5") " FROM messages WHERE chat_id = $1 AND seq > $2 AND seq < $3"
     " ORDER BY seq DESC LIMIT $4";
 static const char sql_page_after[] =
-    "SELECT " MSG_COLS("$5") " FROM messages WHERE chat_id = $1 AND seq > GREATEST($2, $3)"
+    "SELECT " MSG_COLS("$5") " FROM messages WHERE chat_id = $1 AND seq > GREATEST($2::bigint, $3::bigint)"
     " ORDER BY seq ASC LIMIT $4";
 
 int messages_list(struct req *r)
@@ -493,9 +493,14 @@ static int react(struct req *r, bool add)
     if (!reactions)
         return reply_problem(r, 500, "internal_error", "bad reaction summary");
     if (PQntuples(ch) == 1) { /* changed: tell everyone; an idempotent repeat is silent */
+        /* `me` is per viewer: it has no meaning in an event that many users get */
+        json_t *counts = req_own_json(r, json_deep_copy(reactions));
+        size_t i;
+        json_t *it;
+        json_array_foreach(counts, i, it) json_object_del(it, "me");
         json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:I,s:s,s:s,s:O}", "chat_id", (json_int_t)m.chat_id, "seq",
                                                (json_int_t)seq, "user_id", (json_int_t)r->user_id, "emoji", emoji,
-                                               "action", add ? "added" : "removed", "reactions", reactions));
+                                               "action", add ? "added" : "removed", "reactions", counts));
         if (inbox_emit(r, m.chat_id, "reaction", true, NULL, ev) < 0)
             return -1;
     }

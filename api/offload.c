@@ -85,6 +85,13 @@ void offload_stop(struct offload *o)
     pthread_mutex_unlock(&o->mu);
     for (int i = 0; i < o->nthreads; i++)
         pthread_join(o->threads[i], NULL);
+    o->nthreads = 0; /* offload_reserve() now refuses */
+}
+
+void offload_free(struct offload *o)
+{
+    if (!o)
+        return;
     free(o->threads);
     free(o->q);
     pthread_cond_destroy(&o->cv);

@@ -20,8 +20,11 @@ struct offload;
 struct offload *offload_new(int threads, int queue_max, void (*run)(struct req *r));
 bool offload_reserve(struct offload *o);
 void offload_submit(struct offload *o, struct req *r);
-/* Stops taking work, finishes every queued job, joins the threads, frees. */
+/* Stops taking work (offload_reserve() then fails), finishes every queued
+ * job and joins the threads. The object stays valid for late callers. */
 void offload_stop(struct offload *o);
+/* Frees a stopped pool; call once no thread can reach it (after MHD stops). */
+void offload_free(struct offload *o);
 int offload_depth(struct offload *o);
 
 #endif

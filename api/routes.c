@@ -49,6 +49,11 @@ const struct route routes[] = {
     {"DELETE", "/v1/chats/{id}/messages/{seq}/reactions/{emoji}", reactions_delete, R_AUTH, 0},
     {"POST", "/v1/chats/{id}/read", chats_read, R_AUTH | R_JSON, 0},
     {"GET", "/v1/chats/{id}/receipts", chats_receipts, R_AUTH, 0},
+    {"POST", "/v1/chats/{id}/typing", chats_typing, R_AUTH | R_JSON, 0},
+
+    {"GET", "/v1/events", events_poll, R_AUTH, 0},
+    {"POST", "/v1/presence/heartbeat", presence_heartbeat, R_AUTH, 0},
+    {"GET", "/v1/presence", presence_get, R_AUTH, 0},
 };
 
 const size_t routes_count = sizeof routes / sizeof routes[0];

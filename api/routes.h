@@ -40,5 +40,10 @@ int messages_edit(struct req *r);
 int messages_delete(struct req *r);
 int reactions_put(struct req *r);
 int reactions_delete(struct req *r);
+/* events.c */
+int events_poll(struct req *r);
+int presence_heartbeat(struct req *r);
+int presence_get(struct req *r);
+int chats_typing(struct req *r);
 
 #endif

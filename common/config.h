@@ -37,6 +37,8 @@ struct config {
     int hash_threads;           /* password hashing threads */
     int hash_queue;             /* max requests waiting for a hashing thread */
     int worker_threads;         /* natter-worker threads */
+    int presence_ttl;           /* seconds without a poll/heartbeat before offline */
+    int poll_timeout_max;       /* longest long-poll timeout a client may ask for, seconds */
     char *log_level;            /* debug | info | warn | error */
 };
 

@@ -23,6 +23,7 @@ struct redis_pool {
     int nidle;
     redisContext **idle;
     uint64_t last_fail_log_us;
+    uint64_t down_until_us;  /* connect attempts are skipped until then */
 };
 
 static int parse_url(struct redis_pool *p, const char *url, char **err)
@@ -122,11 +123,21 @@ static void log_fail(struct redis_pool *p, const char *what, const char *detail)
 
 static redisContext *connect_new(struct redis_pool *p)
 {
+    /* circuit breaker: after a failed connect, fail fast for a second instead
+     * of paying the connect timeout on every request during an outage */
+    pthread_mutex_lock(&p->mu);
+    bool open = now_us() < p->down_until_us;
+    pthread_mutex_unlock(&p->mu);
+    if (open)
+        return NULL;
     struct timeval tv = {0, 300000};
     redisContext *c = p->path ? redisConnectUnixWithTimeout(p->path, tv)
                               : redisConnectWithTimeout(p->host, p->port, tv);
     if (!c || c->err) {
         log_fail(p, "connect", c ? c->errstr : "alloc");
+        pthread_mutex_lock(&p->mu);
+        p->down_until_us = now_us() + 1000000u;
+        pthread_mutex_unlock(&p->mu);
         if (c)
             redisFree(c);
         return NULL;
@@ -153,6 +164,16 @@ fail:
         freeReplyObject(r);
     redisFree(c);
     return NULL;
+}
+
+redisContext *redis_connect_new(struct redis_pool *p, bool blocking)
+{
+    redisContext *c = connect_new(p);
+    if (c && blocking) {
+        struct timeval none = {0, 0};
+        redisSetTimeout(c, none);
+    }
+    return c;
 }
 
 redisContext *redis_acquire(struct redis_pool *p)

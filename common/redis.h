@@ -21,6 +21,9 @@ struct redis_pool *redis_pool_new(const char *url, int size, char **err);
 void redis_pool_free(struct redis_pool *p);
 redisContext *redis_acquire(struct redis_pool *p);
 void redis_release(struct redis_pool *p, redisContext *c, bool broken);
+/* A new context outside the pool (e.g. a subscriber), with no read timeout
+ * when blocking is true. NULL when Redis cannot be reached. */
+redisContext *redis_connect_new(struct redis_pool *p, bool blocking);
 /* One command on a pooled context; returns an owned reply or NULL on failure. */
 redisReply *redis_cmd(struct redis_pool *p, const char *fmt, ...);
 /* Redis answered PING. */

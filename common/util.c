@@ -83,15 +83,26 @@ int64_t wall_time_s(void)
     return (int64_t)time(NULL);
 }
 
-void rfc3339_now(char *buf, size_t len)
+int64_t wall_time_ms(void)
 {
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void rfc3339_ms(int64_t ms, char *buf, size_t len)
+{
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
     char base[24];
     strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, len, "%s.%03ldZ", base, ts.tv_nsec / 1000000L);
+    snprintf(buf, len, "%s.%03dZ", base, (int)(ms % 1000));
+}
+
+void rfc3339_now(char *buf, size_t len)
+{
+    rfc3339_ms(wall_time_ms(), buf, len);
 }
 
 void random_hex(char *out, size_t nbytes)

@@ -1,0 +1,346 @@
+/*
+ * events.c — long-poll receive, presence and typing.
+ *
+ *   GET  /v1/events?since=N&timeout=S&limit=L
+ *   POST /v1/presence/heartbeat
+ *   GET  /v1/presence?user_ids=1,2,3
+ *   POST /v1/chats/{id}/typing
+ *
+ * A poll with `since` first acks N for the calling device (forward only),
+ * which moves the member's delivered marker of every chat whose messages it
+ * covers and sends `receipt` (delivered) events to their senders. Then it
+ * answers at once with the events after N, or suspends in the hub (hub.c)
+ * until an event is committed for the user, an ephemeral event arrives, the
+ * timeout passes, the device polls again or is revoked.
+ *
+ * Events on the wire: {seq, type, chat_id, created_at, data}. Stored events
+ * have a seq (the user's gap-free inbox seq); ephemeral ones (typing,
+ * presence) have seq null and are never replayed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "chat.h"
+#include "http.h"
+#include "hub.h"
+#include "jsonv.h"
+#include "redis.h"
+#include "routes.h"
+#include "util.h"
+
+#define POLL_DEFAULT_TIMEOUT 30
+#define POLL_DEFAULT_LIMIT 100
+#define POLL_MAX_LIMIT 500
+#define PRESENCE_MAX_IDS 200
+
+static int64_t i64_at(const PGresult *res, int row, int col)
+{
+    int64_t v = 0;
+    parse_i64(PQgetvalue(res, row, col), &v);
+    return v;
+}
+
+/* ======================================================================
+ * Acks and delivered receipts
+ * ====================================================================== */
+
+static const char sql_ack[] =
+    "WITH old AS (SELECT acked_seq FROM devices WHERE user_id = $1 AND id = $2 FOR NO KEY UPDATE)"
+    "UPDATE devices d SET acked_seq = $3 FROM old"
+    " WHERE d.user_id = $1 AND d.id = $2 AND old.acked_seq < $3 RETURNING old.acked_seq";
+/* the newest message of each chat that the acked range of the inbox covers */
+static const char sql_acked_chats[] =
+    "SELECT chat_id, max((payload -> 'message' ->> 'seq')::bigint) FROM inbox"
+    " WHERE user_id = $1 AND seq > $2 AND seq <= $3 AND type = 'message' AND chat_id IS NOT NULL"
+    " GROUP BY chat_id ORDER BY chat_id";
+static const char sql_mark_delivered[] =
+    "WITH old AS (SELECT last_delivered_seq FROM chat_members WHERE chat_id = $1 AND user_id = $2"
+    "             FOR NO KEY UPDATE)"
+    "UPDATE chat_members cm SET last_delivered_seq = $3 FROM old"
+    " WHERE cm.chat_id = $1 AND cm.user_id = $2 AND old.last_delivered_seq < $3"
+    " RETURNING old.last_delivered_seq";
+static const char sql_delivered_senders[] =
+    "SELECT coalesce(array_agg(DISTINCT sender_id), '{}') FROM messages"
+    " WHERE chat_id = $1 AND seq > $2 AND seq <= $3 AND kind = 'text' AND sender_id IS NOT NULL"
+    "   AND sender_id <> $4";
+
+/* Records `since` as the device's ack and moves delivered markers. 0 or -1. */
+static int ack(struct req *r, int64_t since)
+{
+    char u[24], d[24], s[24];
+    const char *vals[3] = {i64s(u, r->user_id), i64s(d, r->device_id), i64s(s, since)};
+    if (req_begin(r) < 0)
+        return -1;
+    PGresult *moved = req_sql(r, NULL, sql_ack, 3, vals);
+    if (!moved)
+        return -1;
+    if (PQntuples(moved) == 1) {
+        const char *cv[3] = {u, PQgetvalue(moved, 0, 0), s};
+        PGresult *chats = req_sql(r, NULL, sql_acked_chats, 3, cv);
+        if (!chats)
+            return -1;
+        for (int i = 0; i < PQntuples(chats); i++) {
+            const char *chat = PQgetvalue(chats, i, 0), *upto = PQgetvalue(chats, i, 1);
+            const char *mv[3] = {chat, u, upto};
+            PGresult *md = req_sql(r, NULL, sql_mark_delivered, 3, mv);
+            if (!md)
+                return -1;
+            if (PQntuples(md) != 1)
+                continue;
+            const char *sv[4] = {chat, PQgetvalue(md, 0, 0), upto, u};
+            PGresult *snd = req_sql(r, NULL, sql_delivered_senders, 4, sv);
+            if (!snd)
+                return -1;
+            const char *to = PQgetvalue(snd, 0, 0);
+            if (strcmp(to, "{}") == 0)
+                continue;
+            int64_t chat_id = i64_at(chats, i, 0), seq = i64_at(chats, i, 1);
+            json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:s,s:I}", "chat_id", (json_int_t)chat_id, "user_id",
+                                                   (json_int_t)r->user_id, "kind", "delivered", "seq",
+                                                   (json_int_t)seq));
+            if (inbox_emit(r, chat_id, "receipt", false, to, ev) < 0)
+                return -1;
+        }
+    }
+    return req_commit(r);
+}
+
+/* ======================================================================
+ * Long-poll
+ * ====================================================================== */
+
+static const char sql_head[] =
+    "SELECT inbox_seq, (SELECT min(seq) FROM inbox WHERE user_id = $1) FROM users WHERE id = $1";
+static const char sql_events[] =
+    "SELECT seq, type, chat_id, payload::text, " DB_TS("created_at") " FROM inbox"
+    " WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+
+struct poll {
+    struct waiter w;
+};
+
+/* Appends the stored events after since (up to limit) to arr; sets *next. */
+static int fetch(struct req *r, int64_t since, int limit, json_t *arr, int64_t *next)
+{
+    char u[24], s[24], l[24];
+    const char *vals[3] = {i64s(u, r->user_id), i64s(s, since), i64s(l, limit)};
+    PGresult *res = req_sql(r, NULL, sql_events, 3, vals);
+    if (!res)
+        return -1;
+    *next = since;
+    for (int i = 0; i < PQntuples(res); i++) {
+        json_t *data = json_loads(PQgetvalue(res, i, 3), 0, NULL);
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:o,s:s,s:o}", "seq", (json_int_t)i64_at(res, i, 0), "type",
+                                             PQgetvalue(res, i, 1), "chat_id",
+                                             PQgetisnull(res, i, 2) ? json_null() : json_integer(i64_at(res, i, 2)),
+                                             "created_at", PQgetvalue(res, i, 4), "data", data ? data : json_object()));
+        *next = i64_at(res, i, 0);
+    }
+    return 0;
+}
+
+static int reply_events(struct req *r, json_t *arr, int64_t next)
+{
+    return reply_json(r, 200, json_pack("{s:o,s:I}", "events", arr, "next", (json_int_t)next));
+}
+
+static void free_poll(void *p)
+{
+    struct poll *pl = p;
+    json_decref(pl->w.ephemeral);
+    free(pl);
+}
+
+static int events_resume(struct req *r)
+{
+    struct poll *pl = r->ctx;
+    struct waiter *w = &pl->w;
+    json_t *arr = json_array();
+    int64_t next = w->since;
+    switch (w->state) {
+    case W_REVOKED:
+        json_decref(arr);
+        return reply_problem(r, 401, "device_revoked", "this device was signed out; log in again");
+    case W_WOKEN:
+        if (fetch(r, w->since, w->limit, arr, &next) < 0) {
+            json_decref(arr);
+            return -1;
+        }
+        break;
+    default: /* timeout, replaced by a newer poll, client gone, shutdown: empty */
+        break;
+    }
+    if (w->ephemeral)
+        json_array_extend(arr, w->ephemeral);
+    return reply_events(r, arr, next);
+}
+
+int events_poll(struct req *r)
+{
+    int64_t since = 0, timeout = POLL_DEFAULT_TIMEOUT, limit = POLL_DEFAULT_LIMIT;
+    bool has_since, has;
+    if (query_int(r, "since", 0, INT64_MAX, &since, &has_since) < 0 ||
+        query_int(r, "timeout", 0, r->app->cfg->poll_timeout_max, &timeout, &has) < 0 ||
+        query_int(r, "limit", 1, POLL_MAX_LIMIT, &limit, &has) < 0)
+        return -1;
+    presence_touch(r->app, r->user_id);
+    char u[24];
+    const char *vals[1] = {i64s(u, r->user_id)};
+    PGresult *h = req_sql(r, NULL, sql_head, 1, vals);
+    if (!h)
+        return -1;
+    if (PQntuples(h) != 1)
+        return reply_problem(r, 401, "invalid_token", "the access token is not valid");
+    int64_t head = i64_at(h, 0, 0);
+    int64_t first = PQgetisnull(h, 0, 1) ? head + 1 : i64_at(h, 0, 1);
+    if (!has_since)
+        return reply_events(r, json_array(), head);
+    if (since > head)
+        return reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", "since"),
+                                 "since is beyond the newest event (%lld)", (long long)head);
+    if (since + 1 < first)
+        return reply_problem_ext(r, 410, "cursor_expired", json_pack("{s:I}", "oldest_seq", (json_int_t)first),
+                                 "events after %lld are no longer kept; reload state and poll without since",
+                                 (long long)since);
+    if (ack(r, since) < 0)
+        return -1;
+
+    struct poll *pl = xcalloc(1, sizeof *pl);
+    req_defer(r, free_poll, pl);
+    pl->w.user_id = r->user_id;
+    pl->w.device_id = r->device_id;
+    pl->w.since = since;
+    pl->w.limit = (int)limit;
+    r->ctx = pl;
+    r->resume_fn = events_resume;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        uint64_t gen = hub_gen(r->user_id); /* before the query: see hub.h */
+        json_t *arr = json_array();
+        int64_t next;
+        if (fetch(r, since, (int)limit, arr, &next) < 0) {
+            json_decref(arr);
+            return -1;
+        }
+        if (json_array_size(arr) > 0 || timeout == 0)
+            return reply_events(r, arr, next);
+        json_decref(arr);
+        int rc = hub_block(r, &pl->w, gen, (int)timeout);
+        if (rc == 0)
+            return 0; /* suspended: events_resume answers */
+        if (rc < 0)
+            break;
+    }
+    return reply_events(r, json_array(), since);
+}
+
+/* ======================================================================
+ * Presence and typing
+ * ====================================================================== */
+
+int presence_heartbeat(struct req *r)
+{
+    presence_touch(r->app, r->user_id);
+    return reply_empty(r, 204);
+}
+
+static const char sql_last_seen[] =
+    "SELECT id, " DB_TS("last_seen_at") " FROM users WHERE id = ANY($1::bigint[]) ORDER BY id";
+
+int presence_get(struct req *r)
+{
+    const char *q = req_query(r, "user_ids");
+    int64_t ids[PRESENCE_MAX_IDS];
+    size_t n = 0;
+    if (!q || !*q || strlen(q) > PRESENCE_MAX_IDS * 21)
+        goto bad;
+    for (const char *p = q; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        char tok[24];
+        if (len == 0 || len >= sizeof tok || n == PRESENCE_MAX_IDS)
+            goto bad;
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        if (!parse_i64(tok, &ids[n]) || ids[n] <= 0)
+            goto bad;
+        n++;
+        p = comma ? comma + 1 : p + len;
+        if (comma && !*p)
+            goto bad;
+    }
+    const char *vals[1] = {id_array_literal(r, ids, n)};
+    PGresult *res = req_sql(r, NULL, sql_last_seen, 1, vals);
+    if (!res)
+        return -1;
+    /* one round trip for every score; Redis down: everyone reads as offline */
+    redisContext *c = redis_acquire(r->app->redis);
+    redisReply *scores = NULL;
+    if (c) {
+        const char **argv = xcalloc((size_t)PQntuples(res) + 2, sizeof *argv);
+        argv[0] = "ZMSCORE";
+        argv[1] = "natter:presence";
+        for (int i = 0; i < PQntuples(res); i++)
+            argv[i + 2] = PQgetvalue(res, i, 0);
+        scores = PQntuples(res) ? redisCommandArgv(c, PQntuples(res) + 2, argv, NULL) : NULL;
+        free(argv);
+        redis_release(r->app->redis, c, PQntuples(res) && !scores);
+    }
+    int64_t now_ms = wall_time_ms(), ttl_ms = (int64_t)r->app->cfg->presence_ttl * 1000;
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(res); i++) {
+        int64_t seen = -1;
+        if (scores && scores->type == REDIS_REPLY_ARRAY && (size_t)i < scores->elements &&
+            scores->element[i]->type == REDIS_REPLY_STRING)
+            seen = (int64_t)strtoll(scores->element[i]->str, NULL, 10);
+        bool online = seen >= 0 && seen >= now_ms - ttl_ms - 1000;
+        json_t *last = PQgetisnull(res, i, 1) ? json_null() : json_string(PQgetvalue(res, i, 1));
+        if (seen >= 0) {
+            char ts[40];
+            rfc3339_ms(seen, ts, sizeof ts);
+            json_decref(last);
+            last = json_string(ts);
+        }
+        json_array_append_new(arr, json_pack("{s:I,s:b,s:o}", "user_id", (json_int_t)i64_at(res, i, 0), "online",
+                                             online, "last_seen_at", last));
+    }
+    if (scores)
+        freeReplyObject(scores);
+    return reply_json(r, 200, json_pack("{s:o}", "presence", arr));
+bad:
+    return reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", "user_ids"),
+                             "user_ids must be 1 to %d comma-separated user ids", PRESENCE_MAX_IDS);
+}
+
+static const char sql_others[] = "SELECT user_id FROM chat_members WHERE chat_id = $1 AND user_id <> $2";
+
+int chats_typing(struct req *r)
+{
+    static const struct jfield fields[] = {{"typing", JT_BOOL, 1, 0, 0, 0}};
+    struct member m;
+    struct jsonv_error e;
+    if (load_member(r, 0, &m) < 0)
+        return -1;
+    if (jsonv_check(r->json, fields, 1, &e) < 0)
+        return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", e.field ? e.field : ""),
+                                 "%s %s", e.field ? e.field : "body", e.reason);
+    char c[24], u[24], ts[40];
+    const char *vals[2] = {i64s(c, m.chat_id), i64s(u, r->user_id)};
+    PGresult *res = req_sql(r, NULL, sql_others, 2, vals);
+    if (!res)
+        return -1;
+    size_t n = (size_t)PQntuples(res);
+    int64_t *to = xmalloc((n ? n : 1) * sizeof *to);
+    for (size_t i = 0; i < n; i++)
+        to[i] = i64_at(res, (int)i, 0);
+    rfc3339_now(ts, sizeof ts);
+    json_t *ev = json_pack("{s:n,s:s,s:I,s:s,s:{s:I,s:I,s:b}}", "seq", "type", "typing", "chat_id",
+                           (json_int_t)m.chat_id, "created_at", ts, "data", "chat_id", (json_int_t)m.chat_id,
+                           "user_id", (json_int_t)r->user_id, "typing",
+                           json_is_true(json_object_get(r->json, "typing")));
+    bus_ephemeral(r->app, to, n, ev);
+    json_decref(ev);
+    free(to);
+    return reply_empty(r, 204);
+}
