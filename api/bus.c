@@ -100,6 +100,12 @@ void bus_revoke(struct app *a, int64_t user, int64_t device)
     publish(json_pack("{s:[I,I]}", "r", (json_int_t)user, (json_int_t)device));
 }
 
+void bus_polling(struct app *a, int64_t user, int64_t device)
+{
+    (void)a;
+    publish(json_pack("{s:[I,I]}", "p", (json_int_t)user, (json_int_t)device));
+}
+
 /* Applies a message another instance published. */
 static void apply(const char *text, size_t len)
 {
@@ -121,6 +127,9 @@ static void apply(const char *text, size_t len)
     json_t *r = json_object_get(m, "r");
     if (json_is_array(r))
         hub_revoke(json_integer_value(json_array_get(r, 0)), json_integer_value(json_array_get(r, 1)));
+    json_t *pl = json_object_get(m, "p");
+    if (json_is_array(pl))
+        hub_replace(json_integer_value(json_array_get(pl, 0)), json_integer_value(json_array_get(pl, 1)));
 out:
     json_decref(m);
 }

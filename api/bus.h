@@ -39,6 +39,8 @@ void bus_after_commit(struct app *a, const int64_t *wakes, size_t n);
 /* ev is borrowed */
 void bus_ephemeral(struct app *a, const int64_t *users, size_t n, json_t *ev);
 void bus_revoke(struct app *a, int64_t user, int64_t device);
+/* A poll of this device is now waiting here: end its older poll on other instances. */
+void bus_polling(struct app *a, int64_t user, int64_t device);
 /* false while the subscriber is disconnected (polls then rely on re-checks) */
 bool bus_connected(void);
 

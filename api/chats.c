@@ -723,3 +723,31 @@ int chats_receipts(struct req *r)
                                              (json_int_t)i64_at(res, i, 2)));
     return reply_json(r, 200, json_pack("{s:o}", "receipts", arr));
 }
+
+/* ======================================================================
+ * Mute
+ * ====================================================================== */
+
+static const char sql_mute[] = "UPDATE chat_members SET muted = $3 WHERE chat_id = $1 AND user_id = $2";
+
+static int set_muted(struct req *r, bool muted)
+{
+    struct member m;
+    if (load_member(r, 0, &m) < 0)
+        return -1;
+    char c[24], u[24];
+    const char *vals[3] = {i64s(c, m.chat_id), i64s(u, r->user_id), muted ? "true" : "false"};
+    if (!req_sql(r, NULL, sql_mute, 3, vals))
+        return -1;
+    return reply_chat(r, 200, m.chat_id);
+}
+
+int chats_mute(struct req *r)
+{
+    return set_muted(r, true);
+}
+
+int chats_unmute(struct req *r)
+{
+    return set_muted(r, false);
+}

@@ -25,6 +25,7 @@
 #include "chat.h"
 #include "http.h"
 #include "hub.h"
+#include "jobs.h"
 #include "jsonv.h"
 #include "redis.h"
 #include "routes.h"
@@ -34,6 +35,7 @@
 #define POLL_DEFAULT_LIMIT 100
 #define POLL_MAX_LIMIT 500
 #define PRESENCE_MAX_IDS 200
+#define ONLINE_GRACE_MS 10000 /* a device that just got its answer counts as connected */
 
 static int64_t i64_at(const PGresult *res, int row, int col)
 {
@@ -153,10 +155,32 @@ static void free_poll(void *p)
     free(pl);
 }
 
+/* natter:polling:<user> maps each device with a poll waiting (or that just
+ * got its answer) to the time until which it counts as connected; the worker
+ * sends no push to a user with any such device. */
+static const char polling_script[] =
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
+    "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end "
+    "return 1";
+
+static void mark_polling(struct req *r, int64_t until_ms)
+{
+    char key[64], dev[24], until[24], ttl[24];
+    snprintf(key, sizeof key, POLLING_PREFIX "%lld", (long long)r->user_id);
+    i64s(dev, r->device_id);
+    i64s(until, until_ms);
+    i64s(ttl, until_ms - wall_time_ms() + 1000);
+    redisReply *rep = redis_cmd(r->app->redis, "EVAL %s 1 %s %s %s %s", polling_script, key, dev, until, ttl);
+    if (rep)
+        freeReplyObject(rep);
+}
+
 static int events_resume(struct req *r)
 {
     struct poll *pl = r->ctx;
     struct waiter *w = &pl->w;
+    if (w->state != W_REVOKED)
+        mark_polling(r, wall_time_ms() + ONLINE_GRACE_MS); /* re-polls within the grace */
     json_t *arr = json_array();
     int64_t next = w->since;
     switch (w->state) {
@@ -227,8 +251,13 @@ int events_poll(struct req *r)
             return reply_events(r, arr, next);
         json_decref(arr);
         int rc = hub_block(r, &pl->w, gen, (int)timeout);
-        if (rc == 0)
-            return 0; /* suspended: events_resume answers */
+        if (rc == 0) {
+            /* suspended: events_resume answers. Other instances end this
+             * device's older poll, and the worker sees the device online. */
+            bus_polling(r->app, r->user_id, r->device_id);
+            mark_polling(r, wall_time_ms() + timeout * 1000 + ONLINE_GRACE_MS);
+            return 0;
+        }
         if (rc < 0)
             break;
     }

@@ -7,6 +7,8 @@
 
 #include "db.h"
 #include "http.h"
+#include "hub.h"
+#include "jobs.h"
 #include "offload.h"
 #include "redis.h"
 #include "routes.h"
@@ -36,6 +38,99 @@ int health_ready(struct req *r)
     return reply_problem_ext(r, 503, "not_ready", json_pack("{s:o}", "checks", checks), "a dependency is down");
 }
 
+static void append(char **buf, size_t *len, size_t *cap, const char *text)
+{
+    size_t n = strlen(text);
+    if (*len + n + 1 > *cap) {
+        *cap = (*len + n + 1) * 2;
+        *buf = xrealloc(*buf, *cap);
+    }
+    memcpy(*buf + *len, text, n + 1);
+    *len += n;
+}
+
+/* The job queue's figures, written to Redis by every worker process, so one
+ * scrape here covers the whole pool. Redis down: the section is left out. */
+static void jobs_metrics(struct app *a, char **buf, size_t *len, size_t *cap)
+{
+    static const double bounds[] = JOBS_LATENCY_BUCKETS;
+    redisContext *c = redis_acquire(a->redis);
+    if (!c)
+        return;
+    redisAppendCommand(c, "XLEN " JOBS_STREAM);
+    redisAppendCommand(c, "XPENDING " JOBS_STREAM " " JOBS_GROUP);
+    redisAppendCommand(c, "ZCARD " JOBS_DELAYED);
+    redisAppendCommand(c, "XLEN " JOBS_DEAD);
+    redisAppendCommand(c, "MGET " JOBS_METRIC_PREFIX "jobs_done_total " JOBS_METRIC_PREFIX "jobs_retried_total "
+                          JOBS_METRIC_PREFIX "jobs_dead_total " JOBS_METRIC_PREFIX "pushes_sent_total");
+    redisAppendCommand(c, "HGETALL " JOBS_LATENCY_HASH);
+    redisReply *rep[6] = {0};
+    bool ok = true;
+    for (int i = 0; i < 6; i++)
+        if (redisGetReply(c, (void **)&rep[i]) != REDIS_OK || !rep[i])
+            ok = false;
+    redis_release(a->redis, c, !ok);
+    if (ok) {
+        long long xlen = rep[0]->type == REDIS_REPLY_INTEGER ? rep[0]->integer : 0;
+        long long pending = rep[1]->type == REDIS_REPLY_ARRAY && rep[1]->elements > 0 &&
+                                    rep[1]->element[0]->type == REDIS_REPLY_INTEGER
+                                ? rep[1]->element[0]->integer
+                                : 0;
+        long long delayed = rep[2]->type == REDIS_REPLY_INTEGER ? rep[2]->integer : 0;
+        long long dead = rep[3]->type == REDIS_REPLY_INTEGER ? rep[3]->integer : 0;
+        long long counters[4] = {0};
+        for (size_t i = 0; i < 4 && rep[4]->type == REDIS_REPLY_ARRAY && i < rep[4]->elements; i++)
+            if (rep[4]->element[i]->type == REDIS_REPLY_STRING)
+                counters[i] = atoll(rep[4]->element[i]->str);
+        char *t = xasprintf(
+            "# HELP natter_jobs_queue_depth Jobs in the stream not yet delivered to a worker.\n"
+            "# TYPE natter_jobs_queue_depth gauge\nnatter_jobs_queue_depth %lld\n"
+            "# HELP natter_jobs_pending Jobs delivered to a worker and not yet acknowledged.\n"
+            "# TYPE natter_jobs_pending gauge\nnatter_jobs_pending %lld\n"
+            "# HELP natter_jobs_delayed Jobs waiting for a retry.\n"
+            "# TYPE natter_jobs_delayed gauge\nnatter_jobs_delayed %lld\n"
+            "# HELP natter_jobs_dead Jobs in the dead-letter stream.\n"
+            "# TYPE natter_jobs_dead gauge\nnatter_jobs_dead %lld\n"
+            "# TYPE natter_jobs_done_total counter\nnatter_jobs_done_total %lld\n"
+            "# TYPE natter_jobs_retried_total counter\nnatter_jobs_retried_total %lld\n"
+            "# TYPE natter_jobs_dead_total counter\nnatter_jobs_dead_total %lld\n"
+            "# TYPE natter_pushes_sent_total counter\nnatter_pushes_sent_total %lld\n"
+            "# HELP natter_job_latency_seconds Time from enqueue to a job's outcome.\n"
+            "# TYPE natter_job_latency_seconds histogram\n",
+            xlen - pending > 0 ? xlen - pending : 0, pending, delayed, dead, counters[0], counters[1], counters[2],
+            counters[3]);
+        append(buf, len, cap, t);
+        free(t);
+        long long cum = 0, count = 0;
+        double sum = 0;
+        redisReply *h = rep[5];
+        for (int b = 0; b <= JOBS_LATENCY_NBUCKETS; b++) {
+            char field[16], line[160];
+            if (b < JOBS_LATENCY_NBUCKETS)
+                snprintf(field, sizeof field, "%g", bounds[b]);
+            else
+                snprintf(field, sizeof field, "+Inf");
+            for (size_t i = 0; h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2)
+                if (strcmp(h->element[i]->str, field) == 0)
+                    cum += atoll(h->element[i + 1]->str);
+            snprintf(line, sizeof line, "natter_job_latency_seconds_bucket{le=\"%s\"} %lld\n", field, cum);
+            append(buf, len, cap, line);
+        }
+        for (size_t i = 0; h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2) {
+            if (strcmp(h->element[i]->str, "sum") == 0)
+                sum = atof(h->element[i + 1]->str);
+            else if (strcmp(h->element[i]->str, "count") == 0)
+                count = atoll(h->element[i + 1]->str);
+        }
+        t = xasprintf("natter_job_latency_seconds_sum %.6f\nnatter_job_latency_seconds_count %lld\n", sum, count);
+        append(buf, len, cap, t);
+        free(t);
+    }
+    for (int i = 0; i < 6; i++)
+        if (rep[i])
+            freeReplyObject(rep[i]);
+}
+
 int health_metrics(struct req *r)
 {
     size_t len = 0, cap = 8192;
@@ -59,6 +154,12 @@ int health_metrics(struct req *r)
     }
     memcpy(buf + len, tail, (size_t)n + 1);
     len += (size_t)n;
+    char *lp = xasprintf("# HELP natter_longpoll_waiting Long-polls suspended in this process.\n"
+                         "# TYPE natter_longpoll_waiting gauge\nnatter_longpoll_waiting %zu\n",
+                         hub_count());
+    append(&buf, &len, &cap, lp);
+    free(lp);
+    jobs_metrics(r->app, &buf, &len, &cap);
     req_own(r, buf);
     return reply_text(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len, true);
 }

@@ -326,7 +326,7 @@ void hub_ephemeral(int64_t user, json_t *ev)
     rl_resume(&rl);
 }
 
-void hub_revoke(int64_t user, int64_t device)
+static void end_device(int64_t user, int64_t device, enum waiter_state st)
 {
     struct resume_list rl = {0};
     pthread_mutex_lock(&mu);
@@ -334,13 +334,23 @@ void hub_revoke(int64_t user, int64_t device)
     for (struct waiter *w = b->head; w;) {
         struct waiter *next = w->next;
         if (w->user_id == user && (device == 0 || w->device_id == device)) {
-            detach(w, W_REVOKED);
+            detach(w, st);
             rl_add(&rl, w);
         }
         w = next;
     }
     pthread_mutex_unlock(&mu);
     rl_resume(&rl);
+}
+
+void hub_revoke(int64_t user, int64_t device)
+{
+    end_device(user, device, W_REVOKED);
+}
+
+void hub_replace(int64_t user, int64_t device)
+{
+    end_device(user, device, W_REPLACED);
 }
 
 size_t hub_count(void)

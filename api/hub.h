@@ -69,6 +69,8 @@ void hub_wake(int64_t user_id, int64_t seq);
 /* ev is borrowed (each waiter gets a reference). */
 void hub_ephemeral(int64_t user_id, json_t *ev);
 void hub_revoke(int64_t user_id, int64_t device_id);
+/* The device polls elsewhere (another instance): its poll here answers empty. */
+void hub_replace(int64_t user_id, int64_t device_id);
 size_t hub_count(void);
 /* Snapshot of (user id, smallest since) of waiting users: owned arrays. */
 size_t hub_waiting(int64_t **users, int64_t **since);

@@ -18,6 +18,7 @@
 
 #include "chat.h"
 #include "http.h"
+#include "jobs.h"
 #include "jsonv.h"
 #include "routes.h"
 #include "util.h"
@@ -70,7 +71,10 @@ static const char sql_insert[] =
     " VALUES ($1, $2, $3, $4, 'text', $5, $6::bigint[], $7, $8::uuid[], $9)"
     " ON CONFLICT (chat_id, sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING"
     " RETURNING " MSG_COLS("$3");
+/* the sender has read their own message; and the push outbox row (due in 10 s:
+ * the fast path enqueues right after COMMIT, the worker's reconciler later) */
 static const char sql_sender_read[] =
+    "WITH o AS (INSERT INTO push_outbox (chat_id, seq, due_at) VALUES ($1, $3, now() + interval '10 seconds'))"
     "UPDATE chat_members SET last_read_seq = GREATEST(last_read_seq, $3),"
     "       last_delivered_seq = GREATEST(last_delivered_seq, $3)"
     " WHERE chat_id = $1 AND user_id = $2";
@@ -256,6 +260,11 @@ int messages_send(struct req *r)
     json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)m.chat_id, "message", msg));
     if (inbox_emit(r, m.chat_id, "message", true, NULL, ev) < 0 || req_commit(r) < 0)
         return -1;
+    /* after COMMIT: if Redis is down the outbox row stays and is enqueued later */
+    char job[128];
+    snprintf(job, sizeof job, "{\"type\":\"push_message\",\"chat_id\":%s,\"seq\":%s,\"enq_ms\":%lld}", c, sq,
+             (long long)wall_time_ms());
+    jobs_enqueue(r->app->redis, job);
     char loc[80];
     snprintf(loc, sizeof loc, "/v1/chats/%s/messages/%s", c, sq);
     req_add_header(r, "Location", loc);
@@ -405,7 +414,12 @@ int messages_edit(struct req *r)
     if (!res)
         return -1;
     json_t *msg = req_own_json(r, msg_json(res, 0, 0));
-    json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)m.chat_id, "message", msg));
+    /* reactions[].me is the editor's view: not for an event every member gets */
+    json_t *shared = req_own_json(r, json_deep_copy(msg));
+    size_t i;
+    json_t *it;
+    json_array_foreach(json_object_get(shared, "reactions"), i, it) json_object_del(it, "me");
+    json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)m.chat_id, "message", shared));
     if (inbox_emit(r, m.chat_id, "edit", true, NULL, ev) < 0 || req_commit(r) < 0)
         return -1;
     return reply_json(r, 200, json_incref(msg));

@@ -31,6 +31,8 @@ const struct route routes[] = {
 
     {"GET", "/v1/devices", devices_list, R_AUTH, 0},
     {"DELETE", "/v1/devices/{id}", devices_revoke, R_AUTH, 0},
+    {"PUT", "/v1/devices/{id}/push", devices_set_push, R_AUTH | R_JSON, 0},
+    {"DELETE", "/v1/devices/{id}/push", devices_clear_push, R_AUTH, 0},
 
     {"GET", "/v1/chats", chats_list, R_AUTH, 0},
     {"POST", "/v1/chats", chats_create, R_AUTH | R_JSON, 0},
@@ -50,6 +52,8 @@ const struct route routes[] = {
     {"POST", "/v1/chats/{id}/read", chats_read, R_AUTH | R_JSON, 0},
     {"GET", "/v1/chats/{id}/receipts", chats_receipts, R_AUTH, 0},
     {"POST", "/v1/chats/{id}/typing", chats_typing, R_AUTH | R_JSON, 0},
+    {"PUT", "/v1/chats/{id}/mute", chats_mute, R_AUTH, 0},
+    {"DELETE", "/v1/chats/{id}/mute", chats_unmute, R_AUTH, 0},
 
     {"GET", "/v1/events", events_poll, R_AUTH, 0},
     {"POST", "/v1/presence/heartbeat", presence_heartbeat, R_AUTH, 0},

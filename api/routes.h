@@ -20,6 +20,8 @@ int users_find(struct req *r);
 /* devices.c */
 int devices_list(struct req *r);
 int devices_revoke(struct req *r);
+int devices_set_push(struct req *r);
+int devices_clear_push(struct req *r);
 
 /* chats.c */
 int chats_create(struct req *r);
@@ -32,6 +34,8 @@ int members_remove(struct req *r);
 int members_set_role(struct req *r);
 int chats_read(struct req *r);
 int chats_receipts(struct req *r);
+int chats_mute(struct req *r);
+int chats_unmute(struct req *r);
 /* messages.c */
 int messages_send(struct req *r);
 int messages_list(struct req *r);

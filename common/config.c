@@ -83,6 +83,26 @@ static const struct config_item items[] = {
      "longest long-poll timeout a client may ask for, seconds"},
     {"NATTER_WORKER_THREADS", CT_INT, F(worker_threads), "4", 1, 256, NULL, ROLE_WORKER, false,
      "natter-worker threads"},
+    {"NATTER_PUSH_WEBHOOK_URL", CT_STR, F(push_webhook_url), "", 0, 0, NULL, ROLE_WORKER, false,
+     "webhook push provider endpoint (http or https); empty = webhook pushes disabled"},
+    {"NATTER_PUSH_WEBHOOK_SECRET", CT_STR, F(push_webhook_secret), "", 0, 0, NULL, ROLE_WORKER, true,
+     "HMAC-SHA256 key of X-Natter-Signature; required with NATTER_PUSH_WEBHOOK_URL"},
+    {"NATTER_PUSH_TIMEOUT_MS", CT_INT, F(push_timeout_ms), "5000", 100, 60000, NULL, ROLE_WORKER, false,
+     "total time allowed for one push provider call, ms"},
+    {"NATTER_PUSH_COALESCE_MS", CT_INT, F(push_coalesce_ms), "2000", 0, 600000, NULL, ROLE_WORKER, false,
+     "messages to one user within this window become one push with a count, ms"},
+    {"NATTER_PUSH_TTL", CT_INT, F(push_ttl), "3600", 1, 604800, NULL, ROLE_WORKER, false,
+     "pushes older than this are dropped rather than delivered late, seconds"},
+    {"NATTER_JOB_VISIBILITY_MS", CT_INT, F(job_visibility_ms), "30000", 500, 3600000, NULL, ROLE_WORKER, false,
+     "a job unacknowledged this long (its worker died) is reclaimed by another worker, ms"},
+    {"NATTER_JOB_MAX_ATTEMPTS", CT_INT, F(job_max_attempts), "8", 1, 100, NULL, ROLE_WORKER, false,
+     "attempts before a job goes to the dead-letter stream"},
+    {"NATTER_JOB_RETRY_BASE_MS", CT_INT, F(job_retry_base_ms), "1000", 10, 600000, NULL, ROLE_WORKER, false,
+     "first retry delay (doubles per attempt with jitter, capped at 5 min), ms"},
+    {"NATTER_CLEANUP_INTERVAL", CT_INT, F(cleanup_interval), "60", 1, 86400, NULL, ROLE_WORKER, false,
+     "seconds between runs of each cleanup task"},
+    {"NATTER_INBOX_RETENTION", CT_INT, F(inbox_retention), "2592000", 1, 315360000, NULL, ROLE_WORKER, false,
+     "inbox rows older than this are deleted even if unacknowledged, seconds"},
     {"NATTER_LOG_LEVEL", CT_ENUM, F(log_level), "info", 0, 0, "debug|info|warn|error", ROLE_BOTH, false,
      "minimum log level"},
 };
@@ -156,6 +176,16 @@ int config_load(struct config *cfg, enum config_role role,
         }
         if (cfg->production && strcmp(cfg->pwhash_cost, "min") == 0) {
             *err = xasprintf("NATTER_PWHASH_COST: 'min' is not allowed in production");
+            goto fail;
+        }
+    }
+    if ((role & ROLE_WORKER) && *cfg->push_webhook_url) {
+        if (strncmp(cfg->push_webhook_url, "http://", 7) != 0 && strncmp(cfg->push_webhook_url, "https://", 8) != 0) {
+            *err = xasprintf("NATTER_PUSH_WEBHOOK_URL: must be an http:// or https:// URL");
+            goto fail;
+        }
+        if (strlen(cfg->push_webhook_secret) < 16) {
+            *err = xasprintf("NATTER_PUSH_WEBHOOK_SECRET: required (at least 16 bytes) with NATTER_PUSH_WEBHOOK_URL");
             goto fail;
         }
     }

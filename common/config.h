@@ -37,6 +37,16 @@ struct config {
     int hash_threads;           /* password hashing threads */
     int hash_queue;             /* max requests waiting for a hashing thread */
     int worker_threads;         /* natter-worker threads */
+    char *push_webhook_url;     /* webhook provider endpoint, "" = none */
+    char *push_webhook_secret;  /* HMAC key for X-Natter-Signature */
+    int push_timeout_ms;        /* total time of one provider call */
+    int push_coalesce_ms;       /* window in which a user's messages become one push */
+    int push_ttl;               /* seconds after which an undelivered push is dropped */
+    int job_visibility_ms;      /* a job idle this long in a dead worker is reclaimed */
+    int job_max_attempts;       /* then dead letters */
+    int job_retry_base_ms;      /* first retry delay; doubles, capped at 5 min */
+    int cleanup_interval;       /* seconds between runs of each cleanup task */
+    int inbox_retention;        /* seconds an inbox row is kept at most */
     int presence_ttl;           /* seconds without a poll/heartbeat before offline */
     int poll_timeout_max;       /* longest long-poll timeout a client may ask for, seconds */
     char *log_level;            /* debug | info | warn | error */

@@ -1,13 +1,14 @@
 /*
  * main.c — natter-worker: the worker pool process.
  *
- * Starts NATTER_WORKER_THREADS threads, each with its own PostgreSQL
- * connection and Redis context (neither is shareable across threads), and
- * keeps a liveness key natter:workers:<pid>@<host> (TTL 30 s, refreshed every
- * 10 s, deleted on a clean stop) so operators and tests can see the pool.
- * Jobs (push notifications, inbox cleanup, sweepers) plug into worker_loop();
- * until then each thread keeps its connections healthy, reconnecting after
- * failures with a bounded backoff. SIGINT/SIGTERM: threads finish, exit 0.
+ * NATTER_WORKER_THREADS job threads, each with its own PostgreSQL connection,
+ * Redis context and curl handle (none of them is shareable across threads),
+ * run jobs from the stream natter:jobs (jobs.c, push.c). The main thread
+ * handles signals and, every 100 ms, moves due retries back to the stream and
+ * runs the periodic tasks that are due (periodic.c); every 10 s it refreshes
+ * the liveness key natter:workers:<pid>@<host> (TTL 30 s, deleted on a clean
+ * stop). SIGINT/SIGTERM: threads finish the job in hand (bounded by the push
+ * timeout) and the process exits 0. Any number of worker processes may run.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -26,24 +27,20 @@
 #include "db.h"
 #include "log.h"
 #include "migrate.h"
+#include "periodic.h"
 #include "redis.h"
 #include "util.h"
+#include "worker.h"
 
 #define HEARTBEAT_TTL_S 30
-#define HEARTBEAT_EVERY_S 10
-#define CHECK_EVERY_S 10
+#define HEARTBEAT_EVERY_MS 10000
+#define TICK_MS 100
 
 static atomic_bool stopping;
-static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t stop_cv = PTHREAD_COND_INITIALIZER;
 
 struct worker {
-    int index;
     pthread_t thread;
-    const struct config *cfg;
-    struct redis_pool *redis;  /* this thread's own pool of one context */
-    PGconn *db;
-    bool ready_logged;
+    struct wctx ctx;
 };
 
 static const char *env_get(const char *k)
@@ -51,58 +48,21 @@ static const char *env_get(const char *k)
     return getenv(k);
 }
 
-/* Sleeps up to secs, waking early when stopping. */
-static void nap(int secs)
+static void *worker_main(void *arg)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += secs;
-    pthread_mutex_lock(&stop_mu);
-    while (!atomic_load(&stopping))
-        if (pthread_cond_timedwait(&stop_cv, &stop_mu, &ts) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&stop_mu);
-}
-
-/* Ensures both connections are up; 0 when healthy. */
-static int worker_check(struct worker *w)
-{
-    if (w->db) {
-        PGresult *r = PQexec(w->db, "SELECT 1");
-        bool ok = db_res_ok(r);
-        PQclear(r);
-        if (!ok) {
-            nlog(LOG_WARN, "worker lost postgres; reconnecting", json_pack("{s:i}", "thread", w->index));
-            PQfinish(w->db);
-            w->db = NULL;
-        }
-    }
-    if (!w->db)
-        w->db = db_connect(w->cfg->database_url);
-    bool redis_ok = redis_ping(w->redis);
-    if (w->db && redis_ok && !w->ready_logged) {
-        nlog(LOG_INFO, "worker thread ready", json_pack("{s:i}", "thread", w->index));
-        w->ready_logged = true;
-    }
-    return w->db && redis_ok ? 0 : -1;
-}
-
-static void *worker_loop(void *arg)
-{
-    struct worker *w = arg;
-    int backoff = 1;
-    while (!atomic_load(&stopping)) {
-        if (worker_check(w) == 0) {
-            backoff = 1;
-            nap(CHECK_EVERY_S);
-        } else {
-            nap(backoff);
-            backoff = backoff < 8 ? backoff * 2 : 8;
-        }
-    }
+    struct wctx *w = arg;
+    /* connect both before saying ready; the loop reconnects by itself later */
+    while (!atomic_load(&stopping) && (!wctx_db(w) || !wctx_redis(w)))
+        usleep(500000);
+    if (!atomic_load(&stopping))
+        nlog(LOG_INFO, "worker thread ready", json_pack("{s:i,s:s}", "thread", w->index, "consumer", w->consumer));
+    jobs_thread_loop(w, &stopping);
     if (w->db)
         PQfinish(w->db);
+    if (w->rc)
+        redisFree(w->rc);
     w->db = NULL;
+    w->rc = NULL;
     return NULL;
 }
 
@@ -120,6 +80,7 @@ int main(int argc, char **argv)
     int rc = 1;
     struct worker *workers = NULL;
     struct redis_pool *main_redis = NULL;
+    struct periodic *periodic = NULL;
     int started = 0;
 
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
@@ -144,7 +105,7 @@ int main(int argc, char **argv)
     }
     log_set_level((enum log_level)log_level_parse(cfg.log_level));
 
-    main_redis = redis_pool_new(cfg.redis_url, 1, &err);
+    main_redis = redis_pool_new(cfg.redis_url, 4, &err);
     if (!main_redis) {
         fprintf(stderr, "natter-worker: %s\n", err);
         goto out;
@@ -168,44 +129,51 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
+    char host[128] = "unknown", key[200], value[256], ts[40];
+    gethostname(host, sizeof host - 1);
     workers = xcalloc((size_t)cfg.worker_threads, sizeof *workers);
     for (int i = 0; i < cfg.worker_threads; i++) {
-        struct worker *w = &workers[i];
+        struct wctx *w = &workers[i].ctx;
         w->index = i;
         w->cfg = &cfg;
-        w->redis = redis_pool_new(cfg.redis_url, 1, &err);
-        if (pthread_create(&w->thread, NULL, worker_loop, w) != 0) {
+        w->redis = main_redis;
+        w->curl = curl_easy_init();
+        snprintf(w->consumer, sizeof w->consumer, "%s:%d:%d", host, (int)getpid(), i);
+        if (!w->curl || pthread_create(&workers[i].thread, NULL, worker_main, w) != 0) {
             nlog(LOG_ERROR, "cannot start worker thread", json_pack("{s:i}", "thread", i));
-            redis_pool_free(w->redis);
+            if (w->curl)
+                curl_easy_cleanup(w->curl);
             break;
         }
         started++;
     }
+    periodic = periodic_new(&cfg, main_redis);
     config_log(&cfg, ROLE_WORKER);
 
-    char host[128] = "unknown", key[200], value[256], ts[40];
-    gethostname(host, sizeof host - 1);
     snprintf(key, sizeof key, "natter:workers:%d@%s", (int)getpid(), host);
     rfc3339_now(ts, sizeof ts);
     snprintf(value, sizeof value, "{\"pid\":%d,\"threads\":%d,\"started_at\":\"%s\"}", (int)getpid(), started, ts);
     nlog(LOG_INFO, "worker started", json_pack("{s:i,s:s}", "threads", started, "key", key));
 
     int sig = 0;
+    uint64_t next_beat = 0;
     while (started == cfg.worker_threads) {
-        heartbeat(main_redis, key, value);
-        struct timespec t = {HEARTBEAT_EVERY_S, 0};
+        if (now_us() >= next_beat) {
+            heartbeat(main_redis, key, value);
+            next_beat = now_us() + HEARTBEAT_EVERY_MS * 1000u;
+        }
+        jobs_move_due(main_redis);
+        periodic_tick(periodic);
+        struct timespec t = {0, TICK_MS * 1000000L};
         sig = sigtimedwait(&set, NULL, &t);
         if (sig == SIGINT || sig == SIGTERM)
             break;
     }
     nlog(LOG_INFO, "worker stopping", json_pack("{s:s}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
-    pthread_mutex_lock(&stop_mu);
     atomic_store(&stopping, true);
-    pthread_cond_broadcast(&stop_cv);
-    pthread_mutex_unlock(&stop_mu);
     for (int i = 0; i < started; i++) {
         pthread_join(workers[i].thread, NULL);
-        redis_pool_free(workers[i].redis);
+        curl_easy_cleanup(workers[i].ctx.curl);
     }
     redisReply *r = redis_cmd(main_redis, "DEL %s", key);
     if (r)
@@ -213,6 +181,7 @@ int main(int argc, char **argv)
     rc = started == cfg.worker_threads ? 0 : 1;
     nlog(LOG_INFO, "worker stopped", NULL);
 out:
+    periodic_free(periodic);
     free(err);
     free(workers);
     redis_pool_free(main_redis);

@@ -1,0 +1,413 @@
+/*
+ * push.c — the push jobs.
+ *
+ *   push_message {chat_id, seq}          count the message into each offline
+ *                                        recipient's pending push; first one
+ *                                        of a window schedules a flush
+ *   push_flush {user_id, flush_id}       take the pending counts, send one
+ *                                        push per device (push_send inline)
+ *   push_send {user_id, device_id, …}    one device's push; its own retries
+ *
+ * Idempotency (a job may run twice: redelivery after a crash, a second
+ * enqueue by the reconciler): a message is counted once per recipient
+ * (natter:push:seen:*), a flush takes its pending hash atomically by renaming
+ * it to natter:push:flushing:<flush id> (a rerun finds it there), and a push
+ * is sent once per (device, flush) (natter:push:sent:*, set after the provider
+ * said yes). The one remaining window — provider accepted, worker died before
+ * the marker — resends with the same X-Natter-Push-Id, which receivers use to
+ * de-duplicate.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "jobs.h"
+#include "log.h"
+#include "push.h"
+#include "util.h"
+#include "worker.h"
+
+#define MARKER_TTL_S 86400
+
+static const struct push_provider *const providers[] = {&push_webhook, &push_log};
+
+static void drop(redisReply *r)
+{
+    if (r)
+        freeReplyObject(r);
+}
+
+static int64_t i64_at(const PGresult *res, int row, int col)
+{
+    int64_t v = 0;
+    parse_i64(PQgetvalue(res, row, col), &v);
+    return v;
+}
+
+static const char *i64s(char *buf, int64_t v)
+{
+    snprintf(buf, 24, "%lld", (long long)v);
+    return buf;
+}
+
+/* PQexecParams that returns NULL (and logs) on failure. Owned result. */
+static PGresult *q(struct wctx *w, const char *sql, int n, const char *const *vals)
+{
+    PGconn *c = wctx_db(w);
+    if (!c)
+        return NULL;
+    PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    if (!db_res_ok(r)) {
+        nlog(LOG_WARN, "worker query failed", json_pack("{s:i,s:s}", "thread", w->index, "error",
+                                                         PQresultErrorMessage(r)));
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+char *push_body(const struct push_msg *m)
+{
+    char ts[40];
+    rfc3339_now(ts, sizeof ts);
+    json_t *j = json_pack("{s:s,s:I,s:I,s:s,s:s,s:I,s:I,s:I,s:I,s:s}", "id", m->id, "user_id", (json_int_t)m->user_id,
+                          "device_id", (json_int_t)m->device_id, "token", m->token, "platform", m->platform, "count",
+                          (json_int_t)m->count, "chat_id", (json_int_t)m->chat_id, "seq", (json_int_t)m->seq, "badge",
+                          (json_int_t)m->badge, "sent_at", ts);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return s;
+}
+
+/* ======================================================================
+ * push_message
+ * ====================================================================== */
+
+static const char sql_message[] =
+    "SELECT sender_id, kind = 'text' AND deleted_at IS NULL, (extract(epoch FROM created_at) * 1000)::bigint"
+    "  FROM messages WHERE chat_id = $1 AND seq = $2";
+/* members who could get a push: not the sender, chat not muted, a live device with a token */
+static const char sql_recipients[] =
+    "SELECT cm.user_id FROM chat_members cm"
+    " WHERE cm.chat_id = $1 AND cm.user_id <> $2 AND NOT cm.muted AND cm.joined_seq < $3"
+    "   AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = cm.user_id AND d.revoked_at IS NULL"
+    "               AND d.push_token IS NOT NULL)";
+static const char sql_outbox_done[] = "DELETE FROM push_outbox WHERE chat_id = $1 AND seq = $2";
+
+static const char coalesce_script[] =
+    "if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then return 0 end "
+    "local n = redis.call('HINCRBY', KEYS[2], 'count', 1) "
+    "local cur = tonumber(redis.call('HGET', KEYS[2], 'created_ms') or '0') "
+    "if tonumber(ARGV[3]) >= cur then "
+    "  redis.call('HSET', KEYS[2], 'chat_id', ARGV[1], 'seq', ARGV[2], 'created_ms', ARGV[3]) end "
+    "if n == 1 then "
+    "  redis.call('HSET', KEYS[2], 'first_ms', ARGV[3], 'flush_id', ARGV[6]) "
+    "  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4]) end "
+    "redis.call('EXPIRE', KEYS[2], 86400) "
+    "return n";
+
+/* A device of user has a poll waiting (or just answered): no push needed. */
+static int user_online(struct wctx *w, int64_t user, bool *online)
+{
+    redisReply *r = wcmd(w, "HVALS " POLLING_PREFIX "%lld", (long long)user);
+    if (!r)
+        return -1;
+    int64_t now = wall_time_ms();
+    *online = false;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+        if (strtoll(r->element[i]->str, NULL, 10) > now)
+            *online = true;
+    drop(r);
+    return 0;
+}
+
+static enum job_rc push_message(struct wctx *w, int64_t chat, int64_t seq, char *err, size_t errlen)
+{
+    char c[24], s[24];
+    const char *v2[2] = {i64s(c, chat), i64s(s, seq)};
+    PGresult *m = q(w, sql_message, 2, v2);
+    if (!m) {
+        snprintf(err, errlen, "database unavailable");
+        return JOB_ABANDON;
+    }
+    bool pushable = PQntuples(m) == 1 && PQgetvalue(m, 0, 1)[0] == 't' && !PQgetisnull(m, 0, 0);
+    if (pushable) {
+        char sender[24], created[24];
+        snprintf(sender, sizeof sender, "%s", PQgetvalue(m, 0, 0));
+        snprintf(created, sizeof created, "%s", PQgetvalue(m, 0, 2));
+        const char *v3[3] = {c, sender, s};
+        PGresult *rc = q(w, sql_recipients, 3, v3);
+        if (!rc) {
+            PQclear(m);
+            snprintf(err, errlen, "database unavailable");
+            return JOB_ABANDON;
+        }
+        for (int i = 0; i < PQntuples(rc); i++) {
+            int64_t user = i64_at(rc, i, 0);
+            bool online;
+            if (user_online(w, user, &online) < 0) {
+                PQclear(rc);
+                PQclear(m);
+                snprintf(err, errlen, "redis unavailable");
+                return JOB_ABANDON;
+            }
+            if (online)
+                continue;
+            char seen[128], pending[64], flush_id[33], due[24];
+            snprintf(seen, sizeof seen, "natter:push:seen:%lld:%s:%s", (long long)user, c, s);
+            snprintf(pending, sizeof pending, "natter:push:pending:%lld", (long long)user);
+            random_hex(flush_id, 16);
+            i64s(due, wall_time_ms() + w->cfg->push_coalesce_ms);
+            json_t *fj = json_pack("{s:s,s:I,s:s,s:I}", "type", "push_flush", "user_id", (json_int_t)user, "flush_id",
+                                   flush_id, "enq_ms", (json_int_t)wall_time_ms());
+            char *flush = json_dumps(fj, JSON_COMPACT);
+            json_decref(fj);
+            redisReply *r = wcmd(w, "EVAL %s 3 %s %s " JOBS_DELAYED " %s %s %s %s %s %s", coalesce_script, seen,
+                                 pending, c, s, created, flush, due, flush_id);
+            free(flush);
+            bool ok = r && r->type == REDIS_REPLY_INTEGER;
+            drop(r);
+            if (!ok) {
+                PQclear(rc);
+                PQclear(m);
+                snprintf(err, errlen, "redis unavailable");
+                return JOB_ABANDON;
+            }
+        }
+        PQclear(rc);
+    }
+    PQclear(m);
+    PGresult *d = q(w, sql_outbox_done, 2, v2);
+    if (!d) {
+        snprintf(err, errlen, "database unavailable");
+        return JOB_ABANDON; /* counted already; a rerun finds the seen markers */
+    }
+    PQclear(d);
+    return JOB_DONE;
+}
+
+/* ======================================================================
+ * push_send: one device
+ * ====================================================================== */
+
+static const char sql_device[] =
+    "SELECT platform, push_provider, push_token FROM devices"
+    " WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL AND push_token IS NOT NULL";
+static const char sql_drop_token[] =
+    "UPDATE devices SET push_provider = NULL, push_token = NULL, push_updated_at = now()"
+    " WHERE user_id = $1 AND id = $2 AND push_token = $3";
+
+/* Sends the push described by job (a push_send job object). */
+static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errlen)
+{
+    int64_t user = json_integer_value(json_object_get(job, "user_id"));
+    int64_t device = json_integer_value(json_object_get(job, "device_id"));
+    const char *flush_id = json_string_value(json_object_get(job, "flush_id"));
+    int64_t first_ms = json_integer_value(json_object_get(job, "first_ms"));
+    if (user <= 0 || device <= 0 || !flush_id || strlen(flush_id) > 64) {
+        snprintf(err, errlen, "invalid push_send job: user_id, device_id and flush_id are required");
+        return JOB_DEAD;
+    }
+    char marker[160];
+    snprintf(marker, sizeof marker, "natter:push:sent:%lld:%s", (long long)device, flush_id);
+    redisReply *ex = wcmd(w, "EXISTS %s", marker);
+    if (!ex) {
+        snprintf(err, errlen, "redis unavailable");
+        return JOB_ABANDON;
+    }
+    bool sent = ex->type == REDIS_REPLY_INTEGER && ex->integer == 1;
+    drop(ex);
+    if (sent)
+        return JOB_DONE;
+    if (first_ms > 0 && wall_time_ms() - first_ms > (int64_t)w->cfg->push_ttl * 1000) {
+        nlog(LOG_INFO, "push dropped: older than NATTER_PUSH_TTL",
+             json_pack("{s:I,s:I,s:s}", "user_id", (json_int_t)user, "device_id", (json_int_t)device, "flush_id",
+                       flush_id));
+        return JOB_DONE;
+    }
+    char u[24], d[24];
+    const char *v2[2] = {i64s(u, user), i64s(d, device)};
+    PGresult *dev = q(w, sql_device, 2, v2);
+    if (!dev) {
+        snprintf(err, errlen, "database unavailable");
+        return JOB_ABANDON;
+    }
+    if (PQntuples(dev) != 1) { /* revoked, or the token was removed meanwhile */
+        PQclear(dev);
+        return JOB_DONE;
+    }
+    const struct push_provider *prov = NULL;
+    for (size_t i = 0; i < sizeof providers / sizeof providers[0]; i++)
+        if (strcmp(providers[i]->name, PQgetvalue(dev, 0, 1)) == 0)
+            prov = providers[i];
+    if (!prov) {
+        snprintf(err, errlen, "unknown push provider '%s'", PQgetvalue(dev, 0, 1));
+        PQclear(dev);
+        return JOB_DEAD;
+    }
+    char pid[128];
+    snprintf(pid, sizeof pid, "%s-%lld", flush_id, (long long)device);
+    struct push_msg msg = {
+        .id = pid,
+        .user_id = user,
+        .device_id = device,
+        .token = PQgetvalue(dev, 0, 2),
+        .platform = PQgetvalue(dev, 0, 0),
+        .count = json_integer_value(json_object_get(job, "count")),
+        .chat_id = json_integer_value(json_object_get(job, "chat_id")),
+        .seq = json_integer_value(json_object_get(job, "seq")),
+        .badge = json_integer_value(json_object_get(job, "badge")),
+    };
+    enum push_result pr = prov->send(w, &msg, err, errlen);
+    enum job_rc rc = JOB_DONE;
+    switch (pr) {
+    case PUSH_OK:
+        drop(wcmd(w, "SET %s 1 EX %d", marker, MARKER_TTL_S));
+        jobs_count(w, "pushes_sent_total", 1);
+        nlog(LOG_INFO, "push sent", json_pack("{s:i,s:s,s:s,s:I}", "thread", w->index, "push_id", pid, "provider",
+                                              prov->name, "count", (json_int_t)msg.count));
+        break;
+    case PUSH_INVALID_TOKEN: {
+        const char *v3[3] = {u, d, msg.token};
+        PGresult *x = q(w, sql_drop_token, 3, v3);
+        PQclear(x);
+        nlog(LOG_INFO, "push token removed: provider says it is gone",
+             json_pack("{s:I,s:I,s:s}", "user_id", (json_int_t)user, "device_id", (json_int_t)device, "error", err));
+        break;
+    }
+    case PUSH_RETRY:
+        rc = JOB_RETRY;
+        break;
+    case PUSH_FAILED:
+        rc = JOB_DEAD;
+        break;
+    }
+    PQclear(dev);
+    return rc;
+}
+
+/* ======================================================================
+ * push_flush
+ * ====================================================================== */
+
+static const char take_script[] =
+    "if redis.call('EXISTS', KEYS[2]) == 0 then "
+    "  if redis.call('HGET', KEYS[1], 'flush_id') ~= ARGV[1] then return {} end "
+    "  redis.call('RENAME', KEYS[1], KEYS[2]) "
+    "  redis.call('EXPIRE', KEYS[2], 86400) end "
+    "return redis.call('HGETALL', KEYS[2])";
+static const char sql_badge[] =
+    "SELECT coalesce(sum((SELECT count(*) FROM messages m WHERE m.chat_id = cm.chat_id"
+    "   AND m.seq > cm.last_read_seq AND m.seq > cm.joined_seq AND m.kind = 'text' AND m.deleted_at IS NULL"
+    "   AND m.sender_id <> cm.user_id)), 0) FROM chat_members cm WHERE cm.user_id = $1";
+static const char sql_devices[] =
+    "SELECT id FROM devices WHERE user_id = $1 AND revoked_at IS NULL AND push_token IS NOT NULL ORDER BY id";
+
+static int64_t field_i64(redisReply *h, const char *name)
+{
+    for (size_t i = 0; i + 1 < h->elements; i += 2)
+        if (strcmp(h->element[i]->str, name) == 0)
+            return strtoll(h->element[i + 1]->str, NULL, 10);
+    return 0;
+}
+
+static enum job_rc push_flush(struct wctx *w, int64_t user, const char *flush_id, char *err, size_t errlen)
+{
+    char pending[64], flushing[128];
+    snprintf(pending, sizeof pending, "natter:push:pending:%lld", (long long)user);
+    snprintf(flushing, sizeof flushing, "natter:push:flushing:%s", flush_id);
+    redisReply *h = wcmd(w, "EVAL %s 2 %s %s %s", take_script, pending, flushing, flush_id);
+    if (!h || h->type != REDIS_REPLY_ARRAY) {
+        drop(h);
+        snprintf(err, errlen, "redis unavailable");
+        return JOB_ABANDON;
+    }
+    if (h->elements == 0) { /* already flushed (a rerun after completion) */
+        drop(h);
+        return JOB_DONE;
+    }
+    int64_t count = field_i64(h, "count"), chat = field_i64(h, "chat_id"), seq = field_i64(h, "seq");
+    int64_t first_ms = field_i64(h, "first_ms");
+    drop(h);
+    char u[24];
+    const char *v1[1] = {i64s(u, user)};
+    PGresult *b = q(w, sql_badge, 1, v1);
+    PGresult *ds = b ? q(w, sql_devices, 1, v1) : NULL;
+    if (!ds) {
+        PQclear(b);
+        snprintf(err, errlen, "database unavailable");
+        return JOB_ABANDON;
+    }
+    enum job_rc out = JOB_DONE;
+    for (int i = 0; i < PQntuples(ds); i++) {
+        json_t *send = json_pack("{s:s,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "type", "push_send", "user_id",
+                                 (json_int_t)user, "device_id", (json_int_t)i64_at(ds, i, 0), "flush_id", flush_id,
+                                 "count", (json_int_t)count, "chat_id", (json_int_t)chat, "seq", (json_int_t)seq,
+                                 "badge", (json_int_t)i64_at(b, 0, 0), "first_ms", (json_int_t)first_ms, "enq_ms",
+                                 (json_int_t)wall_time_ms());
+        char derr[256] = "";
+        enum job_rc rc = push_send(w, send, derr, sizeof derr);
+        if (rc == JOB_RETRY || rc == JOB_DEAD) {
+            /* this device continues as a job of its own; the others are done */
+            if (rc == JOB_RETRY && w->cfg->job_max_attempts > 1) {
+                json_object_set_new(send, "attempts", json_integer(1));
+                if (jobs_schedule(w, send, jobs_backoff_ms(w->cfg->job_retry_base_ms, 1)) == 0) {
+                    jobs_count(w, "jobs_retried_total", 1);
+                    nlog(LOG_INFO, "push retry scheduled", json_pack("{s:i,s:s}", "attempt", 1, "error", derr));
+                } else {
+                    out = JOB_ABANDON;
+                }
+            } else {
+                char *raw = json_dumps(send, JSON_COMPACT);
+                jobs_dead_letter(w, raw, derr, 1);
+                free(raw);
+            }
+        } else if (rc == JOB_ABANDON) {
+            snprintf(err, errlen, "%s", derr);
+            out = JOB_ABANDON;
+        }
+        json_decref(send);
+        if (out == JOB_ABANDON)
+            break;
+    }
+    PQclear(b);
+    PQclear(ds);
+    if (out == JOB_DONE)
+        drop(wcmd(w, "DEL %s", flushing));
+    return out;
+}
+
+/* ======================================================================
+ * Dispatch
+ * ====================================================================== */
+
+enum job_rc push_run(struct wctx *w, json_t *job, char *err, size_t errlen)
+{
+    const char *type = json_string_value(json_object_get(job, "type"));
+    if (!type) {
+        snprintf(err, errlen, "invalid job: missing string field `type`");
+        return JOB_DEAD;
+    }
+    if (strcmp(type, "push_message") == 0) {
+        json_t *c = json_object_get(job, "chat_id"), *s = json_object_get(job, "seq");
+        if (!json_is_integer(c) || !json_is_integer(s) || json_integer_value(c) <= 0 || json_integer_value(s) <= 0) {
+            snprintf(err, errlen, "invalid push_message job: chat_id and seq must be positive integers");
+            return JOB_DEAD;
+        }
+        return push_message(w, json_integer_value(c), json_integer_value(s), err, errlen);
+    }
+    if (strcmp(type, "push_flush") == 0) {
+        json_t *u = json_object_get(job, "user_id");
+        const char *fid = json_string_value(json_object_get(job, "flush_id"));
+        if (!json_is_integer(u) || json_integer_value(u) <= 0 || !fid || strlen(fid) > 64) {
+            snprintf(err, errlen, "invalid push_flush job: user_id and flush_id are required");
+            return JOB_DEAD;
+        }
+        return push_flush(w, json_integer_value(u), fid, err, errlen);
+    }
+    if (strcmp(type, "push_send") == 0)
+        return push_send(w, job, err, errlen);
+    snprintf(err, errlen, "invalid job: unknown type '%.64s'", type);
+    return JOB_DEAD;
+}
