@@ -23,9 +23,10 @@ RUN apt-get update \
       ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
-      --shell /usr/sbin/nologin natter
+      --shell /usr/sbin/nologin natter \
+ && mkdir -p /var/lib/natter/blobs && chown -R natter:natter /var/lib/natter
 COPY --from=build /src/build/natter-api /src/build/natter-worker /usr/local/bin/
 USER natter
-ENV NATTER_ENV=production NATTER_LISTEN_ADDR=0.0.0.0
+ENV NATTER_ENV=production NATTER_LISTEN_ADDR=0.0.0.0 NATTER_STATE_DIR=/var/lib/natter
 EXPOSE 8080
 ENTRYPOINT ["natter-api"]

@@ -1,6 +1,6 @@
 # Natter — build, run and test.
 #
-#   make          build/natter-api, build/natter-worker, build/unit-tests
+#   make          build/natter-api, build/natter-worker, build/unit-tests, build/sigv4-tool
 #   make asan     the same under AddressSanitizer + UBSan, in build-asan/
 #   make run      install what is missing, start PostgreSQL, Redis, API and worker
 #   make test     both builds, unit tests and API tests against real servers
@@ -29,7 +29,7 @@ WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
 .PHONY: all asan run test bench clean
-all: $(BUILD)/natter-api $(BUILD)/natter-worker $(BUILD)/unit-tests
+all: $(BUILD)/natter-api $(BUILD)/natter-worker $(BUILD)/unit-tests $(BUILD)/sigv4-tool
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g" \
@@ -76,6 +76,10 @@ $(BUILD)/natter-worker: $(WORKER_OBJ) $(BUILD)/libnatter_common.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/obj/gen/openapi.o $(BUILD)/libnatter_api.a $(BUILD)/libnatter_common.a
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# cross-check tool: the API tests compare its URLs with botocore's
+$(BUILD)/sigv4-tool: $(BUILD)/obj/tests/tools/sigv4_tool.o $(BUILD)/libnatter_common.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

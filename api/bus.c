@@ -187,8 +187,12 @@ static void *sub_main(void *arg)
         sub_ctx = NULL;
         pthread_mutex_unlock(&mu);
         redisFree(c);
-        if (!atomic_load(&stop_flag))
+        if (!atomic_load(&stop_flag)) {
             nlog(LOG_WARN, "bus subscriber lost redis; polls fall back to database re-checks", NULL);
+            /* the re-check thread may be half-way through its long "Redis is up"
+             * sleep: start the 1 s cadence now, not in up to 10 s */
+            request_recheck();
+        }
     }
     return NULL;
 }

@@ -50,9 +50,13 @@ bool member_is_admin(const struct member *m); /* owner or admin */
     "s.emoji), '[]') FROM (SELECT emoji, count(*) AS n, bool_or(user_id = " ME ") AS me FROM reactions rx " \
     "WHERE rx.chat_id = messages.chat_id AND rx.seq = messages.seq GROUP BY emoji) s), "                    \
     "messages.system, " DB_TS("messages.created_at") ", " DB_TS("messages.edited_at") ", "                  \
-    DB_TS("messages.deleted_at") ", octet_length(messages.body)"
-#define MSG_NCOLS 15
-#define MSG_COL_BYTES 14
+    DB_TS("messages.deleted_at") ", "                                                                       \
+    "(SELECT coalesce(json_agg(json_build_object('id', a.id, 'filename', a.filename, 'content_type', "      \
+    "a.content_type, 'size', a.size) ORDER BY array_position(messages.attachment_ids, a.id)), '[]') "      \
+    "FROM attachments a WHERE a.chat_id = messages.chat_id AND a.id = ANY (messages.attachment_ids)), "   \
+    "octet_length(messages.body)"
+#define MSG_NCOLS 16
+#define MSG_COL_BYTES 15
 
 /* Builds a Message object from row i of res (columns as MSG_COLS). New reference. */
 json_t *msg_json(const PGresult *res, int row, int col0);

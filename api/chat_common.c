@@ -103,6 +103,7 @@ json_t *msg_json(const PGresult *res, int row, int c)
     json_object_set_new(m, "created_at", json_string(PQgetvalue(res, row, c + 11)));
     json_object_set_new(m, "edited_at", str_or_null(res, row, c + 12));
     json_object_set_new(m, "deleted_at", str_or_null(res, row, c + 13));
+    json_object_set_new(m, "attachments", json_col(res, row, c + 14));
     return m;
 }
 

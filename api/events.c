@@ -258,6 +258,11 @@ int events_poll(struct req *r)
             mark_polling(r, wall_time_ms() + timeout * 1000 + ONLINE_GRACE_MS);
             return 0;
         }
+        if (rc == 2) { /* missed ephemeral events: answer with them now */
+            json_t *eph = json_array();
+            json_array_extend(eph, pl->w.ephemeral);
+            return reply_events(r, eph, since);
+        }
         if (rc < 0)
             break;
     }

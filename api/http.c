@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "blobstore.h"
 #include "bus.h"
 #include "db.h"
 #include "hub.h"
@@ -91,6 +92,13 @@ static void metrics_observe(int route_idx, const char *method, int status, doubl
     pthread_mutex_unlock(&metrics_mu);
 }
 
+static const char *route_label(int idx)
+{
+    if (idx >= 0)
+        return routes[idx].pattern;
+    return idx == -2 ? "/{bucket}/{key}" : "unmatched";
+}
+
 static void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void buf_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
@@ -120,7 +128,7 @@ void http_metrics_render(struct app *a, char **buf, size_t *len, size_t *cap)
     pthread_mutex_lock(&metrics_mu);
     for (int i = 0; i < nmetrics; i++) {
         const struct metric *e = &metrics[i];
-        const char *route = e->route_idx >= 0 ? routes[e->route_idx].pattern : "unmatched";
+        const char *route = route_label(e->route_idx);
         buf_printf(buf, len, cap, "natter_http_requests_total{method=\"%s\",route=\"%s\",status=\"%d\"} %llu\n",
                    e->method, route, e->status, (unsigned long long)e->count);
     }
@@ -129,7 +137,7 @@ void http_metrics_render(struct app *a, char **buf, size_t *len, size_t *cap)
                "# TYPE natter_http_request_duration_seconds histogram\n");
     for (int i = 0; i < nmetrics; i++) {
         const struct metric *e = &metrics[i];
-        const char *route = e->route_idx >= 0 ? routes[e->route_idx].pattern : "unmatched";
+        const char *route = route_label(e->route_idx);
         uint64_t cum = 0;
         for (size_t b = 0; b < NBUCKETS; b++) {
             cum += e->le[b];
@@ -201,7 +209,7 @@ void req_add_header(struct req *r, const char *name, const char *value)
     r->nhdr++;
 }
 
-static void send_response(struct req *r, int status, struct MHD_Response *resp)
+void req_send_response(struct req *r, int status, struct MHD_Response *resp)
 {
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
@@ -229,7 +237,7 @@ int reply_text(struct req *r, int status, const char *content_type, const char *
         len, (void *)body, copy ? MHD_RESPMEM_MUST_COPY : MHD_RESPMEM_PERSISTENT);
     if (content_type)
         MHD_add_response_header(resp, "Content-Type", content_type);
-    send_response(r, status, resp);
+    req_send_response(r, status, resp);
     return 0;
 }
 
@@ -243,7 +251,7 @@ static int reply_json_ct(struct req *r, int status, json_t *body_new, const char
     }
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", ct);
-    send_response(r, status, resp);
+    req_send_response(r, status, resp);
     return 0;
 }
 
@@ -255,7 +263,7 @@ int reply_json(struct req *r, int status, json_t *body_new)
 int reply_empty(struct req *r, int status)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    send_response(r, status, resp);
+    req_send_response(r, status, resp);
     return 0;
 }
 
@@ -706,6 +714,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             reply_problem(r, 503, "service_unavailable", "the server is shutting down");
             return MHD_YES;
         }
+        bool preflight_req = strcmp(method, "OPTIONS") == 0 && req_header(r, "Origin");
+        if (!preflight_req && blob_claims(a, r->path)) {
+            blob_begin(r); /* verifies the signature now; a PUT then streams to disk */
+            return MHD_YES;
+        }
         route_request(r, allow, sizeof allow);
         r->body_limit = r->route && r->route->max_body ? r->route->max_body : HTTP_DEFAULT_MAX_BODY;
         const char *cl = req_header(r, "Content-Length");
@@ -727,6 +740,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         if (r->replied)
             return MHD_YES; /* discarding the rest of a refused body */
+        if (r->blob) {
+            blob_write(r, upload_data, n); /* a failure is answered at the end */
+            return MHD_YES;
+        }
         if (r->too_large || r->body_len + n > r->body_limit) {
             /* MHD cannot queue a reply in the middle of a body: discard the
              * rest and answer 413 at the end, but close a connection that
@@ -759,7 +776,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     r->dispatched = true;
     atomic_fetch_add(&inflight, 1);
-    if (r->too_large)
+    if (r->blob)
+        blob_finish(r);
+    else if (r->too_large)
         reply_problem(r, 413, "payload_too_large", "the body exceeds %zu bytes", r->body_limit);
     else
         dispatch(r);
@@ -778,7 +797,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     int status = r->status ? r->status : 499; /* client went away before any reply */
     metrics_observe(r->route_idx, r->method, status, secs);
     json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method, "path",
-                          r->path, "route", r->route ? r->route->pattern : "unmatched", "status", status,
+                          r->path, "route", route_label(r->route_idx), "status", status,
                           "duration_ms", secs * 1000.0, "ip", r->client_ip);
     if (r->user_id)
         json_object_set_new(f, "user_id", json_integer(r->user_id));

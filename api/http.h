@@ -34,6 +34,7 @@
 
 struct req;
 struct app;
+struct blob;
 
 typedef int (*handler_fn)(struct req *r);
 
@@ -94,6 +95,7 @@ struct req {
     handler_fn resume_fn;          /* long-poll: called when a suspended request resumes */
     bool suspended;                /* suspended by req_suspend, not yet resumed */
     void *ctx;                     /* handler state across suspension (e.g. struct waiter) */
+    struct blob *blob;             /* embedded object store request (blobstore.c), borrowed */
     int64_t *wakes;                /* (user id, inbox seq) pairs written by this transaction */
     size_t nwakes, cap_wakes;      /* pairs, not elements */
     char *hdr_name[8], *hdr_val[8];/* extra reply headers (req_add_header), owned */
@@ -112,6 +114,9 @@ int reply_problem(struct req *r, int status, const char *code, const char *fmt, 
 /* Same, with extra members merged into the problem object (stolen). */
 int reply_problem_ext(struct req *r, int status, const char *code, json_t *extra_new, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* Sends a response built by the caller (takes ownership), with the common
+ * headers (request id, CORS, req_add_header ones). */
+void req_send_response(struct req *r, int status, struct MHD_Response *resp_new);
 /* Adds a header to the reply that is about to be sent (e.g. Location, Retry-After).
  * Headers are buffered until the reply; at most 8. name/value are copied. */
 void req_add_header(struct req *r, const char *name, const char *value);

@@ -20,11 +20,39 @@
 
 #define NBUCKETS 4096           /* users hash into these; each has a wake generation */
 #define PEEK_EVERY_US 2000000u  /* how often suspended sockets are checked for EOF */
+#define EPH_KEEP 32             /* recent ephemeral events kept per user ... */
+#define EPH_KEEP_US 3000000u    /* ... for this long, for devices between two polls */
+#define EPH_DEVICES 8           /* devices per user whose last delivered event is tracked */
+
+/* Ephemeral events are not stored, but a device that is between two polls
+ * (its previous poll just answered) must not miss one: the user's recent
+ * events wait here briefly, and each device's next poll takes those it has
+ * not had yet. */
+struct eph_event {
+    uint64_t id;
+    uint64_t at_us;
+    json_t *ev;
+};
+
+struct eph_user {
+    int64_t user_id;
+    struct eph_event ring[EPH_KEEP];
+    size_t n, head;                     /* ring: oldest at head */
+    struct {
+        int64_t device_id;
+        uint64_t last_id;               /* newest event id this device received */
+    } dev[EPH_DEVICES];
+    size_t ndev_next;                   /* round-robin slot to reuse */
+    struct eph_user *next;
+};
 
 struct bucket {
     struct waiter *head;
+    struct eph_user *eph;
     uint64_t gen;
 };
+
+static uint64_t eph_next_id = 1;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t timer_cv;
@@ -112,6 +140,93 @@ static void detach(struct waiter *w, enum waiter_state st)
     w->state = st;
 }
 
+/* ---- recent ephemeral events (mu held) ---- */
+
+static struct eph_user *eph_find(struct bucket *b, int64_t user, bool create)
+{
+    for (struct eph_user *e = b->eph; e; e = e->next)
+        if (e->user_id == user)
+            return e;
+    if (!create)
+        return NULL;
+    struct eph_user *e = xcalloc(1, sizeof *e);
+    e->user_id = user;
+    e->next = b->eph;
+    b->eph = e;
+    return e;
+}
+
+static void eph_expire(struct eph_user *e, uint64_t now)
+{
+    while (e->n > 0 && (now - e->ring[e->head].at_us > EPH_KEEP_US)) {
+        json_decref(e->ring[e->head].ev);
+        e->ring[e->head].ev = NULL;
+        e->head = (e->head + 1) % EPH_KEEP;
+        e->n--;
+    }
+}
+
+static void eph_push(struct eph_user *e, json_t *ev, uint64_t now)
+{
+    eph_expire(e, now);
+    if (e->n == EPH_KEEP) { /* full: drop the oldest */
+        json_decref(e->ring[e->head].ev);
+        e->head = (e->head + 1) % EPH_KEEP;
+        e->n--;
+    }
+    struct eph_event *slot = &e->ring[(e->head + e->n) % EPH_KEEP];
+    slot->id = eph_next_id++;
+    slot->at_us = now;
+    slot->ev = json_incref(ev);
+    e->n++;
+}
+
+static uint64_t *eph_last(struct eph_user *e, int64_t device)
+{
+    for (size_t i = 0; i < EPH_DEVICES; i++)
+        if (e->dev[i].device_id == device)
+            return &e->dev[i].last_id;
+    size_t i = e->ndev_next++ % EPH_DEVICES;
+    e->dev[i].device_id = device;
+    e->dev[i].last_id = 0; /* unknown device: it gets what is still recent */
+    return &e->dev[i].last_id;
+}
+
+/* Appends to w->ephemeral every recent event the device has not had. */
+static size_t eph_take(struct eph_user *e, struct waiter *w, uint64_t now)
+{
+    eph_expire(e, now);
+    uint64_t *last = eph_last(e, w->device_id);
+    size_t taken = 0;
+    for (size_t i = 0; i < e->n; i++) {
+        struct eph_event *x = &e->ring[(e->head + i) % EPH_KEEP];
+        if (x->id <= *last)
+            continue;
+        if (!w->ephemeral)
+            w->ephemeral = json_array();
+        json_array_append(w->ephemeral, x->ev);
+        *last = x->id;
+        taken++;
+    }
+    return taken;
+}
+
+/* Frees users whose recent events all expired (timer thread). */
+static void eph_gc(uint64_t now)
+{
+    for (size_t b = 0; b < NBUCKETS; b++)
+        for (struct eph_user **p = &buckets[b].eph; *p;) {
+            eph_expire(*p, now);
+            if ((*p)->n == 0) {
+                struct eph_user *dead = *p;
+                *p = dead->next;
+                free(dead);
+            } else {
+                p = &(*p)->next;
+            }
+        }
+}
+
 /* A list of waiters to resume once mu is released. */
 struct resume_list {
     struct waiter *small[64];
@@ -180,6 +295,7 @@ static void *timer_main(void *arg)
                 }
             }
             next_peek = now + PEEK_EVERY_US;
+            eph_gc(now);
         }
         if (rl.n) {
             pthread_mutex_unlock(&mu);
@@ -242,6 +358,9 @@ void hub_stop(void)
     free(heap);
     heap = NULL;
     heap_len = heap_cap = 0;
+    pthread_mutex_lock(&mu);
+    eph_gc(UINT64_MAX / 2); /* everything is expired now */
+    pthread_mutex_unlock(&mu);
 }
 
 uint64_t hub_gen(int64_t user)
@@ -264,6 +383,11 @@ int hub_block(struct req *r, struct waiter *w, uint64_t gen, int timeout_s)
     if (b->gen != gen) {
         pthread_mutex_unlock(&mu);
         return 1;
+    }
+    struct eph_user *e = eph_find(b, w->user_id, false);
+    if (e && eph_take(e, w, now_us()) > 0) {
+        pthread_mutex_unlock(&mu);
+        return 2; /* ephemeral events arrived while the device was between polls */
     }
     /* one poll per device: an older one answers now, empty */
     for (struct waiter *o = b->head; o;) {
@@ -309,14 +433,15 @@ void hub_wake(int64_t user, int64_t seq)
 void hub_ephemeral(int64_t user, json_t *ev)
 {
     struct resume_list rl = {0};
+    uint64_t now = now_us();
     pthread_mutex_lock(&mu);
     struct bucket *b = bucket_of(user);
+    struct eph_user *e = eph_find(b, user, true);
+    eph_push(e, ev, now);
     for (struct waiter *w = b->head; w;) {
         struct waiter *next = w->next;
         if (w->user_id == user) {
-            if (!w->ephemeral)
-                w->ephemeral = json_array();
-            json_array_append(w->ephemeral, ev);
+            eph_take(e, w, now);
             detach(w, W_WOKEN);
             rl_add(&rl, w);
         }

@@ -10,7 +10,8 @@
  *                          held while suspended.
  *   hub_wake(user, seq)    an inbox event up to seq was committed for user
  *   hub_ephemeral(user, e) hand a not-stored event (typing, presence) to the
- *                          user's waiting polls only
+ *                          user's waiting polls; kept ~3 s for devices between
+ *                          two polls, then forgotten
  *   hub_revoke(user, dev)  the device was signed out: its poll ends with 401
  *   hub_stop()             shutdown: every waiter answers at once
  * A woken waiter is removed from the hub and its connection resumed; MHD then
@@ -63,7 +64,9 @@ int hub_start(void);
 void hub_stop(void);
 
 uint64_t hub_gen(int64_t user_id);
-/* 0 = suspended; 1 = generation moved (query again); -1 = shutting down. */
+/* 0 = suspended; 1 = generation moved (query again); 2 = not suspended:
+ * ephemeral events the device missed between polls are in w->ephemeral
+ * (answer now); -1 = shutting down. */
 int hub_block(struct req *r, struct waiter *w, uint64_t gen, int timeout_s);
 void hub_wake(int64_t user_id, int64_t seq);
 /* ev is borrowed (each waiter gets a reference). */

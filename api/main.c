@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include "auth.h"
+#include "blobstore.h"
 #include "bus.h"
 #include "config.h"
 #include "db.h"
@@ -81,7 +82,13 @@ static int serve(struct config *cfg)
             goto out;
         }
     }
+    if (config_s3_secret(cfg, &err) < 0) {
+        fprintf(stderr, "natter-api: %s\n", err);
+        goto out;
+    }
     if (check_schema(cfg) < 0)
+        goto out;
+    if (config_embedded_store(cfg) && blob_init(&app) < 0)
         goto out;
     app.db = db_pool_new(cfg->database_url, cfg->db_pool_size);
     app.redis = redis_pool_new(cfg->redis_url, cfg->http_threads + cfg->hash_threads + 4, &err);

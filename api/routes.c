@@ -55,6 +55,10 @@ const struct route routes[] = {
     {"PUT", "/v1/chats/{id}/mute", chats_mute, R_AUTH, 0},
     {"DELETE", "/v1/chats/{id}/mute", chats_unmute, R_AUTH, 0},
 
+    {"POST", "/v1/chats/{id}/attachments", attachments_create, R_AUTH | R_JSON, 0},
+    {"POST", "/v1/attachments/{id}/complete", attachments_complete, R_AUTH | R_SLOW, 0},
+    {"GET", "/v1/attachments/{id}", attachments_get, R_AUTH, 0},
+
     {"GET", "/v1/events", events_poll, R_AUTH, 0},
     {"POST", "/v1/presence/heartbeat", presence_heartbeat, R_AUTH, 0},
     {"GET", "/v1/presence", presence_get, R_AUTH, 0},

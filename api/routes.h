@@ -44,6 +44,10 @@ int messages_edit(struct req *r);
 int messages_delete(struct req *r);
 int reactions_put(struct req *r);
 int reactions_delete(struct req *r);
+/* attachments.c */
+int attachments_create(struct req *r);
+int attachments_complete(struct req *r);
+int attachments_get(struct req *r);
 /* events.c */
 int events_poll(struct req *r);
 int presence_heartbeat(struct req *r);

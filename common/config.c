@@ -38,8 +38,8 @@ struct config_item {
 static const struct config_item items[] = {
     {"NATTER_ENV", CT_ENUM, F(env), "development", 0, 0, "development|production", ROLE_BOTH, false,
      "development or production (production requires NATTER_JWT_SECRET)"},
-    {"NATTER_STATE_DIR", CT_STR, F(state_dir), ".state", 0, 0, NULL, ROLE_API, false,
-     "development only: directory holding the generated JWT secret"},
+    {"NATTER_STATE_DIR", CT_STR, F(state_dir), ".state", 0, 0, NULL, ROLE_BOTH, false,
+     "development only: directory of the generated JWT and embedded-store secrets (and blobs)"},
     {"NATTER_LISTEN_ADDR", CT_STR, F(listen_addr), "127.0.0.1", 0, 0, NULL, ROLE_API, false,
      "IPv4 or IPv6 address to bind"},
     {"NATTER_PORT", CT_INT, F(port), "8080", 1, 65535, NULL, ROLE_API, false, "HTTP port"},
@@ -103,6 +103,28 @@ static const struct config_item items[] = {
      "seconds between runs of each cleanup task"},
     {"NATTER_INBOX_RETENTION", CT_INT, F(inbox_retention), "2592000", 1, 315360000, NULL, ROLE_WORKER, false,
      "inbox rows older than this are deleted even if unacknowledged, seconds"},
+    {"NATTER_PUBLIC_URL", CT_STR, F(public_url), "http://127.0.0.1:8080", 0, 0, NULL, ROLE_BOTH, false,
+     "base URL at which clients reach natter-api (the embedded store's pre-signed URLs point here)"},
+    {"NATTER_S3_ENDPOINT", CT_STR, F(s3_endpoint), "", 0, 0, NULL, ROLE_BOTH, false,
+     "S3-compatible endpoint (scheme://host[:port]); empty = the embedded store"},
+    {"NATTER_S3_BUCKET", CT_STR, F(s3_bucket), "natter", 0, 0, NULL, ROLE_BOTH, false, "bucket for attachments"},
+    {"NATTER_S3_REGION", CT_STR, F(s3_region), "us-east-1", 0, 0, NULL, ROLE_BOTH, false, "SigV4 region"},
+    {"NATTER_S3_ACCESS_KEY", CT_STR, F(s3_access_key), "natter-embedded", 0, 0, NULL, ROLE_BOTH, false,
+     "S3 access key id"},
+    {"NATTER_S3_SECRET_KEY", CT_STR, F(s3_secret_key), NULL, 0, 0, NULL, ROLE_BOTH, true,
+     "S3 secret key; embedded store in development: generated into the state dir"},
+    {"NATTER_S3_ADDRESSING", CT_ENUM, F(s3_addressing), "path", 0, 0, "path|virtual", ROLE_BOTH, false,
+     "path-style (endpoint/bucket/key) or virtual-host style (bucket.endpoint/key) URLs"},
+    {"NATTER_BLOB_DIR", CT_STR, F(blob_dir), "", 0, 0, NULL, ROLE_API, false,
+     "embedded store data directory; empty = <NATTER_STATE_DIR>/blobs"},
+    {"NATTER_ATTACHMENT_MAX_BYTES", CT_INT, F(attachment_max_bytes), "104857600", 1, 2147483647, NULL, ROLE_API,
+     false, "largest attachment, bytes"},
+    {"NATTER_ATTACHMENT_TYPES", CT_STR, F(attachment_types), "image/*,video/*,audio/*,application/pdf,text/plain", 0,
+     0, NULL, ROLE_API, false, "allowed attachment content types (comma-separated, type/* wildcards)"},
+    {"NATTER_UPLOAD_URL_TTL", CT_INT, F(upload_url_ttl), "900", 10, 604800, NULL, ROLE_API, false,
+     "validity of a pre-signed upload URL, seconds"},
+    {"NATTER_DOWNLOAD_URL_TTL", CT_INT, F(download_url_ttl), "300", 10, 604800, NULL, ROLE_API, false,
+     "validity of a pre-signed download URL, seconds"},
     {"NATTER_LOG_LEVEL", CT_ENUM, F(log_level), "info", 0, 0, "debug|info|warn|error", ROLE_BOTH, false,
      "minimum log level"},
 };
@@ -210,60 +232,88 @@ void config_free(struct config *cfg)
     }
 }
 
-int config_dev_secret(struct config *cfg, char **err)
+/* Loads or creates (O_EXCL: concurrent starters agree) <state_dir>/<name>
+ * holding 32 random bytes as hex, into *out. */
+static int dev_file_secret(struct config *cfg, const char *name, char **out, char **err)
 {
     int fd = -1, rc = -1;
     char *path = NULL;
     *err = NULL;
-    if (cfg->jwt_secret)
-        return 0;
     if (mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST) {
         *err = xasprintf("NATTER_STATE_DIR: cannot create %s: %s", cfg->state_dir, strerror(errno));
         goto out;
     }
-    path = xasprintf("%s/jwt-secret", cfg->state_dir);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        char buf[257];
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        if (n < 32) {
-            *err = xasprintf("%s: unreadable or shorter than 32 bytes", path);
+    path = xasprintf("%s/%s", cfg->state_dir, name);
+    for (int attempt = 0; attempt < 2 && rc < 0 && !*err; attempt++) {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            char buf[257];
+            ssize_t n = read(fd, buf, sizeof buf - 1);
+            while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+                n--;
+            if (n < 32) {
+                *err = xasprintf("%s: unreadable or shorter than 32 bytes", path);
+                goto out;
+            }
+            buf[n] = '\0';
+            *out = xstrdup(buf);
+            rc = 0;
             goto out;
         }
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-            n--;
-        buf[n] = '\0';
-        cfg->jwt_secret = xstrdup(buf);
-        rc = 0;
-        goto out;
-    }
-    /* O_EXCL: if two processes race to create it, one wins and the other rereads */
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        if (errno == EEXIST) {
-            free(path);
-            path = NULL;
-            return config_dev_secret(cfg, err);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            if (errno == EEXIST)
+                continue; /* another process created it first: read theirs */
+            *err = xasprintf("%s: cannot create: %s", path, strerror(errno));
+            goto out;
         }
-        *err = xasprintf("%s: cannot create: %s", path, strerror(errno));
-        goto out;
+        char hex[66];
+        random_hex(hex, 32);
+        hex[64] = '\n';
+        if (write(fd, hex, 65) != 65) {
+            *err = xasprintf("%s: write failed", path);
+            goto out;
+        }
+        hex[64] = '\0';
+        *out = xstrdup(hex);
+        nlog(LOG_INFO, "generated development secret", json_pack("{s:s}", "path", path));
+        rc = 0;
     }
-    char hex[65];
-    random_hex(hex, 32);
-    hex[64] = '\n';
-    if (write(fd, hex, 65) != 65) {
-        *err = xasprintf("%s: write failed", path);
-        goto out;
-    }
-    hex[64] = '\0';
-    cfg->jwt_secret = xstrdup(hex);
-    nlog(LOG_INFO, "generated development JWT secret", json_pack("{s:s}", "path", path));
-    rc = 0;
+    if (rc < 0 && !*err)
+        *err = xasprintf("%s: cannot be read or created", path);
 out:
     if (fd >= 0)
         close(fd);
     free(path);
     return rc;
+}
+
+int config_dev_secret(struct config *cfg, char **err)
+{
+    *err = NULL;
+    if (cfg->jwt_secret)
+        return 0;
+    return dev_file_secret(cfg, "jwt-secret", &cfg->jwt_secret, err);
+}
+
+bool config_embedded_store(const struct config *cfg)
+{
+    return !cfg->s3_endpoint || !*cfg->s3_endpoint;
+}
+
+int config_s3_secret(struct config *cfg, char **err)
+{
+    *err = NULL;
+    if (cfg->s3_secret_key && *cfg->s3_secret_key)
+        return 0;
+    if (!config_embedded_store(cfg) || cfg->production) {
+        *err = xasprintf("NATTER_S3_SECRET_KEY: required %s",
+                         cfg->production ? "in production" : "with NATTER_S3_ENDPOINT");
+        return -1;
+    }
+    free(cfg->s3_secret_key);
+    cfg->s3_secret_key = NULL;
+    return dev_file_secret(cfg, "s3-secret", &cfg->s3_secret_key, err);
 }
 
 void config_print_help(const char *prog, enum config_role role)

@@ -47,6 +47,18 @@ struct config {
     int job_retry_base_ms;      /* first retry delay; doubles, capped at 5 min */
     int cleanup_interval;       /* seconds between runs of each cleanup task */
     int inbox_retention;        /* seconds an inbox row is kept at most */
+    char *public_url;           /* how clients reach natter-api (embedded store URLs) */
+    char *s3_endpoint;          /* "" = the embedded store */
+    char *s3_bucket;
+    char *s3_region;
+    char *s3_access_key;
+    char *s3_secret_key;        /* embedded store in development: generated if unset */
+    char *s3_addressing;        /* path | virtual */
+    char *blob_dir;             /* embedded store data directory ("" = <state dir>/blobs) */
+    int attachment_max_bytes;   /* largest upload */
+    char *attachment_types;     /* comma-separated allow-list; a subtype of * is a wildcard */
+    int upload_url_ttl;         /* seconds a pre-signed PUT stays valid */
+    int download_url_ttl;       /* seconds a pre-signed GET stays valid */
     int presence_ttl;           /* seconds without a poll/heartbeat before offline */
     int poll_timeout_max;       /* longest long-poll timeout a client may ask for, seconds */
     char *log_level;            /* debug | info | warn | error */
@@ -63,6 +75,11 @@ void config_free(struct config *cfg);
 /* Development only: loads or creates <state_dir>/jwt-secret (0600) into
  * cfg->jwt_secret. Returns 0 or -1 with *err. */
 int config_dev_secret(struct config *cfg, char **err);
+/* The embedded store's S3 secret: NATTER_S3_SECRET_KEY, else (development)
+ * <state_dir>/s3-secret, created once. Both binaries call it. 0 or -1. */
+int config_s3_secret(struct config *cfg, char **err);
+/* True when attachments go to natter-api's embedded store. */
+bool config_embedded_store(const struct config *cfg);
 
 /* Writes the --help text for role to stdout. */
 void config_print_help(const char *prog, enum config_role role);

@@ -105,6 +105,10 @@ int main(int argc, char **argv)
     }
     log_set_level((enum log_level)log_level_parse(cfg.log_level));
 
+    if (config_s3_secret(&cfg, &err) < 0) {
+        fprintf(stderr, "natter-worker: %s\n", err);
+        goto out;
+    }
     main_redis = redis_pool_new(cfg.redis_url, 4, &err);
     if (!main_redis) {
         fprintf(stderr, "natter-worker: %s\n", err);

@@ -5,7 +5,7 @@
  *   inbox_cleanup        acked rows (≤ the smallest ack of the user's live
  *                        devices) and rows past NATTER_INBOX_RETENTION
  *   tokens_cleanup       expired refresh tokens
- *   attachments_cleanup  pending attachments older than a day (rows)
+ *   attachments_cleanup  pending attachments older than a day: object, then row
  *   outbox_reconcile     push_outbox rows past due: enqueue again
  *
  * Coordination through Redis: `natter:lock:<task>` (SET NX with a long
@@ -25,6 +25,7 @@
 #include "log.h"
 #include "periodic.h"
 #include "redis.h"
+#include "store.h"
 #include "util.h"
 
 #define BATCH "5000"
@@ -42,6 +43,7 @@ struct periodic {
     const struct config *cfg;
     struct redis_pool *redis;
     PGconn *db;
+    CURL *curl;       /* object store requests */
     char owner[64];
 };
 
@@ -109,14 +111,40 @@ static long long tokens_cleanup(struct periodic *p)
     return batched(p, sql_tokens, 0, NULL);
 }
 
-static const char sql_attachments[] =
-    "WITH doomed AS (SELECT chat_id, id FROM attachments WHERE status = 'pending'"
-    "                AND created_at < now() - interval '1 day' LIMIT " BATCH ")"
-    "DELETE FROM attachments a USING doomed d WHERE a.chat_id = d.chat_id AND a.id = d.id";
+static const char sql_stale_attachments[] =
+    "SELECT chat_id, id, object_key FROM attachments WHERE status = 'pending'"
+    " AND created_at < now() - interval '1 day' ORDER BY created_at LIMIT 500";
+static const char sql_drop_attachment[] = "DELETE FROM attachments WHERE chat_id = $1 AND id = $2::uuid";
 
+/* Pending attachments older than a day: the object (if it was ever PUT), then the row. */
 static long long attachments_cleanup(struct periodic *p)
 {
-    return batched(p, sql_attachments, 0, NULL);
+    PGconn *c = pdb(p);
+    if (!c)
+        return -1;
+    PGresult *res = PQexecParams(c, sql_stale_attachments, 0, NULL, NULL, NULL, NULL, 0);
+    if (!db_res_ok(res)) {
+        PQclear(res);
+        return -1;
+    }
+    struct s3_target t;
+    store_target(p->cfg, &t);
+    long long n = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        char err[256] = "";
+        if (store_delete(p->curl, &t, PQgetvalue(res, i, 2), err, sizeof err) < 0) {
+            nlog(LOG_WARN, "attachments cleanup: object not deleted, row kept",
+                 json_pack("{s:s,s:s}", "key", PQgetvalue(res, i, 2), "error", err));
+            continue;
+        }
+        const char *vals[2] = {PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)};
+        PGresult *d = PQexecParams(c, sql_drop_attachment, 2, NULL, vals, NULL, NULL, 0);
+        if (db_res_ok(d))
+            n++;
+        PQclear(d);
+    }
+    PQclear(res);
+    return n;
 }
 
 static const char sql_due[] =
@@ -167,6 +195,7 @@ struct periodic *periodic_new(const struct config *cfg, struct redis_pool *redis
     struct periodic *p = xcalloc(1, sizeof *p);
     p->cfg = cfg;
     p->redis = redis;
+    p->curl = curl_easy_init();
     char host[32] = "host";
     gethostname(host, sizeof host - 1);
     char nonce[9];
@@ -181,6 +210,8 @@ void periodic_free(struct periodic *p)
         return;
     if (p->db)
         PQfinish(p->db);
+    if (p->curl)
+        curl_easy_cleanup(p->curl);
     free(p);
 }
 

@@ -30,7 +30,7 @@ struct wctx {
     redisContext *rc;           /* this thread's own context: blocking reads + job commands */
     PGconn *db;                 /* this thread's connection */
     CURL *curl;                 /* this thread's handle (keeps provider connections alive) */
-    char consumer[96];          /* consumer name in the group: host:pid:thread */
+    char consumer[160];         /* consumer name in the group: host:pid:thread */
 };
 
 /* Outcome of running a job. */

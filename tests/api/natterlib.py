@@ -38,6 +38,13 @@ SPEC_PATH = REPO_ROOT / "openapi" / "openapi.yaml"
 CONTRACT_PATH = REPO_ROOT / "docs" / "CONTRACT.md"
 MIGRATIONS_DIR = REPO_ROOT / "migrations"
 
+# Embedded object store credentials every test server and worker share, so tests (and
+# botocore) can sign URLs for it and workers can delete objects.
+TEST_S3_ACCESS_KEY = "natter-test-access"
+TEST_S3_SECRET_KEY = "natter-test-s3-secret-0123456789abcdef"
+TEST_S3_REGION = "us-east-1"
+TEST_S3_BUCKET = "natter"
+
 # HS256 secret every test server gets (64 characters), so tests can forge tokens.
 TEST_JWT_SECRET = "natter-api-tests-jwt-secret-do-not-use-elsewhere-0123456789abcde"
 assert len(TEST_JWT_SECRET) == 64
@@ -126,6 +133,10 @@ def common_env(state_dir: Path, **overrides) -> dict:
         "NATTER_PWHASH_COST": "min",
         "NATTER_DATABASE_URL": need_env("NATTER_TEST_DATABASE_URL"),
         "NATTER_REDIS_URL": need_env("NATTER_TEST_REDIS_URL"),
+        "NATTER_S3_ACCESS_KEY": TEST_S3_ACCESS_KEY,
+        "NATTER_S3_SECRET_KEY": TEST_S3_SECRET_KEY,
+        "NATTER_S3_REGION": TEST_S3_REGION,
+        "NATTER_S3_BUCKET": TEST_S3_BUCKET,
     }
     base.update(overrides)
     return child_env(base)
@@ -138,6 +149,8 @@ def api_env(state_dir: Path, port: int, **overrides) -> dict:
         "NATTER_LISTEN_ADDR": "127.0.0.1",
         "NATTER_PORT": str(port),
         "NATTER_HTTP_THREADS": "4",
+        # pre-signed URLs of the embedded store must point at this very server
+        "NATTER_PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
     base.update(overrides)
     return common_env(state_dir, **base)

@@ -16,6 +16,7 @@ int main(void)
     suite_jwt();
     suite_config();
     suite_auth();
+    suite_sigv4();
     printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;
 }

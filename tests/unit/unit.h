@@ -24,5 +24,6 @@ void suite_jsonv(void);
 void suite_jwt(void);
 void suite_config(void);
 void suite_auth(void);
+void suite_sigv4(void);
 
 #endif

@@ -1,0 +1,281 @@
+/*
+ * attachments.c — attachments through pre-signed URLs:
+ *
+ *   POST /v1/chats/{id}/attachments     {filename, content_type, size} -> a
+ *                                       pending attachment + a PUT URL that
+ *                                       signs host, content-length and
+ *                                       content-type (the store refuses any
+ *                                       other size or type)
+ *   POST /v1/attachments/{id}/complete  the uploader says done: natter-api
+ *                                       HEADs the object (signed) and checks
+ *                                       its size, then marks it uploaded
+ *   GET  /v1/attachments/{id}           members of its chat: metadata and a
+ *                                       short-lived GET URL whose
+ *                                       Content-Disposition keeps the original
+ *                                       filename safely quoted (?redirect=1: 302)
+ *
+ * The same code serves the embedded store and any S3-compatible service.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat.h"
+#include "http.h"
+#include "jsonv.h"
+#include "routes.h"
+#include "sigv4.h"
+#include "store.h"
+#include "util.h"
+
+#define ATTACHMENT_COLS                                                                                     \
+    "a.id, a.chat_id, a.uploader_id, a.filename, a.content_type, a.size, a.status, " DB_TS("a.created_at") \
+    ", " DB_TS("a.uploaded_at") ", a.object_key"
+
+static int64_t i64_at(const PGresult *res, int row, int col)
+{
+    int64_t v = 0;
+    parse_i64(PQgetvalue(res, row, col), &v);
+    return v;
+}
+
+static json_t *attachment_json(const PGresult *res, int i)
+{
+    return json_pack("{s:s,s:I,s:I,s:s,s:s,s:I,s:s,s:s,s:o}", "id", PQgetvalue(res, i, 0), "chat_id",
+                     (json_int_t)i64_at(res, i, 1), "uploader_id", (json_int_t)i64_at(res, i, 2), "filename",
+                     PQgetvalue(res, i, 3), "content_type", PQgetvalue(res, i, 4), "size",
+                     (json_int_t)i64_at(res, i, 5), "status", PQgetvalue(res, i, 6), "created_at",
+                     PQgetvalue(res, i, 7), "uploaded_at",
+                     PQgetisnull(res, i, 8) ? json_null() : json_string(PQgetvalue(res, i, 8)));
+}
+
+static void expiry_text(int64_t now, int ttl, char *buf, size_t len)
+{
+    rfc3339_ms((now + ttl) * 1000, buf, len);
+}
+
+/* type/subtype of RFC 6838 restricted-name characters, lowercased into out. */
+static bool content_type_ok(const char *ct, char *out, size_t outlen)
+{
+    size_t n = strlen(ct);
+    if (n < 3 || n >= outlen || n > 100)
+        return false;
+    int slashes = 0;
+    for (size_t i = 0; i <= n; i++) {
+        char c = ct[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c + 32);
+        out[i] = c;
+        if (c == '/')
+            slashes++;
+        else if (c && !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("!#$&^_.+-", c)))
+            return false;
+    }
+    const char *slash = strchr(out, '/');
+    return slashes == 1 && slash != out && slash[1] != '\0';
+}
+
+/* Is ct (lowercase) in the comma-separated allow-list? A subtype of * is a wildcard. */
+static bool content_type_allowed(const char *list, const char *ct)
+{
+    const char *p = list;
+    size_t tl = (size_t)(strchr(ct, '/') - ct);
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        while (l && *p == ' ')
+            p++, l--;
+        while (l && p[l - 1] == ' ')
+            l--;
+        if (l == strlen(ct) && strncasecmp(p, ct, l) == 0)
+            return true;
+        if (l == tl + 2 && strncasecmp(p, ct, tl + 1) == 0 && p[tl + 1] == '*')
+            return true;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return false;
+}
+
+static bool filename_ok(const char *f)
+{
+    size_t n = strlen(f);
+    if (n == 0 || utf8_has_control(f, n) || strchr(f, '/') || strchr(f, '\\') || strcmp(f, ".") == 0 ||
+        strcmp(f, "..") == 0)
+        return false;
+    return true;
+}
+
+/* ======================================================================
+ * Create
+ * ====================================================================== */
+
+static const char sql_create[] =
+    "WITH g AS (SELECT gen_random_uuid() AS id)"
+    "INSERT INTO attachments (chat_id, id, uploader_id, object_key, filename, content_type, size)"
+    " SELECT $1::bigint, g.id, $2::bigint, 'att/' || $1::bigint || '/' || g.id, $3, $4, $5::bigint FROM g"
+    " RETURNING id, chat_id, uploader_id, filename, content_type, size, status, " DB_TS("created_at")
+    ", " DB_TS("uploaded_at") ", object_key";
+
+int attachments_create(struct req *r)
+{
+    static const struct jfield fields[] = {
+        {"filename", JT_STRING, 1, 1, 255, JF_NO_CONTROL},
+        {"content_type", JT_STRING, 1, 3, 100, 0},
+        {"size", JT_INT, 1, 0, INT64_MAX, 0},
+    };
+    struct member m;
+    struct jsonv_error e;
+    if (load_member(r, 0, &m) < 0)
+        return -1;
+    if (jsonv_check(r->json, fields, 3, &e) < 0)
+        return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", e.field ? e.field : ""),
+                                 "%s %s", e.field ? e.field : "body", e.reason);
+    const char *filename = json_string_value(json_object_get(r->json, "filename"));
+    int64_t size = json_integer_value(json_object_get(r->json, "size"));
+    char ct[128];
+    if (!filename_ok(filename))
+        return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", "filename"),
+                                 "filename must not contain '/', '\\\\' or control characters");
+    if (!content_type_ok(json_string_value(json_object_get(r->json, "content_type")), ct, sizeof ct))
+        return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", "content_type"),
+                                 "content_type must be a media type like image/png");
+    if (!content_type_allowed(r->app->cfg->attachment_types, ct))
+        return reply_problem_ext(r, 422, "content_type_not_allowed", json_pack("{s:s}", "field", "content_type"),
+                                 "%s is not an allowed attachment type", ct);
+    if (size > r->app->cfg->attachment_max_bytes)
+        return reply_problem_ext(r, 422, "attachment_too_large", json_pack("{s:s,s:i}", "field", "size",
+                                                                           "max_bytes",
+                                                                           r->app->cfg->attachment_max_bytes),
+                                 "attachments are at most %d bytes", r->app->cfg->attachment_max_bytes);
+    char c[24], u[24], sz[24];
+    const char *vals[5] = {i64s(c, m.chat_id), i64s(u, r->user_id), filename, ct, i64s(sz, size)};
+    PGresult *res = req_sql(r, NULL, sql_create, 5, vals);
+    if (!res)
+        return -1;
+    struct s3_target t;
+    store_target(r->app->cfg, &t);
+    int64_t now = wall_time_s();
+    int ttl = r->app->cfg->upload_url_ttl;
+    struct sigv4_kv hdr[2] = {{"content-length", sz}, {"content-type", ct}};
+    char *url = req_own(r, sigv4_presign(&t, "PUT", PQgetvalue(res, 0, 9), now, ttl, hdr, 2, NULL, 0));
+    if (!url)
+        return reply_problem(r, 500, "internal_error", "cannot sign the upload URL");
+    char exp[40], loc[96];
+    expiry_text(now, ttl, exp, sizeof exp);
+    snprintf(loc, sizeof loc, "/v1/attachments/%s", PQgetvalue(res, 0, 0));
+    req_add_header(r, "Location", loc);
+    return reply_json(r, 201, json_pack("{s:o,s:{s:s,s:s,s:{s:s,s:s},s:s}}", "attachment", attachment_json(res, 0),
+                                        "upload", "method", "PUT", "url", url, "headers", "Content-Type", ct,
+                                        "Content-Length", sz, "expires_at", exp));
+}
+
+/* ======================================================================
+ * Load (members only), complete, download
+ * ====================================================================== */
+
+static const char sql_load[] =
+    "SELECT " ATTACHMENT_COLS " FROM attachments a"
+    " JOIN chat_members cm ON cm.chat_id = a.chat_id AND cm.user_id = $2 WHERE a.id = $1::uuid";
+
+/* The attachment of path param 0 if the caller is a member of its chat; -1 after 404. */
+static PGresult *load(struct req *r)
+{
+    const char *id = req_param(r, 0);
+    if (!uuid_valid(id)) {
+        reply_problem(r, 404, "attachment_not_found", "no such attachment");
+        return NULL;
+    }
+    char u[24];
+    const char *vals[2] = {id, i64s(u, r->user_id)};
+    PGresult *res = req_sql(r, NULL, sql_load, 2, vals);
+    if (res && PQntuples(res) != 1) {
+        reply_problem(r, 404, "attachment_not_found", "no such attachment");
+        return NULL;
+    }
+    return res;
+}
+
+static const char sql_uploaded[] =
+    "UPDATE attachments SET status = 'uploaded', uploaded_at = now() WHERE chat_id = $1 AND id = $2::uuid"
+    " RETURNING id, chat_id, uploader_id, filename, content_type, size, status, " DB_TS("created_at")
+    ", " DB_TS("uploaded_at") ", object_key";
+
+/* Runs on the offload pool: it waits for the store's answer. */
+int attachments_complete(struct req *r)
+{
+    PGresult *a = load(r);
+    if (!a)
+        return -1;
+    if (i64_at(a, 0, 2) != r->user_id)
+        return reply_problem(r, 404, "attachment_not_found", "no such attachment");
+    if (strcmp(PQgetvalue(a, 0, 6), "uploaded") == 0)
+        return reply_json(r, 200, attachment_json(a, 0)); /* completing twice is fine */
+    struct s3_target t;
+    store_target(r->app->cfg, &t);
+    CURL *curl = curl_easy_init();
+    if (!curl)
+        return reply_problem(r, 500, "internal_error", "cannot reach the object store");
+    int64_t size = -1;
+    char err[256] = "";
+    int st = store_head(curl, &t, PQgetvalue(a, 0, 9), &size, err, sizeof err);
+    curl_easy_cleanup(curl);
+    if (st < 0) {
+        req_add_header(r, "Retry-After", "2");
+        return reply_problem(r, 503, "service_unavailable", "the object store is unavailable (%s)", err);
+    }
+    if (st == 1)
+        return reply_problem(r, 409, "upload_missing", "nothing was uploaded yet: PUT the file first");
+    if (size != i64_at(a, 0, 5))
+        return reply_problem(r, 409, "upload_size_mismatch", "the stored object has %lld bytes, not %lld",
+                             (long long)size, (long long)i64_at(a, 0, 5));
+    const char *vals[2] = {PQgetvalue(a, 0, 1), PQgetvalue(a, 0, 0)};
+    PGresult *u = req_sql(r, NULL, sql_uploaded, 2, vals);
+    if (!u)
+        return -1;
+    return reply_json(r, 200, attachment_json(u, 0));
+}
+
+/* attachment; filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded> (RFC 6266) */
+static char *content_disposition(const char *filename)
+{
+    size_t n = strlen(filename);
+    char *ascii = xmalloc(n + 1);
+    for (size_t i = 0; i <= n; i++) {
+        unsigned char c = (unsigned char)filename[i];
+        ascii[i] = (c == 0) ? 0 : (c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == ';' || c == '%') ? '_' : (char)c;
+    }
+    char *enc = sigv4_uri_encode(filename, false);
+    char *out = xasprintf("attachment; filename=\"%s\"; filename*=UTF-8''%s", ascii, enc ? enc : "");
+    free(ascii);
+    free(enc);
+    return out;
+}
+
+int attachments_get(struct req *r)
+{
+    PGresult *a = load(r);
+    if (!a)
+        return -1;
+    if (strcmp(PQgetvalue(a, 0, 6), "uploaded") != 0)
+        return reply_problem(r, 409, "attachment_not_uploaded", "the attachment has not been uploaded yet");
+    struct s3_target t;
+    store_target(r->app->cfg, &t);
+    int64_t now = wall_time_s();
+    int ttl = r->app->cfg->download_url_ttl;
+    char *cd = req_own(r, content_disposition(PQgetvalue(a, 0, 3)));
+    struct sigv4_kv q[2] = {{"response-content-disposition", cd}, {"response-content-type", PQgetvalue(a, 0, 4)}};
+    char *url = req_own(r, sigv4_presign(&t, "GET", PQgetvalue(a, 0, 9), now, ttl, NULL, 0, q, 2));
+    if (!url)
+        return reply_problem(r, 500, "internal_error", "cannot sign the download URL");
+    const char *redirect = req_query(r, "redirect");
+    if (redirect && strcmp(redirect, "1") == 0) {
+        req_add_header(r, "Location", url);
+        return reply_empty(r, 302);
+    }
+    char exp[40];
+    expiry_text(now, ttl, exp, sizeof exp);
+    return reply_json(r, 200, json_pack("{s:o,s:{s:s,s:s}}", "attachment", attachment_json(a, 0), "download", "url",
+                                        url, "expires_at", exp));
+}
