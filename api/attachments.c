@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "db.h"
 #include "http.h"
 #include "jsonv.h"
 #include "routes.h"
@@ -32,19 +33,12 @@
     "a.id, a.chat_id, a.uploader_id, a.filename, a.content_type, a.size, a.status, " DB_TS("a.created_at") \
     ", " DB_TS("a.uploaded_at") ", a.object_key"
 
-static int64_t i64_at(const PGresult *res, int row, int col)
-{
-    int64_t v = 0;
-    parse_i64(PQgetvalue(res, row, col), &v);
-    return v;
-}
-
 static json_t *attachment_json(const PGresult *res, int i)
 {
     return json_pack("{s:s,s:I,s:I,s:s,s:s,s:I,s:s,s:s,s:o}", "id", PQgetvalue(res, i, 0), "chat_id",
-                     (json_int_t)i64_at(res, i, 1), "uploader_id", (json_int_t)i64_at(res, i, 2), "filename",
+                     (json_int_t)db_i64(res, i, 1), "uploader_id", (json_int_t)db_i64(res, i, 2), "filename",
                      PQgetvalue(res, i, 3), "content_type", PQgetvalue(res, i, 4), "size",
-                     (json_int_t)i64_at(res, i, 5), "status", PQgetvalue(res, i, 6), "created_at",
+                     (json_int_t)db_i64(res, i, 5), "status", PQgetvalue(res, i, 6), "created_at",
                      PQgetvalue(res, i, 7), "uploaded_at",
                      PQgetisnull(res, i, 8) ? json_null() : json_string(PQgetvalue(res, i, 8)));
 }
@@ -130,8 +124,7 @@ int attachments_create(struct req *r)
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (jsonv_check(r->json, fields, 3, &e) < 0)
-        return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", e.field ? e.field : ""),
-                                 "%s %s", e.field ? e.field : "body", e.reason);
+        return reply_invalid(r, &e);
     const char *filename = json_string_value(json_object_get(r->json, "filename"));
     int64_t size = json_integer_value(json_object_get(r->json, "size"));
     char ct[128];
@@ -208,7 +201,7 @@ int attachments_complete(struct req *r)
     PGresult *a = load(r);
     if (!a)
         return -1;
-    if (i64_at(a, 0, 2) != r->user_id)
+    if (db_i64(a, 0, 2) != r->user_id)
         return reply_problem(r, 404, "attachment_not_found", "no such attachment");
     if (strcmp(PQgetvalue(a, 0, 6), "uploaded") == 0)
         return reply_json(r, 200, attachment_json(a, 0)); /* completing twice is fine */
@@ -227,9 +220,9 @@ int attachments_complete(struct req *r)
     }
     if (st == 1)
         return reply_problem(r, 409, "upload_missing", "nothing was uploaded yet: PUT the file first");
-    if (size != i64_at(a, 0, 5))
+    if (size != db_i64(a, 0, 5))
         return reply_problem(r, 409, "upload_size_mismatch", "the stored object has %lld bytes, not %lld",
-                             (long long)size, (long long)i64_at(a, 0, 5));
+                             (long long)size, (long long)db_i64(a, 0, 5));
     const char *vals[2] = {PQgetvalue(a, 0, 1), PQgetvalue(a, 0, 0)};
     PGresult *u = req_sql(r, NULL, sql_uploaded, 2, vals);
     if (!u)

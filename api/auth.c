@@ -106,12 +106,6 @@ json_t *user_json(const char *id, const char *username, const char *display_name
                      "created_at", created_at);
 }
 
-static int validation_failed(struct req *r, const struct jsonv_error *e)
-{
-    return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", e->field ? e->field : ""),
-                             "%s %s", e->field ? e->field : "body", e->reason);
-}
-
 /* ======================================================================
  * Authentication of requests
  * ====================================================================== */
@@ -219,14 +213,14 @@ int auth_register(struct req *r)
     };
     struct jsonv_error e;
     if (jsonv_check(r->json, fields, 3, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     const char *username = json_string_value(json_object_get(r->json, "username"));
     const char *password = json_string_value(json_object_get(r->json, "password"));
     json_t *dn = json_object_get(r->json, "display_name");
     if (!auth_username_valid(username)) {
         e.field = "username";
         snprintf(e.reason, sizeof e.reason, "must be 3 to 32 of A-Z a-z 0-9 _ . - starting with a letter or digit");
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     }
     const char *weak = auth_password_weakness(password, username);
     if (weak)
@@ -297,7 +291,7 @@ int auth_login(struct req *r)
     static const char *const platforms[] = {"ios", "android", "web", "desktop", "other"};
     struct jsonv_error e;
     if (jsonv_check(r->json, fields, 4, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     const char *username = json_string_value(json_object_get(r->json, "username"));
     const char *password = json_string_value(json_object_get(r->json, "password"));
     json_t *jdn = json_object_get(r->json, "device_name");
@@ -309,7 +303,7 @@ int auth_login(struct req *r)
     if (!known) {
         e.field = "platform";
         snprintf(e.reason, sizeof e.reason, "must be one of ios, android, web, desktop, other");
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     }
     if (rate_limit_login(r, username) < 0)
         return -1;
@@ -358,7 +352,7 @@ int auth_refresh(struct req *r)
     static const struct jfield fields[] = {{"refresh_token", JT_STRING, 1, 1, 200, 0}};
     struct jsonv_error e;
     if (jsonv_check(r->json, fields, 1, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     const char *token = json_string_value(json_object_get(r->json, "refresh_token"));
     /* nrt_<user id>_<random>: the user id routes the lookup to its shard */
     char uid[24];

@@ -45,13 +45,7 @@ bool bus_connected(void)
 static void nap(int ms, bool wake_on_recheck)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    timespec_after(CLOCK_MONOTONIC, (uint64_t)ms * 1000u, &ts);
     pthread_mutex_lock(&mu);
     if (!atomic_load(&stop_flag) && !(wake_on_recheck && recheck_now))
         pthread_cond_timedwait(&cv, &mu, &ts);

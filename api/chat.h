@@ -83,7 +83,5 @@ int query_int(struct req *r, const char *name, int64_t min, int64_t max, int64_t
 
 /* "{1,2,3}" from an array of ids; owned by the request. */
 const char *id_array_literal(struct req *r, const int64_t *ids, size_t n);
-/* Formats v into buf (>= 24 bytes) and returns buf. */
-const char *i64s(char *buf, int64_t v);
 
 #endif

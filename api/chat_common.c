@@ -7,21 +7,9 @@
 #include <string.h>
 
 #include "chat.h"
+#include "db.h"
 #include "http.h"
 #include "util.h"
-
-const char *i64s(char *buf, int64_t v)
-{
-    snprintf(buf, 24, "%lld", (long long)v);
-    return buf;
-}
-
-static int64_t i64_at(const PGresult *res, int row, int col)
-{
-    int64_t v = 0;
-    parse_i64(PQgetvalue(res, row, col), &v);
-    return v;
-}
 
 static const char sql_member[] =
     "SELECT cm.role, cm.joined_seq, cm.last_read_seq, c.last_seq, c.kind = 'direct'"
@@ -37,9 +25,9 @@ static int fill_member(struct req *r, PGresult *res, struct member *m)
     if (PQntuples(res) != 1)
         return reply_problem(r, 404, "chat_not_found", "no such chat");
     snprintf(m->role, sizeof m->role, "%s", PQgetvalue(res, 0, 0));
-    m->joined_seq = i64_at(res, 0, 1);
-    m->last_read_seq = i64_at(res, 0, 2);
-    m->last_seq = i64_at(res, 0, 3);
+    m->joined_seq = db_i64(res, 0, 1);
+    m->last_read_seq = db_i64(res, 0, 2);
+    m->last_seq = db_i64(res, 0, 3);
     m->direct = PQgetvalue(res, 0, 4)[0] == 't';
     return 0;
 }
@@ -78,7 +66,7 @@ static json_t *json_col(const PGresult *res, int row, int col)
 
 static json_t *int_or_null(const PGresult *res, int row, int col)
 {
-    return PQgetisnull(res, row, col) ? json_null() : json_integer(i64_at(res, row, col));
+    return PQgetisnull(res, row, col) ? json_null() : json_integer(db_i64(res, row, col));
 }
 
 static json_t *str_or_null(const PGresult *res, int row, int col)
@@ -89,8 +77,8 @@ static json_t *str_or_null(const PGresult *res, int row, int col)
 json_t *msg_json(const PGresult *res, int row, int c)
 {
     json_t *m = json_object();
-    json_object_set_new(m, "chat_id", json_integer(i64_at(res, row, c + 0)));
-    json_object_set_new(m, "seq", json_integer(i64_at(res, row, c + 1)));
+    json_object_set_new(m, "chat_id", json_integer(db_i64(res, row, c + 0)));
+    json_object_set_new(m, "seq", json_integer(db_i64(res, row, c + 1)));
     json_object_set_new(m, "sender_id", int_or_null(res, row, c + 2));
     json_object_set_new(m, "client_msg_id", str_or_null(res, row, c + 3));
     json_object_set_new(m, "kind", json_string(PQgetvalue(res, row, c + 4)));
@@ -133,7 +121,7 @@ int inbox_emit(struct req *r, int64_t chat_id, const char *type, bool to_members
     if (!res)
         return -1;
     for (int i = 0; i < PQntuples(res); i++)
-        req_note_wake(r, i64_at(res, i, 0), i64_at(res, i, 1));
+        req_note_wake(r, db_i64(res, i, 0), db_i64(res, i, 1));
     return 0;
 }
 
@@ -155,7 +143,7 @@ int system_message(struct req *r, int64_t chat_id, const char *text, json_t *sys
         return -1;
     json_t *msg = req_own_json(r, msg_json(res, 0, 0));
     if (seq_out)
-        *seq_out = i64_at(res, 0, 1);
+        *seq_out = db_i64(res, 0, 1);
     json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)chat_id, "message", msg));
     return inbox_emit(r, chat_id, "message", true, NULL, ev);
 }

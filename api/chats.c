@@ -15,6 +15,7 @@
 
 #include "auth.h"
 #include "chat.h"
+#include "db.h"
 #include "http.h"
 #include "jsonv.h"
 #include "routes.h"
@@ -22,24 +23,6 @@
 
 #define LIST_DEFAULT 20
 #define LIST_MAX 100
-
-static int validation_failed(struct req *r, const struct jsonv_error *e)
-{
-    return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", e->field ? e->field : ""),
-                             "%s %s", e->field ? e->field : "body", e->reason);
-}
-
-static int field_error(struct req *r, int status, const char *code, const char *field, const char *detail)
-{
-    return reply_problem_ext(r, status, code, json_pack("{s:s}", "field", field), "%s", detail);
-}
-
-static int64_t i64_at(const PGresult *res, int row, int col)
-{
-    int64_t v = 0;
-    parse_i64(PQgetvalue(res, row, col), &v);
-    return v;
-}
 
 /* Reads a JSON array of positive integers (ids) into a new deduplicated,
  * sorted array; returns the count or -1 when an item is not a positive int. */
@@ -107,7 +90,7 @@ static const char sql_chats[] =
 static json_t *chat_json(const PGresult *res, int i)
 {
     bool direct = strcmp(PQgetvalue(res, i, 1), "direct") == 0;
-    int64_t unread = i64_at(res, i, 10);
+    int64_t unread = db_i64(res, i, 10);
     json_t *other = json_null();
     const char *title = PQgetvalue(res, i, 2);
     if (direct && !PQgetisnull(res, i, 12)) {
@@ -117,12 +100,12 @@ static json_t *chat_json(const PGresult *res, int i)
     }
     json_t *last = PQgetisnull(res, i, CHAT_COL_LM) ? json_null() : msg_json(res, i, CHAT_COL_LM);
     return json_pack("{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:b,s:I,s:I,s:I,s:b,s:o,s:o}", "id",
-                     (json_int_t)i64_at(res, i, 0), "kind", PQgetvalue(res, i, 1), "title", title, "created_at",
+                     (json_int_t)db_i64(res, i, 0), "kind", PQgetvalue(res, i, 1), "title", title, "created_at",
                      PQgetvalue(res, i, 3), "last_message_at", PQgetvalue(res, i, 4), "last_seq",
-                     (json_int_t)i64_at(res, i, 5), "member_count", (json_int_t)i64_at(res, i, 6), "my_role",
+                     (json_int_t)db_i64(res, i, 5), "member_count", (json_int_t)db_i64(res, i, 6), "my_role",
                      PQgetvalue(res, i, 7), "muted", PQgetvalue(res, i, 8)[0] == 't', "last_read_seq",
-                     (json_int_t)i64_at(res, i, 9), "unread_count", (json_int_t)unread, "unread_mentions",
-                     (json_int_t)i64_at(res, i, 11), "has_unread", unread > 0, "last_message", last,
+                     (json_int_t)db_i64(res, i, 9), "unread_count", (json_int_t)unread, "unread_mentions",
+                     (json_int_t)db_i64(res, i, 11), "has_unread", unread > 0, "last_message", last,
                      "other_user", other);
 }
 
@@ -164,8 +147,8 @@ static int check_users_exist(struct req *r, const char *arr, size_t n, const cha
     PGresult *res = req_sql(r, NULL, sql_users_exist, 1, vals);
     if (!res)
         return -1;
-    if ((size_t)i64_at(res, 0, 0) != n)
-        return field_error(r, 422, "unknown_user", field, "a user id does not exist");
+    if ((size_t)db_i64(res, 0, 0) != n)
+        return reply_field(r, 422, "unknown_user", field, "a user id does not exist");
     return 0;
 }
 
@@ -177,10 +160,10 @@ static int create_direct(struct req *r)
     };
     struct jsonv_error e;
     if (jsonv_check(r->json, fields, 2, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     int64_t other = json_integer_value(json_object_get(r->json, "user_id"));
     if (other == r->user_id)
-        return field_error(r, 422, "validation_failed", "user_id", "a direct chat needs another user");
+        return reply_field(r, 422, "validation_failed", "user_id", "%s", "a direct chat needs another user");
     int64_t pair[2] = {other < r->user_id ? other : r->user_id, other < r->user_id ? r->user_id : other};
     if (check_users_exist(r, id_array_literal(r, &other, 1), 1, "user_id") < 0)
         return -1;
@@ -200,9 +183,9 @@ static int create_direct(struct req *r)
             return -1;
         if (PQntuples(f) != 1)
             return reply_problem(r, 500, "internal_error", "direct chat vanished");
-        return reply_chat(r, 200, i64_at(f, 0, 0));
+        return reply_chat(r, 200, db_i64(f, 0, 0));
     }
-    int64_t chat_id = i64_at(ins, 0, 0);
+    int64_t chat_id = db_i64(ins, 0, 0);
     char c[24];
     const char *vm[3] = {i64s(c, chat_id), lo, hi};
     if (!req_sql(r, NULL, sql_direct_members, 3, vm))
@@ -224,12 +207,12 @@ static int create_group(struct req *r)
     };
     struct jsonv_error e;
     if (jsonv_check(r->json, fields, 3, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     int64_t ids[1001];
     json_t *arr = json_object_get(r->json, "member_ids");
     int n = arr ? read_ids(arr, ids, 1000) : 0;
     if (n < 0)
-        return field_error(r, 422, "validation_failed", "member_ids", "member_ids must be positive user ids");
+        return reply_field(r, 422, "validation_failed", "member_ids", "%s", "member_ids must be positive user ids");
     /* the creator is a member whether listed or not */
     int k = 0;
     for (int i = 0; i < n; i++)
@@ -250,7 +233,7 @@ static int create_group(struct req *r)
     PGresult *ins = req_sql(r, NULL, sql_group_insert, 2, vg);
     if (!ins)
         return -1;
-    int64_t chat_id = i64_at(ins, 0, 0);
+    int64_t chat_id = db_i64(ins, 0, 0);
     const char *vm[3] = {i64s(c, chat_id), me, all};
     if (!req_sql(r, NULL, sql_group_members, 3, vm))
         return -1;
@@ -270,12 +253,12 @@ int chats_create(struct req *r)
 {
     json_t *kind = json_object_get(r->json, "kind");
     if (!json_is_string(kind))
-        return field_error(r, 422, "validation_failed", "kind", "kind must be \"direct\" or \"group\"");
+        return reply_field(r, 422, "validation_failed", "kind", "%s", "kind must be \"direct\" or \"group\"");
     if (strcmp(json_string_value(kind), "direct") == 0)
         return create_direct(r);
     if (strcmp(json_string_value(kind), "group") == 0)
         return create_group(r);
-    return field_error(r, 422, "validation_failed", "kind", "kind must be \"direct\" or \"group\"");
+    return reply_field(r, 422, "validation_failed", "kind", "%s", "kind must be \"direct\" or \"group\"");
 }
 
 /* ======================================================================
@@ -370,7 +353,7 @@ int chats_rename(struct req *r)
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (jsonv_check(r->json, fields, 1, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     if (m.direct)
         return reply_problem(r, 409, "not_a_group", "direct chats have no title of their own");
     const char *title = json_string_value(json_object_get(r->json, "title"));
@@ -409,7 +392,7 @@ static json_t *member_json(const PGresult *res, int i)
                      user_json(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
                                PQgetvalue(res, i, 3)),
                      "role", PQgetvalue(res, i, 4), "joined_at", PQgetvalue(res, i, 5), "last_read_seq",
-                     (json_int_t)i64_at(res, i, 6), "last_delivered_seq", (json_int_t)i64_at(res, i, 7));
+                     (json_int_t)db_i64(res, i, 6), "last_delivered_seq", (json_int_t)db_i64(res, i, 7));
 }
 
 /* Replies 200 {"members": [...]} for the given ids (NULL = all members). */
@@ -453,10 +436,10 @@ int members_add(struct req *r)
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (jsonv_check(r->json, fields, 1, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     int n = read_ids(json_object_get(r->json, "user_ids"), ids, 99);
     if (n < 0)
-        return field_error(r, 422, "validation_failed", "user_ids", "user_ids must be positive user ids");
+        return reply_field(r, 422, "validation_failed", "user_ids", "%s", "user_ids must be positive user ids");
     if (m.direct)
         return reply_problem(r, 409, "not_a_group", "members of a direct chat cannot change");
     if (!member_is_admin(&m))
@@ -481,12 +464,12 @@ int members_add(struct req *r)
             return -1;
         return reply_json(r, 200, json_pack("{s:[]}", "members"));
     }
-    if (i64_at(cnt, 0, 0) + nf > GROUP_MAX_MEMBERS)
+    if (db_i64(cnt, 0, 0) + nf > GROUP_MAX_MEMBERS)
         return reply_problem(r, 409, "member_limit_reached", "a group has at most %d members (it has %lld)",
-                             GROUP_MAX_MEMBERS, (long long)i64_at(cnt, 0, 0));
+                             GROUP_MAX_MEMBERS, (long long)db_i64(cnt, 0, 0));
     int64_t added[100];
     for (int i = 0; i < nf; i++)
-        added[i] = i64_at(fresh, i, 0);
+        added[i] = db_i64(fresh, i, 0);
     const char *arr = id_array_literal(r, added, (size_t)nf);
     const char *v3[3] = {c, arr, i64s(js, m.last_seq)};
     if (!req_sql(r, NULL, sql_add_members, 3, v3))
@@ -578,7 +561,7 @@ int members_remove(struct req *r)
         PGresult *h = req_sql(r, NULL, sql_hand_over, 1, vals);
         if (!h)
             return -1;
-        if (PQntuples(h) == 1 && announce_role(r, m.chat_id, i64_at(h, 0, 0), "owner") < 0)
+        if (PQntuples(h) == 1 && announce_role(r, m.chat_id, db_i64(h, 0, 0), "owner") < 0)
             return -1;
     }
     if (req_commit(r) < 0)
@@ -598,10 +581,10 @@ int members_set_role(struct req *r)
     if (!parse_i64(req_param(r, 1), &target) || target <= 0)
         return reply_problem(r, 404, "member_not_found", "that user is not a member of this chat");
     if (jsonv_check(r->json, fields, 1, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     const char *role = json_string_value(json_object_get(r->json, "role"));
     if (strcmp(role, "owner") != 0 && strcmp(role, "admin") != 0 && strcmp(role, "member") != 0)
-        return field_error(r, 422, "validation_failed", "role", "role must be owner, admin or member");
+        return reply_field(r, 422, "validation_failed", "role", "%s", "role must be owner, admin or member");
     if (m.direct)
         return reply_problem(r, 409, "not_a_group", "members of a direct chat have no roles");
     if (req_begin(r) < 0 || lock_chat(r, &m) < 0 || load_target(r, m.chat_id, target, cur, sizeof cur) < 0)
@@ -618,7 +601,7 @@ int members_set_role(struct req *r)
             PGresult *oc = req_sql(r, NULL, sql_owner_count, 1, vals);
             if (!oc)
                 return -1;
-            if (i64_at(oc, 0, 0) <= 1)
+            if (db_i64(oc, 0, 0) <= 1)
                 return reply_problem(r, 409, "last_owner", "a group needs an owner: promote someone first");
         }
         if (!req_sql(r, NULL, sql_set_role, 3, vals) || announce_role(r, m.chat_id, target, role) < 0)
@@ -667,10 +650,10 @@ int chats_read(struct req *r)
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (jsonv_check(r->json, fields, 1, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     int64_t seq = json_integer_value(json_object_get(r->json, "seq"));
     if (seq > m.last_seq)
-        return field_error(r, 422, "validation_failed", "seq", "seq is beyond the newest message of the chat");
+        return reply_field(r, 422, "validation_failed", "seq", "%s", "seq is beyond the newest message of the chat");
     char c[24], u[24], s[24];
     const char *vals[4] = {i64s(c, m.chat_id), i64s(u, r->user_id), i64s(s, seq), NULL};
     if (req_begin(r) < 0)
@@ -699,8 +682,8 @@ int chats_read(struct req *r)
     if (PQntuples(un) != 1)
         return reply_problem(r, 404, "chat_not_found", "no such chat");
     return reply_json(r, 200, json_pack("{s:I,s:I,s:I,s:I}", "chat_id", (json_int_t)m.chat_id, "last_read_seq",
-                                        (json_int_t)i64_at(un, 0, 0), "unread_count", (json_int_t)i64_at(un, 0, 1),
-                                        "unread_mentions", (json_int_t)i64_at(un, 0, 2)));
+                                        (json_int_t)db_i64(un, 0, 0), "unread_count", (json_int_t)db_i64(un, 0, 1),
+                                        "unread_mentions", (json_int_t)db_i64(un, 0, 2)));
 }
 
 static const char sql_receipts[] =
@@ -718,9 +701,9 @@ int chats_receipts(struct req *r)
         return -1;
     json_t *arr = json_array();
     for (int i = 0; i < PQntuples(res); i++)
-        json_array_append_new(arr, json_pack("{s:I,s:I,s:I}", "user_id", (json_int_t)i64_at(res, i, 0),
-                                             "last_delivered_seq", (json_int_t)i64_at(res, i, 1), "last_read_seq",
-                                             (json_int_t)i64_at(res, i, 2)));
+        json_array_append_new(arr, json_pack("{s:I,s:I,s:I}", "user_id", (json_int_t)db_i64(res, i, 0),
+                                             "last_delivered_seq", (json_int_t)db_i64(res, i, 1), "last_read_seq",
+                                             (json_int_t)db_i64(res, i, 2)));
     return reply_json(r, 200, json_pack("{s:o}", "receipts", arr));
 }
 

@@ -85,8 +85,7 @@ int devices_set_push(struct req *r)
     if (!parse_i64(req_param(r, 0), &id) || id <= 0)
         return reply_problem(r, 404, "device_not_found", "no such device");
     if (jsonv_check(r->json, fields, 2, &e) < 0)
-        return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", e.field ? e.field : ""),
-                                 "%s %s", e.field ? e.field : "body", e.reason);
+        return reply_invalid(r, &e);
     const char *provider = json_string_value(json_object_get(r->json, "provider"));
     bool known = false;
     for (size_t i = 0; i < sizeof providers / sizeof providers[0]; i++)

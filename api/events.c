@@ -23,6 +23,7 @@
 
 #include "bus.h"
 #include "chat.h"
+#include "db.h"
 #include "http.h"
 #include "hub.h"
 #include "jobs.h"
@@ -36,13 +37,6 @@
 #define POLL_MAX_LIMIT 500
 #define PRESENCE_MAX_IDS 200
 #define ONLINE_GRACE_MS 10000 /* a device that just got its answer counts as connected */
-
-static int64_t i64_at(const PGresult *res, int row, int col)
-{
-    int64_t v = 0;
-    parse_i64(PQgetvalue(res, row, col), &v);
-    return v;
-}
 
 /* ======================================================================
  * Acks and delivered receipts
@@ -98,7 +92,7 @@ static int ack(struct req *r, int64_t since)
             const char *to = PQgetvalue(snd, 0, 0);
             if (strcmp(to, "{}") == 0)
                 continue;
-            int64_t chat_id = i64_at(chats, i, 0), seq = i64_at(chats, i, 1);
+            int64_t chat_id = db_i64(chats, i, 0), seq = db_i64(chats, i, 1);
             json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:s,s:I}", "chat_id", (json_int_t)chat_id, "user_id",
                                                    (json_int_t)r->user_id, "kind", "delivered", "seq",
                                                    (json_int_t)seq));
@@ -134,11 +128,11 @@ static int fetch(struct req *r, int64_t since, int limit, json_t *arr, int64_t *
     *next = since;
     for (int i = 0; i < PQntuples(res); i++) {
         json_t *data = json_loads(PQgetvalue(res, i, 3), 0, NULL);
-        json_array_append_new(arr, json_pack("{s:I,s:s,s:o,s:s,s:o}", "seq", (json_int_t)i64_at(res, i, 0), "type",
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:o,s:s,s:o}", "seq", (json_int_t)db_i64(res, i, 0), "type",
                                              PQgetvalue(res, i, 1), "chat_id",
-                                             PQgetisnull(res, i, 2) ? json_null() : json_integer(i64_at(res, i, 2)),
+                                             PQgetisnull(res, i, 2) ? json_null() : json_integer(db_i64(res, i, 2)),
                                              "created_at", PQgetvalue(res, i, 4), "data", data ? data : json_object()));
-        *next = i64_at(res, i, 0);
+        *next = db_i64(res, i, 0);
     }
     return 0;
 }
@@ -217,8 +211,8 @@ int events_poll(struct req *r)
         return -1;
     if (PQntuples(h) != 1)
         return reply_problem(r, 401, "invalid_token", "the access token is not valid");
-    int64_t head = i64_at(h, 0, 0);
-    int64_t first = PQgetisnull(h, 0, 1) ? head + 1 : i64_at(h, 0, 1);
+    int64_t head = db_i64(h, 0, 0);
+    int64_t first = PQgetisnull(h, 0, 1) ? head + 1 : db_i64(h, 0, 1);
     if (!has_since)
         return reply_events(r, json_array(), head);
     if (since > head)
@@ -336,7 +330,7 @@ int presence_get(struct req *r)
             json_decref(last);
             last = json_string(ts);
         }
-        json_array_append_new(arr, json_pack("{s:I,s:b,s:o}", "user_id", (json_int_t)i64_at(res, i, 0), "online",
+        json_array_append_new(arr, json_pack("{s:I,s:b,s:o}", "user_id", (json_int_t)db_i64(res, i, 0), "online",
                                              online, "last_seen_at", last));
     }
     if (scores)
@@ -357,8 +351,7 @@ int chats_typing(struct req *r)
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (jsonv_check(r->json, fields, 1, &e) < 0)
-        return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", e.field ? e.field : ""),
-                                 "%s %s", e.field ? e.field : "body", e.reason);
+        return reply_invalid(r, &e);
     char c[24], u[24], ts[40];
     const char *vals[2] = {i64s(c, m.chat_id), i64s(u, r->user_id)};
     PGresult *res = req_sql(r, NULL, sql_others, 2, vals);
@@ -367,7 +360,7 @@ int chats_typing(struct req *r)
     size_t n = (size_t)PQntuples(res);
     int64_t *to = xmalloc((n ? n : 1) * sizeof *to);
     for (size_t i = 0; i < n; i++)
-        to[i] = i64_at(res, (int)i, 0);
+        to[i] = db_i64(res, (int)i, 0);
     rfc3339_now(ts, sizeof ts);
     json_t *ev = json_pack("{s:n,s:s,s:I,s:s,s:{s:I,s:I,s:b}}", "seq", "type", "typing", "chat_id",
                            (json_int_t)m.chat_id, "created_at", ts, "data", "chat_id", (json_int_t)m.chat_id,

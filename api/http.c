@@ -32,6 +32,7 @@
 #include "bus.h"
 #include "db.h"
 #include "hub.h"
+#include "jsonv.h"
 #include "log.h"
 #include "offload.h"
 #include "util.h"
@@ -347,6 +348,22 @@ int reply_problem_ext(struct req *r, int status, const char *code, json_t *extra
     va_list ap;
     va_start(ap, fmt);
     int rc = vproblem(r, status, code, extra_new, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int reply_invalid(struct req *r, const struct jsonv_error *e)
+{
+    const char *field = e->field ? e->field : "";
+    return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", field), "%s %s",
+                             *field ? field : "body", e->reason);
+}
+
+int reply_field(struct req *r, int status, const char *code, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vproblem(r, status, code, json_pack("{s:s}", "field", field), fmt, ap);
     va_end(ap);
     return rc;
 }

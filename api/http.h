@@ -117,6 +117,12 @@ int reply_problem_ext(struct req *r, int status, const char *code, json_t *extra
 /* Sends a response built by the caller (takes ownership), with the common
  * headers (request id, CORS, req_add_header ones). */
 void req_send_response(struct req *r, int status, struct MHD_Response *resp_new);
+/* 422 validation_failed naming the offending field, from jsonv_check(). */
+struct jsonv_error;
+int reply_invalid(struct req *r, const struct jsonv_error *e);
+/* status + code with a `field` member: for input errors jsonv does not see. */
+int reply_field(struct req *r, int status, const char *code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 /* Adds a header to the reply that is about to be sent (e.g. Location, Retry-After).
  * Headers are buffered until the reply; at most 8. name/value are copied. */
 void req_add_header(struct req *r, const char *name, const char *value);

@@ -308,13 +308,7 @@ static void *timer_main(void *arg)
             until = heap[0]->deadline_us;
         uint64_t wait = until > now ? until - now : 0;
         struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t)(wait / 1000000u);
-        ts.tv_nsec += (long)(wait % 1000000u) * 1000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        timespec_after(CLOCK_MONOTONIC, wait, &ts);
         pthread_cond_timedwait(&timer_cv, &mu, &ts);
     }
     pthread_mutex_unlock(&mu);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "db.h"
 #include "http.h"
 #include "jobs.h"
 #include "jsonv.h"
@@ -29,23 +30,6 @@
 #define MAX_MENTIONS 100
 #define MAX_ATTACHMENTS 10
 #define EMOJI_MAX_CHARS 32
-
-static int64_t i64_at(const PGresult *res, int row, int col)
-{
-    int64_t v = 0;
-    parse_i64(PQgetvalue(res, row, col), &v);
-    return v;
-}
-
-static int field_error(struct req *r, const char *field, const char *detail)
-{
-    return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", field), "%s", detail);
-}
-
-static int validation_failed(struct req *r, const struct jsonv_error *e)
-{
-    return field_error(r, e->field ? e->field : "", e->reason);
-}
 
 /* Parses path param i as a message seq; -1 after 404. */
 static int parse_seq(struct req *r, int i, int64_t *seq)
@@ -105,37 +89,34 @@ static int reply_existing(struct req *r, PGresult *ex, const char *hash)
     return reply_json(r, 200, msg_json(ex, 0, 1));
 }
 
-/* "{a,b}" literal of sorted, de-duplicated uuids (validated, lowercased). */
+/* "{a,b}" literal of the uuids (validated, lowercased), duplicates dropped,
+ * in the client's order: the order of a message's attachments is content. */
 static const char *uuid_array(struct req *r, json_t *arr, int *n_out)
 {
     size_t n = json_array_size(arr), i;
-    char(*v)[37] = xcalloc(n ? n : 1, 37);
+    char *out = xmalloc(n * 38 + 3);
+    size_t len = 0;
+    int m = 0;
     json_t *it;
-    int k = 0;
+    out[len++] = '{';
     json_array_foreach(arr, i, it) {
         const char *s = json_string_value(it);
         if (!s || !uuid_valid(s)) {
-            free(v);
+            free(out);
             return NULL;
         }
+        char v[37];
         for (int c = 0; c < 36; c++)
-            v[k][c] = (char)((s[c] >= 'A' && s[c] <= 'F') ? s[c] + 32 : s[c]);
-        k++;
-    }
-    qsort(v, (size_t)k, 37, (int (*)(const void *, const void *))strcmp);
-    char *out = xmalloc((size_t)k * 38 + 3);
-    size_t len = 0;
-    int m = 0;
-    out[len++] = '{';
-    for (int a = 0; a < k; a++) {
-        if (a > 0 && strcmp(v[a], v[a - 1]) == 0)
+            v[c] = (char)((s[c] >= 'A' && s[c] <= 'F') ? s[c] + 32 : s[c]);
+        v[36] = '\0';
+        out[len] = '\0';
+        if (strstr(out, v)) /* at most 10 ids: a scan is fine */
             continue;
-        len += (size_t)sprintf(out + len, "%s%s", m ? "," : "", v[a]);
+        len += (size_t)sprintf(out + len, "%s%s", m ? "," : "", v);
         m++;
     }
     out[len++] = '}';
     out[len] = '\0';
-    free(v);
     *n_out = m;
     return req_own(r, out);
 }
@@ -154,10 +135,10 @@ int messages_send(struct req *r)
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (jsonv_check(r->json, fields, 5, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     const char *cmid = json_string_value(json_object_get(r->json, "client_msg_id"));
     if (!uuid_valid(cmid))
-        return field_error(r, "client_msg_id", "client_msg_id must be a UUID");
+        return reply_field(r, 422, "validation_failed", "client_msg_id", "%s", "client_msg_id must be a UUID");
     const char *text = json_string_value(json_object_get(r->json, "text"));
     json_t *reply = json_object_get(r->json, "reply_to_seq");
     if (json_is_null(reply))
@@ -168,7 +149,7 @@ int messages_send(struct req *r)
     json_t *it, *jm = json_object_get(r->json, "mentions");
     json_array_foreach(jm, i, it) {
         if (!json_is_integer(it) || json_integer_value(it) <= 0)
-            return field_error(r, "mentions", "mentions must be user ids");
+            return reply_field(r, 422, "validation_failed", "mentions", "%s", "mentions must be user ids");
         int64_t v = json_integer_value(it);
         size_t k = 0;
         while (k < nm && ment[k] < v)
@@ -184,7 +165,7 @@ int messages_send(struct req *r)
     json_t *ja = json_object_get(r->json, "attachment_ids");
     const char *atts = ja ? uuid_array(r, ja, &na) : "{}";
     if (!atts)
-        return field_error(r, "attachment_ids", "attachment_ids must be UUIDs");
+        return reply_field(r, 422, "validation_failed", "attachment_ids", "%s", "attachment_ids must be UUIDs");
     char hash[65];
     content_hash(text, reply, mentions, atts, hash);
 
@@ -203,8 +184,8 @@ int messages_send(struct req *r)
         PGresult *mm = req_sql(r, NULL, sql_mentions_members, 2, vm);
         if (!mm)
             return -1;
-        if ((size_t)i64_at(mm, 0, 0) != nm)
-            return field_error(r, "mentions", "every mentioned user must be a member of the chat");
+        if ((size_t)db_i64(mm, 0, 0) != nm)
+            return reply_field(r, 422, "validation_failed", "mentions", "%s", "every mentioned user must be a member of the chat");
     }
     if (reply) {
         const char *vr[3] = {c, i64s(rt, json_integer_value(reply)), i64s(js, m.joined_seq)};
@@ -212,15 +193,15 @@ int messages_send(struct req *r)
         if (!rr)
             return -1;
         if (PQntuples(rr) != 1)
-            return field_error(r, "reply_to_seq", "reply_to_seq must name a message of this chat you can see");
+            return reply_field(r, 422, "validation_failed", "reply_to_seq", "%s", "reply_to_seq must name a message of this chat you can see");
     }
     if (na > 0) {
         const char *va[3] = {c, atts, u};
         PGresult *ar = req_sql(r, NULL, sql_attachments_ok, 3, va);
         if (!ar)
             return -1;
-        if (i64_at(ar, 0, 0) != na)
-            return field_error(r, "attachment_ids", "attachments must be uploaded by you to this chat");
+        if (db_i64(ar, 0, 0) != na)
+            return reply_field(r, 422, "validation_failed", "attachment_ids", "%s", "attachments must be uploaded by you to this chat");
     }
 
     if (req_begin(r) < 0)
@@ -231,7 +212,7 @@ int messages_send(struct req *r)
         return -1;
     if (PQntuples(b) != 1)
         return reply_problem(r, 404, "chat_not_found", "no such chat");
-    i64s(sq, i64_at(b, 0, 0));
+    i64s(sq, db_i64(b, 0, 0));
     const char *vs[2] = {c, u};
     PGresult *still = req_sql(r, NULL, sql_still_member, 2, vs);
     if (!still)
@@ -311,7 +292,7 @@ int messages_list(struct req *r)
     int take = 0;
     int64_t bytes = 0;
     while (take < n) {
-        int64_t b = i64_at(res, take, MSG_COL_BYTES);
+        int64_t b = db_i64(res, take, MSG_COL_BYTES);
         if (take > 0 && bytes + b > PAGE_BYTES)
             break;
         bytes += b;
@@ -322,7 +303,7 @@ int messages_list(struct req *r)
     for (int k = 0; k < take; k++) {
         int row = desc ? take - 1 - k : k; /* ascending seq in the reply */
         json_array_append_new(arr, msg_json(res, row, 0));
-        int64_t s = i64_at(res, row, 1);
+        int64_t s = db_i64(res, row, 1);
         if (k == 0)
             lo = s;
         hi = s;
@@ -384,7 +365,7 @@ static int lock_message(struct req *r, const struct member *m, int64_t seq, stru
         return -1;
     if (PQntuples(res) != 1)
         return reply_problem(r, 404, "message_not_found", "no such message");
-    out->sender_id = PQgetisnull(res, 0, 0) ? 0 : i64_at(res, 0, 0);
+    out->sender_id = PQgetisnull(res, 0, 0) ? 0 : db_i64(res, 0, 0);
     out->system = strcmp(PQgetvalue(res, 0, 1), "system") == 0;
     out->deleted = PQgetvalue(res, 0, 2)[0] == 't';
     return 0;
@@ -400,7 +381,7 @@ int messages_edit(struct req *r)
     if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
         return -1;
     if (jsonv_check(r->json, fields, 1, &e) < 0)
-        return validation_failed(r, &e);
+        return reply_invalid(r, &e);
     if (req_begin(r) < 0 || lock_message(r, &m, seq, &lm) < 0)
         return -1;
     if (lm.system || lm.sender_id != r->user_id)
@@ -490,7 +471,7 @@ static int react(struct req *r, bool add)
         return -1;
     const char *emoji = req_param(r, 2);
     if (!emoji_ok(emoji))
-        return field_error(r, "emoji", "emoji must be 1 to 32 characters without spaces or control characters");
+        return reply_field(r, 422, "validation_failed", "emoji", "%s", "emoji must be 1 to 32 characters without spaces or control characters");
     if (req_begin(r) < 0 || lock_message(r, &m, seq, &lm) < 0)
         return -1;
     if (lm.deleted)

@@ -46,8 +46,7 @@ int users_update_me(struct req *r)
     static const struct jfield fields[] = {{"display_name", JT_STRING, 1, 1, 64, JF_NO_CONTROL}};
     struct jsonv_error e;
     if (jsonv_check(r->json, fields, 1, &e) < 0)
-        return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", e.field ? e.field : ""),
-                                 "%s %s", e.field ? e.field : "body", e.reason);
+        return reply_invalid(r, &e);
     char s[24];
     snprintf(s, sizeof s, "%lld", (long long)r->user_id);
     const char *vals[2] = {s, json_string_value(json_object_get(r->json, "display_name"))};

@@ -75,13 +75,7 @@ PGconn *db_connect(const char *conninfo)
 PGconn *db_acquire(struct db_pool *p, int timeout_ms)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    timespec_after(CLOCK_MONOTONIC, (uint64_t)timeout_ms * 1000u, &deadline);
     int slot = -1;
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -178,4 +172,11 @@ bool db_res_ok(const PGresult *res)
 {
     ExecStatusType st = PQresultStatus(res);
     return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+int64_t db_i64(const PGresult *res, int row, int col)
+{
+    int64_t v = 0;
+    parse_i64(PQgetvalue(res, row, col), &v);
+    return v;
 }

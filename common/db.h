@@ -12,6 +12,7 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* SQL fragment (a compile-time constant, never built at run time): a
  * timestamptz column as RFC 3339 UTC with milliseconds, e.g. 2026-11-21T09:10:31.123Z */
@@ -34,5 +35,7 @@ PGconn *db_connect(const char *conninfo);
 const char *db_sqlstate(const PGresult *res);
 /* True when res is COMMAND_OK or TUPLES_OK. */
 bool db_res_ok(const PGresult *res);
+/* Column col of row as an integer (0 when NULL or not a number). */
+int64_t db_i64(const PGresult *res, int row, int col);
 
 #endif

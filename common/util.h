@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* xmalloc and friends abort on out-of-memory, so callers need no NULL checks. */
 void *xmalloc(size_t n);
@@ -19,6 +20,8 @@ char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 uint64_t now_us(void);          /* monotonic clock, microseconds */
+/* *ts = the clock's now + us (for pthread_cond_timedwait with that clock). */
+void timespec_after(clockid_t clock, uint64_t us, struct timespec *ts);
 int64_t wall_time_s(void);      /* realtime clock, seconds since the epoch */
 int64_t wall_time_ms(void);     /* realtime clock, milliseconds since the epoch */
 /* Writes epoch milliseconds ms as 2026-11-21T09:10:31.123Z into buf (>= 32 bytes). */
@@ -33,6 +36,8 @@ void random_b64url(char *out, size_t outlen, size_t nbytes);
 /* Lowercase hex SHA-256 of data into out[65]. */
 void sha256_hex(const void *data, size_t len, char out[65]);
 
+/* Formats v into buf (>= 24 bytes) and returns buf: for text query parameters. */
+const char *i64s(char *buf, int64_t v);
 /* Strict decimal int64 parse of the whole string; false on junk/overflow. */
 bool parse_i64(const char *s, int64_t *out);
 /* Number of Unicode code points in valid UTF-8 s of len bytes. */

@@ -38,19 +38,6 @@ static void drop(redisReply *r)
         freeReplyObject(r);
 }
 
-static int64_t i64_at(const PGresult *res, int row, int col)
-{
-    int64_t v = 0;
-    parse_i64(PQgetvalue(res, row, col), &v);
-    return v;
-}
-
-static const char *i64s(char *buf, int64_t v)
-{
-    snprintf(buf, 24, "%lld", (long long)v);
-    return buf;
-}
-
 /* PQexecParams that returns NULL (and logs) on failure. Owned result. */
 static PGresult *q(struct wctx *w, const char *sql, int n, const char *const *vals)
 {
@@ -144,7 +131,7 @@ static enum job_rc push_message(struct wctx *w, int64_t chat, int64_t seq, char 
             return JOB_ABANDON;
         }
         for (int i = 0; i < PQntuples(rc); i++) {
-            int64_t user = i64_at(rc, i, 0);
+            int64_t user = db_i64(rc, i, 0);
             bool online;
             if (user_online(w, user, &online) < 0) {
                 PQclear(rc);
@@ -342,9 +329,9 @@ static enum job_rc push_flush(struct wctx *w, int64_t user, const char *flush_id
     enum job_rc out = JOB_DONE;
     for (int i = 0; i < PQntuples(ds); i++) {
         json_t *send = json_pack("{s:s,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "type", "push_send", "user_id",
-                                 (json_int_t)user, "device_id", (json_int_t)i64_at(ds, i, 0), "flush_id", flush_id,
+                                 (json_int_t)user, "device_id", (json_int_t)db_i64(ds, i, 0), "flush_id", flush_id,
                                  "count", (json_int_t)count, "chat_id", (json_int_t)chat, "seq", (json_int_t)seq,
-                                 "badge", (json_int_t)i64_at(b, 0, 0), "first_ms", (json_int_t)first_ms, "enq_ms",
+                                 "badge", (json_int_t)db_i64(b, 0, 0), "first_ms", (json_int_t)first_ms, "enq_ms",
                                  (json_int_t)wall_time_ms());
         char derr[256] = "";
         enum job_rc rc = push_send(w, send, derr, sizeof derr);
