@@ -362,14 +362,50 @@ out:
         freeReplyObject(due);
 }
 
+/* A poll may wait longer than the presence TTL: keep everyone with a poll
+ * waiting here marked as seen, so the sweeper never takes them for gone. */
+static void refresh_waiting(void)
+{
+    int64_t *users = NULL, *since = NULL;
+    size_t n = hub_waiting(&users, &since);
+    char now[24];
+    i64s(now, wall_time_ms());
+    for (size_t off = 0; off < n; off += 500) {
+        size_t k = n - off < 500 ? n - off : 500;
+        const char **argv = xcalloc(2 + 2 * k, sizeof *argv);
+        char (*ids)[24] = xcalloc(k, 24);
+        argv[0] = "ZADD";
+        argv[1] = PRESENCE_KEY;
+        for (size_t i = 0; i < k; i++) {
+            argv[2 + 2 * i] = now;
+            argv[3 + 2 * i] = i64s(ids[i], users[off + i]);
+        }
+        redisContext *c = redis_acquire(app->redis);
+        redisReply *r = c ? redisCommandArgv(c, (int)(2 + 2 * k), argv, NULL) : NULL;
+        redis_release(app->redis, c, c && !r);
+        if (r)
+            freeReplyObject(r);
+        free(ids);
+        free(argv);
+    }
+    free(users);
+    free(since);
+}
+
 static void *sweep_main(void *arg)
 {
     (void)arg;
     PGconn *pc = NULL;
+    uint64_t next_refresh = 0;
     while (!atomic_load(&stop_flag)) {
         nap(SWEEP_EVERY_MS, false);
-        if (!atomic_load(&stop_flag))
-            sweep(&pc);
+        if (atomic_load(&stop_flag))
+            break;
+        if (now_us() >= next_refresh) {
+            refresh_waiting();
+            next_refresh = now_us() + (uint64_t)app->cfg->presence_ttl * 1000000u / 3u;
+        }
+        sweep(&pc);
     }
     if (pc)
         PQfinish(pc);

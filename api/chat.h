@@ -68,6 +68,12 @@ json_t *msg_json(const PGresult *res, int row, int col0);
 int inbox_emit(struct req *r, int64_t chat_id, const char *type, bool to_members, const char *extra,
                json_t *payload);
 
+/* Locks, in ascending id order, every user that the transaction's following
+ * inbox_emit calls will write to: the members of chat_id (when to_members)
+ * plus extra. Needed before a second inbox_emit that could add a user with a
+ * lower id than one already locked. 0 or -1. */
+int lock_users(struct req *r, int64_t chat_id, bool to_members, const char *extra);
+
 /* Appends a system message (kind=system, sender=actor) to a chat whose row
  * the caller's transaction has locked, and emits its `message` event to the
  * members. system_new is stolen. On success *seq_out is its seq. 0 or -1. */

@@ -125,6 +125,18 @@ int inbox_emit(struct req *r, int64_t chat_id, const char *type, bool to_members
     return 0;
 }
 
+static const char sql_lock_users[] =
+    "SELECT id FROM users"
+    " WHERE ($2 AND id IN (SELECT user_id FROM chat_members WHERE chat_id = $1)) OR id = ANY($3::bigint[])"
+    " ORDER BY id FOR NO KEY UPDATE";
+
+int lock_users(struct req *r, int64_t chat_id, bool to_members, const char *extra)
+{
+    char c[24];
+    const char *vals[3] = {i64s(c, chat_id), to_members ? "true" : "false", extra ? extra : "{}"};
+    return req_sql(r, NULL, sql_lock_users, 3, vals) ? 0 : -1;
+}
+
 static const char sql_system_msg[] =
     "WITH c AS (UPDATE chats SET last_seq = last_seq + 1, last_message_at = now() WHERE id = $1"
     "           RETURNING last_seq)"

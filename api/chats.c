@@ -549,6 +549,10 @@ int members_remove(struct req *r)
     if (!req_sql(r, NULL, sql_remove, 2, vals))
         return -1;
     const char *removed = id_array_literal(r, &target, 1);
+    /* the removed user gets the membership event after the members got the
+     * system message: lock everyone in id order first */
+    if (lock_users(r, m.chat_id, true, removed) < 0)
+        return -1;
     json_t *sys = json_pack("{s:s,s:I,s:[I]}", "event", self ? "member_left" : "member_removed", "actor_id",
                             (json_int_t)r->user_id, "user_ids", (json_int_t)target);
     json_t *ev = req_own_json(r, json_pack("{s:I,s:s,s:[I],s:I}", "chat_id", (json_int_t)m.chat_id, "action",

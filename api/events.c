@@ -77,7 +77,13 @@ static int ack(struct req *r, int64_t since)
         PGresult *chats = req_sql(r, NULL, sql_acked_chats, 3, cv);
         if (!chats)
             return -1;
-        for (int i = 0; i < PQntuples(chats); i++) {
+        /* first move every marker and learn who gets a receipt; then lock all
+         * those users at once, in id order (chat.h), and only then write */
+        int n = PQntuples(chats);
+        const char **to = xcalloc((size_t)n + 1, sizeof *to);
+        req_defer(r, free, to);
+        json_t *all = req_own_json(r, json_array());
+        for (int i = 0; i < n; i++) {
             const char *chat = PQgetvalue(chats, i, 0), *upto = PQgetvalue(chats, i, 1);
             const char *mv[3] = {chat, u, upto};
             PGresult *md = req_sql(r, NULL, sql_mark_delivered, 3, mv);
@@ -89,14 +95,39 @@ static int ack(struct req *r, int64_t since)
             PGresult *snd = req_sql(r, NULL, sql_delivered_senders, 4, sv);
             if (!snd)
                 return -1;
-            const char *to = PQgetvalue(snd, 0, 0);
-            if (strcmp(to, "{}") == 0)
+            if (strcmp(PQgetvalue(snd, 0, 0), "{}") == 0)
+                continue;
+            to[i] = PQgetvalue(snd, 0, 0);
+            json_array_append_new(all, json_string(to[i]));
+        }
+        if (json_array_size(all) > 0) {
+            /* "{1,2}" + "{2,5}" -> "{1,2,2,5}": duplicates are harmless in ANY() */
+            size_t len = 3, k;
+            json_t *it;
+            json_array_foreach(all, k, it) len += json_string_length(it) + 1;
+            char *un = req_own(r, xmalloc(len)), *p = un;
+            *p++ = '{';
+            json_array_foreach(all, k, it) {
+                const char *a = json_string_value(it);
+                size_t l = strlen(a) - 2;
+                if (p > un + 1)
+                    *p++ = ',';
+                memcpy(p, a + 1, l);
+                p += l;
+            }
+            *p++ = '}';
+            *p = '\0';
+            if (lock_users(r, 0, false, un) < 0)
+                return -1;
+        }
+        for (int i = 0; i < n; i++) {
+            if (!to[i])
                 continue;
             int64_t chat_id = db_i64(chats, i, 0), seq = db_i64(chats, i, 1);
             json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:s,s:I}", "chat_id", (json_int_t)chat_id, "user_id",
                                                    (json_int_t)r->user_id, "kind", "delivered", "seq",
                                                    (json_int_t)seq));
-            if (inbox_emit(r, chat_id, "receipt", false, to, ev) < 0)
+            if (inbox_emit(r, chat_id, "receipt", false, to[i], ev) < 0)
                 return -1;
         }
     }
@@ -241,8 +272,13 @@ int events_poll(struct req *r)
             json_decref(arr);
             return -1;
         }
-        if (json_array_size(arr) > 0 || timeout == 0)
+        if (json_array_size(arr) > 0 || timeout == 0) {
+            if (timeout == 0) { /* still "the same device polls again": end its older poll */
+                hub_replace(r->user_id, r->device_id);
+                bus_polling(r->app, r->user_id, r->device_id);
+            }
             return reply_events(r, arr, next);
+        }
         json_decref(arr);
         int rc = hub_block(r, &pl->w, gen, (int)timeout);
         if (rc == 0) {

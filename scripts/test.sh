@@ -14,7 +14,7 @@ REPO=$(natter_repo_root)
 PYTHON=/usr/bin/python3 # not the python3 first on PATH: Debian's pytest & co. live here
 
 natter_ensure_packages
-make -C "$REPO" all asan
+make -C "$REPO" -j2 all asan
 
 STATE_DIR=$(mktemp -d /tmp/natter-test.XXXXXX)
 # mktemp makes it 0700; let the postgres OS user reach $STATE_DIR/pg.
@@ -22,6 +22,7 @@ chmod 755 "$STATE_DIR"
 
 cleanup() {
     local pgdir=
+    natter_redis_stop "$STATE_DIR/san" 2>/dev/null || true
     natter_redis_stop "$STATE_DIR" || true
     natter_pg_stop "$STATE_DIR" || true
     if [[ -L $STATE_DIR/pg ]]; then
@@ -37,6 +38,15 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 natter_pg_start "$STATE_DIR" test
+# The two API test runs (normal and sanitizer build) run at the same time, each
+# with its own database and its own Redis: most of their time is spent waiting
+# (presence timeouts, retries, outages), so together they take little longer
+# than one.
+mkdir -p "$STATE_DIR/san"
+chmod 755 "$STATE_DIR/san"
+natter_redis_start "$STATE_DIR/san" test
+SAN_REDIS_URL=$NATTER_REDIS_URL
+SAN_REDIS_SOCKET=$NATTER_REDIS_SOCKET
 natter_redis_start "$STATE_DIR" test
 
 export NATTER_TEST_STATE_DIR=$STATE_DIR
@@ -44,6 +54,7 @@ export NATTER_TEST_DATABASE_URL=$NATTER_DATABASE_URL # database `natter`
 export NATTER_TEST_REDIS_URL=$NATTER_REDIS_URL
 export NATTER_TEST_REDIS_SOCKET=$NATTER_REDIS_SOCKET
 export NATTER_TEST_PG_SOCKET_DIR=$NATTER_PG_SOCKET_DIR
+SAN_DATABASE_URL=${NATTER_DATABASE_URL/\/\/\/natter\?/\/\/\/natter_san?}
 export PYTHONDONTWRITEBYTECODE=1
 
 SAN_ENV=(
@@ -69,37 +80,49 @@ step() {
     fi
 }
 
-# Fresh database `natter` (dropped and recreated as role natter over the socket) and an
-# empty Redis, so each pytest run starts clean.
+# reset_state DBNAME REDIS_SOCKET: a fresh database (dropped and recreated as role
+# natter over the socket) and an empty Redis, so each pytest run starts clean.
 reset_state() {
-    local out
+    local db=$1 sock=$2 out
     if ! out=$(PGOPTIONS='-c client_min_messages=warning' \
         "$NATTER_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$NATTER_PG_SOCKET_DIR" \
         -p "$NATTER_PG_PORT" -U natter -d postgres \
-        -c 'DROP DATABASE IF EXISTS natter WITH (FORCE)' \
-        -c 'CREATE DATABASE natter OWNER natter' 2>&1); then
-        printf 'natter: cannot reset the test database:\n%s\n' "$out" >&2
+        -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" \
+        -c "CREATE DATABASE $db OWNER natter" 2>&1); then
+        printf 'natter: cannot reset the test database %s:\n%s\n' "$db" "$out" >&2
         return 1
     fi
-    if [[ $(redis-cli -s "$NATTER_REDIS_SOCKET" flushall 2>&1 </dev/null) != OK ]]; then
-        echo "natter: cannot flush the test Redis" >&2
+    if [[ $(redis-cli -s "$sock" flushall 2>&1 </dev/null) != OK ]]; then
+        echo "natter: cannot flush the test Redis $sock" >&2
         return 1
     fi
 }
 
-# run_pytest BIN_DIR [VAR=value...]
+# run_pytest OUTFILE BIN_DIR DBNAME DB_URL REDIS_URL REDIS_SOCKET STATE [VAR=value...]
 run_pytest() {
-    local bindir=$1
-    shift
-    reset_state || return 1
-    (cd "$REPO" && env "$@" NATTER_BIN_DIR="$bindir" "$PYTHON" -m pytest -q \
-        -p no:cacheprovider "${PYTEST_EXTRA[@]}" "$REPO/tests/api")
+    local out=$1 bindir=$2 db=$3 url=$4 rurl=$5 rsock=$6 state=$7
+    shift 7
+    reset_state "$db" "$rsock" >"$out" 2>&1 || return 1
+    (cd "$REPO" && env "$@" NATTER_BIN_DIR="$bindir" NATTER_TEST_DATABASE_URL="$url" \
+        NATTER_TEST_REDIS_URL="$rurl" NATTER_TEST_REDIS_SOCKET="$rsock" NATTER_TEST_STATE_DIR="$state" \
+        "$PYTHON" -m pytest -q -p no:cacheprovider "${PYTEST_EXTRA[@]}" "$REPO/tests/api") >>"$out" 2>&1
 }
 
 cd "$REPO"
 step "unit tests (normal build)" "$REPO/build/unit-tests"
 step "unit tests (sanitizer build)" env "${SAN_ENV[@]}" "$REPO/build-asan/unit-tests"
-step "API tests (normal build)" run_pytest "$REPO/build"
-step "API tests (sanitizer build)" run_pytest "$REPO/build-asan" "${SAN_ENV[@]}"
+run_pytest "$STATE_DIR/pytest-normal.out" "$REPO/build" natter "$NATTER_TEST_DATABASE_URL" \
+    "$NATTER_TEST_REDIS_URL" "$NATTER_TEST_REDIS_SOCKET" "$STATE_DIR" &
+normal_pid=$!
+run_pytest "$STATE_DIR/pytest-san.out" "$REPO/build-asan" natter_san "$SAN_DATABASE_URL" \
+    "$SAN_REDIS_URL" "$SAN_REDIS_SOCKET" "$STATE_DIR/san" "${SAN_ENV[@]}" &
+san_pid=$!
+normal_rc=0
+san_rc=0
+wait "$normal_pid" || normal_rc=$?
+wait "$san_pid" || san_rc=$?
+# shown one after the other, so the runners' own summaries end the output
+step "API tests (normal build)" sh -c 'cat "$1"; exit "$2"' sh "$STATE_DIR/pytest-normal.out" "$normal_rc"
+step "API tests (sanitizer build)" sh -c 'cat "$1"; exit "$2"' sh "$STATE_DIR/pytest-san.out" "$san_rc"
 
 ((failures == 0))

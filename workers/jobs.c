@@ -76,6 +76,14 @@ static void drop(redisReply *r)
         freeReplyObject(r);
 }
 
+void jobs_keepalive(struct wctx *w)
+{
+    if (!w->job_id || now_us() - w->claimed_us < (uint64_t)w->cfg->job_visibility_ms * 1000u / 3u)
+        return;
+    drop(wcmd(w, "XCLAIM " JOBS_STREAM " " JOBS_GROUP " %s 0 %s JUSTID", w->consumer, w->job_id));
+    w->claimed_us = now_us();
+}
+
 /* ---- metrics ---- */
 
 void jobs_count(struct wctx *w, const char *name, long long by)
@@ -191,7 +199,10 @@ static void handle(struct wctx *w, const char *id, const char *raw, long long de
         return;
     }
     int64_t enq_ms = json_integer_value(json_object_get(job, "enq_ms"));
+    w->job_id = id;
+    w->claimed_us = now_us();
     enum job_rc rc = push_run(w, job, err, sizeof err);
+    w->job_id = NULL;
     switch (rc) {
     case JOB_DONE:
         ack(w, id);

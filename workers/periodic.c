@@ -239,7 +239,7 @@ void periodic_tick(struct periodic *p)
         rfc3339_now(finished, sizeof finished);
         if (n >= 0)
             nlog(LOG_INFO, "periodic task done",
-                 json_pack("{s:s,s:I,s:s,s:s,s:f,s:s}", "task", t->name, "affected", (json_int_t)n, "started_at",
+                 json_pack("{s:s,s:I,s:s,s:s,s:f,s:s}", "task", t->name, "deleted", (json_int_t)n, "started_at",
                            started, "finished_at", finished, "duration_ms", (double)(now_us() - t0) / 1000.0,
                            "owner", p->owner));
         else

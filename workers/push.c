@@ -328,6 +328,7 @@ static enum job_rc push_flush(struct wctx *w, int64_t user, const char *flush_id
     }
     enum job_rc out = JOB_DONE;
     for (int i = 0; i < PQntuples(ds); i++) {
+        jobs_keepalive(w);
         json_t *send = json_pack("{s:s,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "type", "push_send", "user_id",
                                  (json_int_t)user, "device_id", (json_int_t)db_i64(ds, i, 0), "flush_id", flush_id,
                                  "count", (json_int_t)count, "chat_id", (json_int_t)chat, "seq", (json_int_t)seq,

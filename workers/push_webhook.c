@@ -19,6 +19,17 @@
 #include "util.h"
 #include "worker.h"
 
+/* curl calls this about once a second during a transfer: keep our job */
+static int progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
+{
+    (void)dlt;
+    (void)dln;
+    (void)ult;
+    (void)uln;
+    jobs_keepalive(ud);
+    return 0;
+}
+
 static size_t discard(char *p, size_t size, size_t n, void *ud)
 {
     (void)p;
@@ -70,6 +81,9 @@ static enum push_result webhook_send(struct wctx *w, const struct push_msg *m, c
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "natter-worker");
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, w);
     CURLcode cc = curl_easy_perform(c);
     if (cc != CURLE_OK) {
         snprintf(err, errlen, "webhook: %s", curl_easy_strerror(cc));

@@ -31,6 +31,8 @@ struct wctx {
     PGconn *db;                 /* this thread's connection */
     CURL *curl;                 /* this thread's handle (keeps provider connections alive) */
     char consumer[160];         /* consumer name in the group: host:pid:thread */
+    const char *job_id;         /* stream id of the job being run, or NULL */
+    uint64_t claimed_us;        /* when the job's claim was last renewed */
 };
 
 /* Outcome of running a job. */
@@ -52,6 +54,11 @@ void jobs_move_due(struct redis_pool *p);
 int jobs_schedule(struct wctx *w, json_t *job, int64_t delay_ms);
 /* Appends a job (raw JSON text) to the dead-letter stream with its last error. */
 void jobs_dead_letter(struct wctx *w, const char *raw, const char *error, int attempts);
+/* Renews the claim on the running job (XCLAIM … JUSTID resets its idle time)
+ * when a third of the visibility timeout passed, so that a slow but alive
+ * worker keeps its job; a dead one stops renewing and loses it. Cheap to call
+ * often (a clock read). */
+void jobs_keepalive(struct wctx *w);
 /* Counts a metric (natter:metrics:<name>). */
 void jobs_count(struct wctx *w, const char *name, long long by);
 /* Backoff for attempt n (1-based): base * 2^(n-1), capped at 5 min, +/- 20% jitter. */
