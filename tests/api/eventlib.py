@@ -30,7 +30,7 @@ import time
 import pytest
 
 from chatlib import chat_path, clone
-from natterlib import (_LIVE, RFC3339_UTC_RE, Client, assert_status, describe, new_state_dir,
+from natterlib import (metric_samples, _LIVE, RFC3339_UTC_RE, Client, assert_status, describe, new_state_dir,
                        psql, psql_int, wait_for)
 
 EVENTS = "/v1/events"
@@ -410,24 +410,6 @@ def last_seen_db(user_id) -> str:
 
 
 # --------------------------------------------------------------------------- metrics
-
-_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-
-
-def metric_samples(text: str) -> dict:
-    """{'name{labels}': value} of a Prometheus text page."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE_RE.match(line)
-        if m:
-            try:
-                out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-            except ValueError:
-                pass
-    return out
-
 
 WAITER_GAUGE_RE = re.compile(r"^natter_[a-z_]*(waiter|long_?poll|suspended|polls_waiting|"
                              r"polls_held|polls_open)[a-z_]*$")

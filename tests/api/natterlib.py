@@ -796,6 +796,26 @@ def load_spec() -> OpenAPI:
 
 # --------------------------------------------------------------------------- HTTP client
 
+# ---------------------------------------------------------------- metrics
+
+_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def metric_samples(text: str) -> dict:
+    """{'name{labels}': value} of a Prometheus text page."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE_RE.match(line)
+        if m:
+            try:
+                out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+            except ValueError:
+                pass
+    return out
+
+
 def describe(resp: requests.Response) -> str:
     body = resp.content[:2000].decode("utf-8", "replace")
     return (f"{resp.request.method} {resp.request.path_url} -> {resp.status_code} "

@@ -43,7 +43,7 @@ from pathlib import Path
 import pytest
 
 from chatlib import clone
-from natterlib import (_LIVE, RFC3339_UTC_RE, START_TIMEOUT, Client, Launcher, assert_status,
+from natterlib import (metric_samples, _LIVE, RFC3339_UTC_RE, START_TIMEOUT, Client, Launcher, assert_status,
                        describe, load_spec, new_account, new_state_dir, psql, wait_for,
                        worker_ready_threads)
 
@@ -766,24 +766,6 @@ def socket_owner_pid(peer_port: int, server_port: int, pids) -> int | None:
 
 
 # --------------------------------------------------------------------------- metrics
-
-_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-
-
-def metric_samples(text: str) -> dict:
-    """{'name{labels}': value} of a Prometheus text page."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE_RE.match(line)
-        if m:
-            try:
-                out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-            except ValueError:
-                pass
-    return out
-
 
 def metric_total(samples: dict, name: str) -> float | None:
     """Sum of every sample of `name` (any labels); None if there is none."""
