@@ -1,0 +1,1810 @@
+/*
+ * natterload — the load generator of `make bench` (bench/run.sh).
+ *
+ * One process, one thread, one epoll set, non-blocking sockets, plain HTTP/1.1
+ * keep-alive with one request in flight per connection and a tiny response
+ * parser (status line, Content-Length, Connection: close). It only ever
+ * connects to 127.0.0.1:PORT. Every loop is bounded in count and in time.
+ *
+ * Subcommands (run.sh drives them; each prints `name  key value …` lines):
+ *
+ *   users    --prefix P --users N --devices D --out FILE
+ *            register N users and log in D devices each (each login is a
+ *            device); FILE gets `uidx devno user_id device_id token` lines
+ *   pairs    --devices FILE --users N --out FILE
+ *            direct chats between users 2k and 2k+1 (`chat_id uidx_a uidx_b`)
+ *   group    --devices FILE --members N --out FILE
+ *            one group created by user 0 with users 1..N-1
+ *   idle     --devices FILE --count N [--hold S] [--api-pid PID]
+ *            hold N idle long-polls, report held count, server inflight gauge
+ *            and natter-api RSS before/after
+ *   deliver  --devices FILE --chats FILE --pollers N --rate R --seconds T [--dump FILE]
+ *            1:1 send -> recipient's poll answered, at a fixed send rate
+ *            (--dump writes per-message timings for digging into outliers)
+ *   fanout   --devices FILE --chat ID --members N --sends K
+ *            group send -> all N member polls answered (latency of the last)
+ *   sends    --devices FILE --chats FILE --users N --conns C --seconds T
+ *            closed-loop durable sends
+ *   fill     --devices FILE --chat ID --count N
+ *            put N messages into a chat (users 0 and 1 of FILE alternate)
+ *   history  --devices FILE --chat ID --conns C --seconds T [--limit 50]
+ *            closed-loop history pages
+ *
+ * Common: --port P (required). Polls answered 503, or whose connection
+ * drops, are retried after 0.5 s (at most 20 times per device) and counted.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MS 1000000ull
+#define SEC 1000000000ull
+#define PASSWORD "bench password 1"
+
+/* ====================================================================== */
+/* small helpers                                                          */
+/* ====================================================================== */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * SEC + (uint64_t)ts.tv_nsec;
+}
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "natterload: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(2);
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        die("out of memory");
+    return p;
+}
+
+static void *xcalloc(size_t n, size_t s)
+{
+    void *p = calloc(n ? n : 1, s ? s : 1);
+    if (!p)
+        die("out of memory");
+    return p;
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p)
+        die("out of memory");
+    return p;
+}
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint64_t rnd(void)
+{
+    uint64_t x = rng_state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return rng_state = x;
+}
+
+static unsigned run_id; /* prefix of every client_msg_id of this process */
+
+static void make_cmid(char *out, uint64_t n)
+{
+    snprintf(out, 40, "%08x-0000-4000-8000-%012" PRIx64, run_id, (uint64_t)(n & 0xffffffffffffull));
+}
+
+/* Finds client_msg_ids of this run in a body; calls fn(n) for each. */
+static void scan_cmids(const char *body, size_t len, void (*fn)(uint64_t n, void *ud), void *ud)
+{
+    static const char key[] = "\"client_msg_id\"";
+    char pre[16];
+    snprintf(pre, sizeof pre, "%08x-", run_id);
+    const char *p = body, *end = body + len;
+    while (p < end) {
+        const char *k = memmem(p, (size_t)(end - p), key, sizeof key - 1);
+        if (!k)
+            break;
+        p = k + sizeof key - 1;
+        while (p < end && (*p == ' ' || *p == ':'))
+            p++;
+        if (p >= end || *p != '"' || end - p < 38)
+            continue;
+        p++;
+        if (memcmp(p, pre, 9) != 0)
+            continue;
+        /* xxxxxxxx-0000-4000-8000-NNNNNNNNNNNN */
+        uint64_t n = strtoull(p + 24, NULL, 16);
+        fn(n, ud);
+        p += 36;
+    }
+}
+
+/* The top-level "next" of an events answer (the key appears nowhere else). */
+static bool scan_next(const char *body, size_t len, int64_t *next)
+{
+    static const char key[] = "\"next\"";
+    const char *k = memmem(body, len, key, sizeof key - 1);
+    if (!k)
+        return false;
+    const char *p = k + sizeof key - 1, *end = body + len;
+    while (p < end && (*p == ' ' || *p == ':'))
+        p++;
+    if (p >= end)
+        return false;
+    char *e;
+    long long v = strtoll(p, &e, 10);
+    if (e == p)
+        return false;
+    *next = v;
+    return true;
+}
+
+/* ---- latency samples ---- */
+
+typedef struct {
+    uint64_t *v;
+    size_t n, cap;
+    bool sorted;
+} lat_t;
+
+static void lat_add(lat_t *l, uint64_t ns)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 4096;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = ns;
+    l->sorted = false;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* nearest-rank percentile in ms */
+static double lat_pct(lat_t *l, double p)
+{
+    if (!l->n)
+        return NAN;
+    if (!l->sorted) {
+        qsort(l->v, l->n, sizeof *l->v, cmp_u64);
+        l->sorted = true;
+    }
+    size_t rank = (size_t)ceil(p / 100.0 * (double)l->n);
+    if (rank < 1)
+        rank = 1;
+    if (rank > l->n)
+        rank = l->n;
+    return (double)l->v[rank - 1] / 1e6;
+}
+
+static double lat_max(lat_t *l)
+{
+    return lat_pct(l, 100.0);
+}
+
+static long vmrss_kb(long pid)
+{
+    if (pid <= 0)
+        return -1;
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb;
+}
+
+/* ====================================================================== */
+/* HTTP client connections                                                */
+/* ====================================================================== */
+
+typedef struct conn conn;
+/* status -1: connection failed or closed before the answer */
+typedef void (*resp_fn)(conn *c, int status, const char *body, size_t len, uint64_t t_write);
+
+struct conn {
+    int fd; /* -1: closed */
+    bool connecting, busy;
+    char *w;
+    size_t wlen, woff, wcap;
+    char *r;
+    size_t rlen, rcap;
+    size_t hdr_len, clen;
+    int status;
+    bool close_after;
+    resp_fn cb;
+    long idx;         /* owner's index */
+    uint64_t t_write; /* just before the first byte of the request was written */
+};
+
+static int epfd = -1;
+static struct sockaddr_in target; /* 127.0.0.1:port, never anything else */
+static long n_open, n_conn_fail, n_reset;
+static char *scratch;
+static size_t scratch_cap;
+
+static void http_init(int port)
+{
+    if (port <= 0 || port > 65535)
+        die("--port is required (1..65535)");
+    memset(&target, 0, sizeof target);
+    target.sin_family = AF_INET;
+    target.sin_port = htons((uint16_t)port);
+    target.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0)
+        die("epoll_create1: %s", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void conn_close(conn *c)
+{
+    if (c->fd >= 0) {
+        close(c->fd); /* also leaves the epoll set */
+        c->fd = -1;
+        n_open--;
+    }
+    c->connecting = false;
+    c->rlen = c->hdr_len = 0;
+    c->wlen = c->woff = 0;
+}
+
+static void conn_fail(conn *c)
+{
+    bool was_busy = c->busy;
+    uint64_t tw = c->t_write;
+    c->busy = false;
+    conn_close(c);
+    if (was_busy) {
+        n_reset++;
+        if (c->cb)
+            c->cb(c, -1, NULL, 0, tw);
+    }
+}
+
+static int conn_open(conn *c)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = connect(fd, (struct sockaddr *)&target, sizeof target);
+    if (rc < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP, .data.ptr = c};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        close(fd);
+        return -1;
+    }
+    c->fd = fd;
+    c->connecting = rc < 0;
+    c->rlen = c->hdr_len = 0;
+    n_open++;
+    return 0;
+}
+
+static void conn_flush(conn *c)
+{
+    if (c->fd < 0 || c->connecting)
+        return;
+    while (c->woff < c->wlen) {
+        if (c->woff == 0)
+            c->t_write = now_ns();
+        ssize_t n = send(c->fd, c->w + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->woff += (size_t)n;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        } else {
+            conn_fail(c);
+            return;
+        }
+    }
+}
+
+/* Queues one request; 0, or -1 when no socket could be opened. */
+static int conn_request(conn *c, const char *req, size_t len, resp_fn cb)
+{
+    if (c->busy)
+        die("internal: request on a busy connection");
+    if (c->fd < 0 && conn_open(c) < 0) {
+        n_conn_fail++;
+        return -1;
+    }
+    if (c->wcap < len) {
+        c->wcap = len + 256;
+        c->w = xrealloc(c->w, c->wcap);
+    }
+    memcpy(c->w, req, len);
+    c->wlen = len;
+    c->woff = 0;
+    c->busy = true;
+    c->cb = cb;
+    c->t_write = now_ns();
+    conn_flush(c);
+    return 0;
+}
+
+/* Parses one complete response if there is one; true when one was handled. */
+static bool conn_parse(conn *c)
+{
+    if (c->fd < 0 || !c->busy || c->rlen == 0)
+        return false;
+    if (!c->hdr_len) {
+        char *e = memmem(c->r, c->rlen, "\r\n\r\n", 4);
+        if (!e) {
+            if (c->rlen > 65536)
+                die("response header over 64 KiB");
+            return false;
+        }
+        c->hdr_len = (size_t)(e - c->r) + 4;
+        if (c->hdr_len < 16 || memcmp(c->r, "HTTP/1.", 7) != 0)
+            die("not an HTTP/1.x response");
+        c->status = atoi(c->r + 9);
+        c->clen = 0;
+        c->close_after = false;
+        bool have_len = false;
+        char *p = memchr(c->r, '\n', c->hdr_len);
+        char *hend = c->r + c->hdr_len - 2;
+        while (p && ++p < hend) {
+            char *eol = memchr(p, '\n', (size_t)(hend - p + 1));
+            if (!eol)
+                break;
+            size_t ll = (size_t)(eol - p);
+            if (ll > 15 && strncasecmp(p, "content-length:", 15) == 0) {
+                c->clen = strtoul(p + 15, NULL, 10);
+                have_len = true;
+            } else if (ll > 11 && strncasecmp(p, "connection:", 11) == 0) {
+                if (memmem(p, ll, "close", 5) || memmem(p, ll, "Close", 5))
+                    c->close_after = true;
+            } else if (ll > 18 && strncasecmp(p, "transfer-encoding:", 18) == 0) {
+                die("chunked responses are not supported by this client");
+            }
+            p = eol;
+        }
+        if (!have_len && c->status != 204 && c->status != 304 && c->status >= 200)
+            die("response %d without Content-Length", c->status);
+    }
+    size_t total = c->hdr_len + c->clen;
+    if (c->rlen < total)
+        return false;
+    if (scratch_cap < c->clen + 1) {
+        scratch_cap = c->clen + 4096;
+        scratch = xrealloc(scratch, scratch_cap);
+    }
+    memcpy(scratch, c->r + c->hdr_len, c->clen);
+    scratch[c->clen] = '\0';
+    size_t blen = c->clen;
+    int st = c->status;
+    uint64_t tw = c->t_write;
+    memmove(c->r, c->r + total, c->rlen - total);
+    c->rlen -= total;
+    c->hdr_len = 0;
+    c->busy = false;
+    if (c->close_after)
+        conn_close(c);
+    if (c->cb)
+        c->cb(c, st, scratch, blen, tw);
+    return true;
+}
+
+static void conn_read(conn *c)
+{
+    bool eof = false;
+    for (;;) {
+        if (c->rcap - c->rlen < 2048) {
+            size_t want = c->rcap ? c->rcap * 2 : 4096;
+            if (c->hdr_len && want < c->hdr_len + c->clen + 2048)
+                want = c->hdr_len + c->clen + 2048;
+            c->rcap = want;
+            c->r = xrealloc(c->r, c->rcap);
+        }
+        ssize_t n = recv(c->fd, c->r + c->rlen, c->rcap - c->rlen, 0);
+        if (n > 0) {
+            c->rlen += (size_t)n;
+            continue;
+        }
+        if (n == 0) {
+            eof = true;
+            break;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            eof = true;
+        break;
+    }
+    int fd = c->fd;
+    while (c->fd == fd && conn_parse(c))
+        ;
+    if (eof && c->fd == fd)
+        conn_fail(c);
+}
+
+static void on_event(conn *c, uint32_t ev)
+{
+    if (c->fd < 0)
+        return;
+    if (c->connecting) {
+        if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            return;
+        int err = 0;
+        socklen_t l = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+        if (err) {
+            n_conn_fail++;
+            conn_fail(c);
+            return;
+        }
+        c->connecting = false;
+        conn_flush(c);
+    } else if (ev & EPOLLOUT) {
+        conn_flush(c);
+    }
+    if (c->fd >= 0 && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+        conn_read(c);
+}
+
+static void (*tick_hook)(uint64_t now);
+
+static void loop_once(int timeout_ms)
+{
+    static struct epoll_event evs[1024];
+    int n = epoll_wait(epfd, evs, 1024, timeout_ms);
+    for (int i = 0; i < n; i++)
+        on_event(evs[i].data.ptr, evs[i].events);
+    if (tick_hook)
+        tick_hook(now_ns());
+}
+
+static size_t build_req(char *buf, size_t cap, const char *method, const char *path, const char *token,
+                        const char *body)
+{
+    int n;
+    char auth[1200] = "";
+    if (token) {
+        if (strlen(token) > 1100)
+            die("token too long");
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+    }
+    if (body)
+        n = snprintf(buf, cap,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     method, path, auth, strlen(body), body);
+    else
+        n = snprintf(buf, cap, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n", method, path, auth);
+    if (n < 0 || (size_t)n >= cap)
+        die("request too long");
+    return (size_t)n;
+}
+
+/* ====================================================================== */
+/* options and data files                                                 */
+/* ====================================================================== */
+
+static int g_argc;
+static char **g_argv;
+
+static const char *opt_s(const char *name, const char *def)
+{
+    for (int i = 2; i + 1 < g_argc; i++)
+        if (strcmp(g_argv[i], name) == 0)
+            return g_argv[i + 1];
+    return def;
+}
+
+static long opt_l(const char *name, long def)
+{
+    const char *s = opt_s(name, NULL);
+    if (!s)
+        return def;
+    char *e;
+    long v = strtol(s, &e, 10);
+    if (*e || e == s)
+        die("%s: not an integer: %s", name, s);
+    return v;
+}
+
+static double opt_d(const char *name, double def)
+{
+    const char *s = opt_s(name, NULL);
+    if (!s)
+        return def;
+    char *e;
+    double v = strtod(s, &e);
+    if (*e || e == s)
+        die("%s: not a number: %s", name, s);
+    return v;
+}
+
+static const char *opt_req(const char *name)
+{
+    const char *s = opt_s(name, NULL);
+    if (!s)
+        die("missing %s", name);
+    return s;
+}
+
+typedef struct {
+    long uidx, devno;
+    long long uid, did;
+    char *token;
+} device;
+
+static device *devs;
+static long ndevs;
+
+static void load_devices(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        die("%s: %s", path, strerror(errno));
+    long cap = 1024;
+    devs = xmalloc((size_t)cap * sizeof *devs);
+    ndevs = 0;
+    char tok[2048];
+    device d;
+    while (fscanf(f, "%ld %ld %lld %lld %2047s", &d.uidx, &d.devno, &d.uid, &d.did, tok) == 5) {
+        if (ndevs == cap) {
+            cap *= 2;
+            devs = xrealloc(devs, (size_t)cap * sizeof *devs);
+        }
+        d.token = strdup(tok);
+        devs[ndevs++] = d;
+    }
+    fclose(f);
+    if (ndevs == 0)
+        die("%s: no devices", path);
+}
+
+/* The device of (uidx, devno); the file is sorted by uidx then devno. */
+static device *dev_of(long uidx, long devno)
+{
+    long lo = 0, hi = ndevs - 1;
+    while (lo <= hi) {
+        long mid = (lo + hi) / 2;
+        device *d = &devs[mid];
+        if (d->uidx == uidx && d->devno == devno)
+            return d;
+        if (d->uidx < uidx || (d->uidx == uidx && d->devno < devno))
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    die("no device %ld/%ld in the devices file", uidx, devno);
+    return NULL;
+}
+
+/* pair chats: index k = chat of users 2k and 2k+1 */
+static long long *pair_chat;
+static long npairs;
+
+static void load_pairs(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        die("%s: %s", path, strerror(errno));
+    long cap = 1024;
+    pair_chat = xmalloc((size_t)cap * sizeof *pair_chat);
+    long long id;
+    long a, b;
+    npairs = 0;
+    while (fscanf(f, "%lld %ld %ld", &id, &a, &b) == 3) {
+        if (a != 2 * npairs || b != a + 1)
+            die("%s: unexpected line for pair %ld", path, npairs);
+        if (npairs == cap) {
+            cap *= 2;
+            pair_chat = xrealloc(pair_chat, (size_t)cap * sizeof *pair_chat);
+        }
+        pair_chat[npairs++] = id;
+    }
+    fclose(f);
+}
+
+/* ====================================================================== */
+/* generic job runner: N jobs over C keep-alive connections               */
+/* ====================================================================== */
+
+typedef struct runner runner;
+struct runner {
+    long njobs; /* LONG_MAX: closed loop until the deadline */
+    long next_job, done, failed, retries;
+    long *retry_job;
+    uint64_t *retry_at;
+    long nretry, retry_cap;
+    long *conn_job;
+    conn *conns;
+    int nconns;
+    uint64_t deadline, window_end;
+    size_t (*build)(runner *, long job, char *buf, size_t cap);
+    /* 0 done, 1 retry later, -1 failed */
+    int (*handle)(runner *, long job, int status, const char *body, size_t len);
+    lat_t lat;       /* latency of the answers counted ok */
+    int ok_status;   /* status whose latency is recorded (0: any 2xx) */
+    long ok_in_window, by_status[600], neg;
+    long bytes;
+    bool stop_issuing;
+};
+
+static runner *R;
+
+static void runner_cb(conn *c, int status, const char *body, size_t len, uint64_t tw)
+{
+    runner *r = R;
+    long job = r->conn_job[c->idx];
+    r->conn_job[c->idx] = -1;
+    uint64_t now = now_ns();
+    if (status < 0)
+        r->neg++;
+    else if (status < 600)
+        r->by_status[status]++;
+    bool ok = r->ok_status ? status == r->ok_status : (status >= 200 && status < 300);
+    if (ok) {
+        lat_add(&r->lat, now - tw);
+        r->bytes += (long)len;
+        if (now <= r->window_end)
+            r->ok_in_window++;
+    }
+    int rc = r->handle ? r->handle(r, job, status, body, len) : (ok ? 0 : -1);
+    if (rc == 0) {
+        r->done++;
+    } else if (rc > 0) {
+        r->retries++;
+        if (r->nretry == r->retry_cap) {
+            r->retry_cap = r->retry_cap ? r->retry_cap * 2 : 256;
+            r->retry_job = xrealloc(r->retry_job, (size_t)r->retry_cap * sizeof *r->retry_job);
+            r->retry_at = xrealloc(r->retry_at, (size_t)r->retry_cap * sizeof *r->retry_at);
+        }
+        r->retry_job[r->nretry] = job;
+        r->retry_at[r->nretry] = now + 200 * MS;
+        r->nretry++;
+    } else {
+        r->failed++;
+    }
+}
+
+static void runner_issue(runner *r, int ci, long job)
+{
+    char buf[8192];
+    size_t n = r->build(r, job, buf, sizeof buf);
+    r->conn_job[ci] = job;
+    if (conn_request(&r->conns[ci], buf, n, runner_cb) < 0) {
+        r->conn_job[ci] = -1;
+        r->failed++;
+    }
+}
+
+/* Runs until all jobs are done or the deadline; true when all succeeded. */
+static bool runner_run(runner *r, int nconns, double max_seconds)
+{
+    R = r;
+    r->nconns = nconns;
+    r->conns = xcalloc((size_t)nconns, sizeof *r->conns);
+    r->conn_job = xmalloc((size_t)nconns * sizeof *r->conn_job);
+    for (int i = 0; i < nconns; i++) {
+        r->conns[i].fd = -1;
+        r->conns[i].idx = i;
+        r->conn_job[i] = -1;
+    }
+    uint64_t start = now_ns();
+    r->deadline = start + (uint64_t)(max_seconds * 1e9);
+    if (!r->window_end)
+        r->window_end = r->deadline;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= r->window_end)
+            r->stop_issuing = true;
+        int busy = 0;
+        for (int i = 0; i < nconns; i++) {
+            if (r->conn_job[i] >= 0) {
+                busy++;
+                continue;
+            }
+            if (r->stop_issuing)
+                continue;
+            long job = -1;
+            for (long k = 0; k < r->nretry; k++)
+                if (r->retry_at[k] <= now) {
+                    job = r->retry_job[k];
+                    r->retry_job[k] = r->retry_job[r->nretry - 1];
+                    r->retry_at[k] = r->retry_at[r->nretry - 1];
+                    r->nretry--;
+                    break;
+                }
+            if (job < 0 && r->next_job < r->njobs)
+                job = r->next_job++;
+            if (job < 0)
+                continue;
+            runner_issue(r, i, job);
+            if (r->conn_job[i] >= 0)
+                busy++;
+        }
+        if (busy == 0 && (r->stop_issuing || (r->next_job >= r->njobs && r->nretry == 0)))
+            break;
+        if (now >= r->deadline)
+            break;
+        loop_once(r->stop_issuing ? 10 : 5);
+    }
+    for (int i = 0; i < nconns; i++)
+        conn_close(&r->conns[i]);
+    return r->done == r->njobs && r->failed == 0;
+}
+
+static void print_statuses(const runner *r, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int s = 0; s < 600; s++)
+        if (r->by_status[s])
+            n += (size_t)snprintf(out + n, cap - n, "%s%d:%ld", n ? "," : "", s, r->by_status[s]);
+    if (r->neg)
+        snprintf(out + n, cap - n, "%sconn-errors:%ld", n ? "," : "", r->neg);
+}
+
+/* ====================================================================== */
+/* users: register + login devices                                        */
+/* ====================================================================== */
+
+static const char *u_prefix;
+static long u_users, u_devices;
+static device *u_out;
+static bool u_login_phase;
+static int u_fail_printed;
+
+static size_t users_build(runner *r, long job, char *buf, size_t cap)
+{
+    (void)r;
+    char body[256];
+    if (!u_login_phase) {
+        snprintf(body, sizeof body, "{\"username\":\"%s%05ld\",\"password\":\"" PASSWORD "\"}", u_prefix, job);
+        return build_req(buf, cap, "POST", "/v1/auth/register", NULL, body);
+    }
+    long u = job / u_devices, d = job % u_devices;
+    snprintf(body, sizeof body,
+             "{\"username\":\"%s%05ld\",\"password\":\"" PASSWORD "\",\"device_name\":\"bench %ld\","
+             "\"platform\":\"other\"}",
+             u_prefix, u, d);
+    return build_req(buf, cap, "POST", "/v1/auth/login", NULL, body);
+}
+
+static int users_handle(runner *r, long job, int status, const char *body, size_t len)
+{
+    (void)r;
+    if (status == 429 || status == 503 || status < 0)
+        return 1;
+    if (!u_login_phase) {
+        if (status == 201 || status == 409)
+            return 0;
+    } else if (status == 200) {
+        json_error_t e;
+        json_t *j = json_loadb(body, len, 0, &e);
+        json_int_t did = 0, uid = 0;
+        const char *tok = NULL;
+        if (j && json_unpack(j, "{s:s,s:I,s:{s:I}}", "access_token", &tok, "device_id", &did, "user", "id",
+                             &uid) == 0) {
+            device *d = &u_out[job];
+            d->uidx = job / u_devices;
+            d->devno = job % u_devices;
+            d->uid = uid;
+            d->did = did;
+            d->token = strdup(tok);
+            json_decref(j);
+            return 0;
+        }
+        json_decref(j);
+    }
+    if (u_fail_printed++ < 3)
+        fprintf(stderr, "natterload: %s answered %d: %.*s\n", u_login_phase ? "login" : "register", status,
+                (int)(len > 300 ? 300 : len), body ? body : "");
+    return -1;
+}
+
+static int cmd_users(void)
+{
+    u_prefix = opt_req("--prefix");
+    u_users = opt_l("--users", 0);
+    u_devices = opt_l("--devices", 1);
+    const char *out = opt_req("--out");
+    int conns = (int)opt_l("--conns", 32);
+    double limit = opt_d("--max-seconds", 900);
+    if (u_users <= 0 || u_users > 100000 || u_devices <= 0 || u_devices > 100)
+        die("users: --users 1..100000, --devices 1..100");
+    uint64_t t0 = now_ns();
+    runner reg = {.njobs = u_users, .build = users_build, .handle = users_handle};
+    if (!runner_run(&reg, conns, limit))
+        die("users: registration incomplete (%ld of %ld done, %ld failed)", reg.done, reg.njobs, reg.failed);
+    uint64_t t1 = now_ns();
+    u_login_phase = true;
+    u_out = xcalloc((size_t)(u_users * u_devices), sizeof *u_out);
+    runner login = {.njobs = u_users * u_devices, .build = users_build, .handle = users_handle};
+    bool ok = runner_run(&login, conns, limit);
+    uint64_t t2 = now_ns();
+    if (!ok)
+        die("users: logins incomplete (%ld of %ld done, %ld failed)", login.done, login.njobs, login.failed);
+    FILE *f = fopen(out, "w");
+    if (!f)
+        die("%s: %s", out, strerror(errno));
+    for (long i = 0; i < login.njobs; i++)
+        fprintf(f, "%ld %ld %lld %lld %s\n", u_out[i].uidx, u_out[i].devno, u_out[i].uid, u_out[i].did,
+                u_out[i].token);
+    fclose(f);
+    printf("setup_%-10s %ld users registered in %.1f s (%.0f/s), %ld devices logged in in %.1f s (%.0f/s), "
+           "%ld retries (429/503)\n",
+           u_prefix, u_users, (double)(t1 - t0) / 1e9, (double)u_users / ((double)(t1 - t0) / 1e9), login.njobs,
+           (double)(t2 - t1) / 1e9, (double)login.njobs / ((double)(t2 - t1) / 1e9), reg.retries + login.retries);
+    return 0;
+}
+
+/* ====================================================================== */
+/* pairs / group: chat creation                                           */
+/* ====================================================================== */
+
+static long long *c_ids;
+static long c_members;
+
+static size_t pairs_build(runner *r, long job, char *buf, size_t cap)
+{
+    (void)r;
+    char body[128];
+    snprintf(body, sizeof body, "{\"kind\":\"direct\",\"user_id\":%lld}", dev_of(2 * job + 1, 0)->uid);
+    return build_req(buf, cap, "POST", "/v1/chats", dev_of(2 * job, 0)->token, body);
+}
+
+static size_t group_build(runner *r, long job, char *buf, size_t cap)
+{
+    (void)r;
+    (void)job;
+    char body[4096];
+    size_t n = (size_t)snprintf(body, sizeof body, "{\"kind\":\"group\",\"title\":\"bench group\",\"member_ids\":[");
+    for (long i = 1; i < c_members; i++)
+        n += (size_t)snprintf(body + n, sizeof body - n, "%s%lld", i > 1 ? "," : "", dev_of(i, 0)->uid);
+    snprintf(body + n, sizeof body - n, "]}");
+    return build_req(buf, cap, "POST", "/v1/chats", dev_of(0, 0)->token, body);
+}
+
+static int chat_handle(runner *r, long job, int status, const char *body, size_t len)
+{
+    (void)r;
+    if (status == 503 || status < 0)
+        return 1;
+    if (status == 200 || status == 201) {
+        json_t *j = json_loadb(body, len, 0, NULL);
+        json_int_t id = 0;
+        if (j && json_unpack(j, "{s:I}", "id", &id) == 0) {
+            c_ids[job] = id;
+            json_decref(j);
+            return 0;
+        }
+        json_decref(j);
+    }
+    fprintf(stderr, "natterload: chat creation answered %d: %.*s\n", status, (int)(len > 300 ? 300 : len),
+            body ? body : "");
+    return -1;
+}
+
+static int cmd_pairs(void)
+{
+    load_devices(opt_req("--devices"));
+    long users = opt_l("--users", 0);
+    const char *out = opt_req("--out");
+    if (users < 2 || users % 2)
+        die("pairs: --users must be even and >= 2");
+    long n = users / 2;
+    c_ids = xcalloc((size_t)n, sizeof *c_ids);
+    uint64_t t0 = now_ns();
+    runner r = {.njobs = n, .build = pairs_build, .handle = chat_handle};
+    if (!runner_run(&r, (int)opt_l("--conns", 32), opt_d("--max-seconds", 300)))
+        die("pairs: incomplete (%ld of %ld)", r.done, n);
+    FILE *f = fopen(out, "w");
+    if (!f)
+        die("%s: %s", out, strerror(errno));
+    for (long k = 0; k < n; k++)
+        fprintf(f, "%lld %ld %ld\n", c_ids[k], 2 * k, 2 * k + 1);
+    fclose(f);
+    printf("setup_pairs  %ld direct chats created in %.1f s\n", n, (double)(now_ns() - t0) / 1e9);
+    return 0;
+}
+
+static int cmd_group(void)
+{
+    load_devices(opt_req("--devices"));
+    c_members = opt_l("--members", 100);
+    const char *out = opt_req("--out");
+    if (c_members < 2 || c_members > 100)
+        die("group: --members 2..100");
+    c_ids = xcalloc(1, sizeof *c_ids);
+    runner r = {.njobs = 1, .build = group_build, .handle = chat_handle};
+    if (!runner_run(&r, 1, 60))
+        die("group: creation failed");
+    FILE *f = fopen(out, "w");
+    if (!f)
+        die("%s: %s", out, strerror(errno));
+    fprintf(f, "%lld\n", c_ids[0]);
+    fclose(f);
+    printf("setup_group  group chat %lld with %ld members\n", c_ids[0], c_members);
+    return 0;
+}
+
+/* ====================================================================== */
+/* long-poll fleet shared by idle / deliver / fanout                      */
+/* ====================================================================== */
+
+enum { P_NEW, P_HEAD, P_POLL, P_RETRY, P_FAILED };
+
+typedef struct {
+    conn c;
+    device *d;
+    int state;
+    int64_t since;
+    uint64_t poll_sent; /* when the current poll was queued */
+    long inflight_msg;  /* deliver: the message expected by this device, -1 none */
+    long answers, errors;
+    int retry_state;    /* P_HEAD or P_POLL: what to send again after a 503 */
+    uint64_t retry_at;
+} poller;
+
+static poller *P;
+static long nP;
+static int poll_timeout = 30;
+static long p_answers, p_errors, p_empty, p_retry_by[600];
+static long *retryq, nretryq;
+#define POLL_RETRY_NS (500 * MS)
+#define POLL_MAX_ERRORS 20
+static void (*on_poll_body)(poller *p, const char *body, size_t len, uint64_t now);
+
+static void poll_cb(conn *c, int status, const char *body, size_t len, uint64_t tw);
+
+static void poll_send(poller *p)
+{
+    char path[128], buf[2048];
+    if (p->state == P_HEAD)
+        snprintf(path, sizeof path, "/v1/events");
+    else
+        snprintf(path, sizeof path, "/v1/events?since=%" PRId64 "&timeout=%d", p->since, poll_timeout);
+    size_t n = build_req(buf, sizeof buf, "GET", path, p->d->token, NULL);
+    p->poll_sent = now_ns();
+    if (conn_request(&p->c, buf, n, poll_cb) < 0) {
+        p->state = P_FAILED;
+        p_errors++;
+    }
+}
+
+static void poll_cb(conn *c, int status, const char *body, size_t len, uint64_t tw)
+{
+    (void)tw;
+    poller *p = &P[c->idx];
+    uint64_t now = now_ns();
+    if (status != 200) {
+        /* a real client backs off and retries 503s and dropped connections */
+        p->errors++;
+        p_errors++;
+        if (status < 600)
+            p_retry_by[status < 0 ? 0 : status]++;
+        if ((status == 503 || status < 0) && p->errors <= POLL_MAX_ERRORS) {
+            p->retry_state = p->state;
+            p->state = P_RETRY;
+            p->retry_at = now + POLL_RETRY_NS;
+            retryq[nretryq++] = c->idx;
+            return;
+        }
+        if (p_errors - p_retry_by[503] - p_retry_by[0] <= 3)
+            fprintf(stderr, "natterload: poll answered %d: %.*s\n", status, (int)(len > 200 ? 200 : len),
+                    body ? body : "");
+        p->state = P_FAILED;
+        return;
+    }
+    int64_t next;
+    if (!scan_next(body, len, &next))
+        die("poll answer without next: %.*s", (int)(len > 200 ? 200 : len), body);
+    if (p->state == P_POLL) {
+        p->answers++;
+        p_answers++;
+        if (next == p->since)
+            p_empty++;
+        if (on_poll_body)
+            on_poll_body(p, body, len, now);
+    }
+    p->since = next;
+    p->state = P_POLL;
+    poll_send(p);
+}
+
+/* "0" or e.g. "12 (503:10,conn:2; 503s and dropped connections retried after 0.5 s)" */
+static const char *poll_errors_str(void)
+{
+    static char out[256];
+    size_t n = (size_t)snprintf(out, sizeof out, "%ld", p_errors);
+    if (!p_errors)
+        return out;
+    const char *sep = " (";
+    for (int s = 0; s < 600; s++)
+        if (p_retry_by[s]) {
+            if (s)
+                n += (size_t)snprintf(out + n, sizeof out - n, "%s%d:%ld", sep, s, p_retry_by[s]);
+            else
+                n += (size_t)snprintf(out + n, sizeof out - n, "%sconn:%ld", sep, p_retry_by[s]);
+            sep = ",";
+        }
+    snprintf(out + n, sizeof out - n, "; 503s and dropped connections retried after 0.5 s)");
+    return out;
+}
+
+/* re-sends the polls whose back-off has passed; called by loop_once */
+static void pollers_tick(uint64_t now)
+{
+    for (long k = 0; k < nretryq;) {
+        poller *p = &P[retryq[k]];
+        if (p->retry_at > now) {
+            k++;
+            continue;
+        }
+        retryq[k] = retryq[--nretryq];
+        p->state = p->retry_state;
+        poll_send(p);
+    }
+}
+
+static void pollers_init(long n)
+{
+    nP = n;
+    retryq = xmalloc((size_t)n * sizeof *retryq);
+    tick_hook = pollers_tick;
+    P = xcalloc((size_t)n, sizeof *P);
+    for (long i = 0; i < n; i++) {
+        P[i].c.fd = -1;
+        P[i].c.idx = i;
+        P[i].inflight_msg = -1;
+    }
+}
+
+/* Starts every poller (head request, then the poll) with at most `conc`
+ * head requests in flight; bounded by max_s. Returns the seconds taken. */
+static double pollers_start(long conc, double max_s)
+{
+    uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)(max_s * 1e9);
+    long started = 0;
+    for (;;) {
+        long in_head = 0;
+        for (long i = 0; i < started; i++)
+            if (P[i].state == P_HEAD || (P[i].state == P_RETRY && P[i].retry_state == P_HEAD))
+                in_head++;
+        while (started < nP && in_head < conc) {
+            P[started].state = P_HEAD;
+            poll_send(&P[started]);
+            started++;
+            in_head++;
+        }
+        if (started == nP && in_head == 0)
+            break;
+        if (now_ns() >= deadline)
+            break;
+        loop_once(5);
+    }
+    return (double)(now_ns() - t0) / 1e9;
+}
+
+static long pollers_in(int state)
+{
+    long n = 0;
+    for (long i = 0; i < nP; i++)
+        n += P[i].state == state;
+    return n;
+}
+
+static void run_for(double seconds)
+{
+    uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+    while (now_ns() < end)
+        loop_once(5);
+}
+
+/* GET /metrics on its own connection; returns natter_http_inflight_requests or -1 */
+static long metrics_inflight;
+static void metrics_cb(conn *c, int status, const char *body, size_t len, uint64_t tw)
+{
+    (void)c;
+    (void)tw;
+    (void)len;
+    if (status != 200)
+        return;
+    const char *k = strstr(body, "\nnatter_http_inflight_requests ");
+    if (k)
+        metrics_inflight = strtol(k + 31, NULL, 10);
+}
+
+static conn mconn = {.fd = -1, .idx = -1}; /* keep-alive connection for /metrics */
+
+static long server_inflight(void)
+{
+    char buf[256];
+    size_t n = build_req(buf, sizeof buf, "GET", "/metrics", NULL, NULL);
+    metrics_inflight = -1;
+    if (mconn.busy || conn_request(&mconn, buf, n, metrics_cb) < 0)
+        return -1;
+    uint64_t end = now_ns() + 10 * SEC;
+    while (mconn.busy && now_ns() < end)
+        loop_once(1);
+    if (mconn.busy) {
+        mconn.cb = NULL;
+        conn_close(&mconn);
+        mconn.busy = false;
+    }
+    return metrics_inflight < 0 ? -1 : metrics_inflight - 1; /* minus the /metrics request itself */
+}
+
+/* ====================================================================== */
+/* idle: hold N idle long-polls                                           */
+/* ====================================================================== */
+
+static int cmd_idle(void)
+{
+    load_devices(opt_req("--devices"));
+    long count = opt_l("--count", 19000);
+    double hold = opt_d("--hold", 10);
+    long pid = opt_l("--api-pid", 0);
+    long conc = opt_l("--open-concurrency", 256);
+    poll_timeout = (int)opt_l("--poll-timeout", 60);
+    if (count > ndevs)
+        die("idle: --count %ld but only %ld devices", count, ndevs);
+    if (count > 19500)
+        die("idle: --count above 19500 would pass the per-process descriptor limit");
+    pollers_init(count);
+    for (long i = 0; i < count; i++)
+        P[i].d = &devs[i];
+
+    long rss0 = vmrss_kb(pid);
+    double open_s = pollers_start(conc, 120);
+    long polling = pollers_in(P_POLL);
+    run_for(hold);
+    long held = pollers_in(P_POLL);
+    long inflight = server_inflight();
+    long rss1 = vmrss_kb(pid);
+    printf("idle_polls       target %ld  held %ld  (client: %ld polls outstanding; server natter_http_inflight_requests "
+           "%ld)  opened in %.1f s (%.0f/s)  answered early %ld (empty %ld)  failed %ld  poll errors %s  sockets %ld\n",
+           count, held < inflight || inflight < 0 ? held : inflight, held, inflight, open_s,
+           (double)polling / open_s, p_answers, p_empty, pollers_in(P_FAILED), poll_errors_str(), n_open);
+    if (pid > 0 && rss0 > 0 && rss1 > 0) {
+        long h = held < inflight || inflight < 0 ? held : inflight;
+        printf("idle_polls_rss   natter-api VmRSS before %.1f MB  with polls %.1f MB  per held poll %.2f KB "
+               "(target <= 10 KB)\n",
+               rss0 / 1024.0, rss1 / 1024.0, h > 0 ? (double)(rss1 - rss0) / (double)h : NAN);
+    }
+    /* hang up and see what the server gives back */
+    for (long i = 0; i < nP; i++) {
+        P[i].c.cb = NULL;
+        conn_close(&P[i].c);
+    }
+    if (pid > 0) {
+        uint64_t end = now_ns() + 15 * SEC;
+        long left = -1;
+        while (now_ns() < end) {
+            usleep(500000);
+            left = server_inflight();
+            if (left == 0)
+                break;
+        }
+        long rss2 = vmrss_kb(pid);
+        printf("idle_polls_after natter-api VmRSS %.1f MB after the clients hung up (server inflight %ld)\n",
+               rss2 / 1024.0, left);
+    }
+    return 0;
+}
+
+/* ====================================================================== */
+/* deliver: 1:1 send -> recipient's poll answered                         */
+/* ====================================================================== */
+
+typedef struct {
+    int recip; /* poller index */
+    int status;
+    uint64_t t_write, t_post, t_deliv;
+} dmsg;
+
+static dmsg *M;
+static long nM, capM;
+static lat_t d_lat, d_post;
+static long d_post_by[600], d_post_neg;
+
+static conn *S;
+static long nS;
+static long *S_free, nS_free;
+
+static void deliver_seen(uint64_t n, void *ud)
+{
+    poller *p = ud;
+    if ((long)n >= nM)
+        return;
+    dmsg *m = &M[n];
+    if (&P[m->recip] != p || m->t_deliv)
+        return;
+    m->t_deliv = now_ns();
+    lat_add(&d_lat, m->t_deliv - m->t_write);
+    if (p->inflight_msg == (long)n)
+        p->inflight_msg = -1;
+}
+
+static void deliver_body(poller *p, const char *body, size_t len, uint64_t now)
+{
+    (void)now;
+    scan_cmids(body, len, deliver_seen, p);
+}
+
+static void send_cb(conn *c, int status, const char *body, size_t len, uint64_t tw)
+{
+    (void)tw;
+    long mi = c->idx;
+    dmsg *m = &M[mi];
+    m->status = status;
+    m->t_post = now_ns();
+    if (status == 201)
+        lat_add(&d_post, m->t_post - m->t_write);
+    if (status < 0)
+        d_post_neg++;
+    else if (status < 600)
+        d_post_by[status]++;
+    if (status != 201) {
+        P[m->recip].inflight_msg = -1;
+        if (d_post_by[status < 0 || status >= 600 ? 0 : status] <= 3)
+            fprintf(stderr, "natterload: send answered %d: %.*s\n", status, (int)(len > 200 ? 200 : len),
+                    body ? body : "");
+    }
+    S_free[nS_free++] = c - S;
+}
+
+/* A device whose poll has been waiting for at least min_age and that has no message in flight. */
+static long pick_recipient(uint64_t now, uint64_t min_age)
+{
+    for (int t = 0; t < 64; t++) {
+        long i = (long)(rnd() % (uint64_t)nP);
+        poller *p = &P[i];
+        if (p->state == P_POLL && p->c.busy && p->inflight_msg < 0 && now - p->poll_sent >= min_age)
+            return i;
+    }
+    long s = (long)(rnd() % (uint64_t)nP);
+    for (long k = 0; k < nP; k++) {
+        long i = (s + k) % nP;
+        poller *p = &P[i];
+        if (p->state == P_POLL && p->c.busy && p->inflight_msg < 0 && now - p->poll_sent >= min_age)
+            return i;
+    }
+    return -1;
+}
+
+static bool deliver_dispatch(uint64_t now, uint64_t min_age, long *no_recip)
+{
+    long ri = pick_recipient(now, min_age);
+    if (ri < 0) {
+        (*no_recip)++;
+        return false;
+    }
+    if (nM == capM)
+        return false;
+    long mi = nM++;
+    dmsg *m = &M[mi];
+    memset(m, 0, sizeof *m);
+    m->recip = (int)ri;
+    P[ri].inflight_msg = mi;
+    long ru = P[ri].d->uidx, su = ru ^ 1;
+    device *sd = dev_of(su, 0);
+    char path[96], body[256], cmid[40], buf[2048];
+    snprintf(path, sizeof path, "/v1/chats/%lld/messages", pair_chat[ru / 2]);
+    make_cmid(cmid, (uint64_t)mi);
+    snprintf(body, sizeof body,
+             "{\"client_msg_id\":\"%s\",\"text\":\"bench 1:1 message %ld: lorem ipsum dolor sit amet, consectetur\"}",
+             cmid, mi);
+    size_t n = build_req(buf, sizeof buf, "POST", path, sd->token, body);
+    long si = S_free[--nS_free];
+    conn *c = &S[si];
+    c->idx = mi;
+    if (conn_request(c, buf, n, send_cb) < 0) {
+        m->status = -1;
+        d_post_neg++;
+        P[ri].inflight_msg = -1;
+        S_free[nS_free++] = si;
+        return false;
+    }
+    m->t_write = c->t_write;
+    return true;
+}
+
+static void warm_cb(conn *c, int status, const char *body, size_t len, uint64_t tw)
+{
+    (void)body;
+    (void)len;
+    (void)tw;
+    (void)status;
+    S_free[nS_free++] = c - S;
+}
+
+static void senders_init(long n)
+{
+    nS = n;
+    S = xcalloc((size_t)n, sizeof *S);
+    S_free = xmalloc((size_t)n * sizeof *S_free);
+    nS_free = 0;
+    char buf[256];
+    size_t len = build_req(buf, sizeof buf, "GET", "/healthz", NULL, NULL);
+    for (long i = 0; i < n; i++) {
+        S[i].fd = -1;
+        if (conn_request(&S[i], buf, len, warm_cb) < 0)
+            die("cannot open sender connections");
+    }
+    uint64_t end = now_ns() + 10 * SEC;
+    while (nS_free < n && now_ns() < end)
+        loop_once(5);
+    if (nS_free < n)
+        die("sender connections did not warm up (%ld of %ld)", nS_free, n);
+}
+
+static int cmd_deliver(void)
+{
+    load_devices(opt_req("--devices"));
+    load_pairs(opt_req("--chats"));
+    long np = opt_l("--pollers", 5000);
+    double rate = opt_d("--rate", 2000), secs = opt_d("--seconds", 10), warm = opt_d("--warmup", 3);
+    long nsend = opt_l("--senders", 128);
+    uint64_t min_age = (uint64_t)opt_l("--min-age-ms", 20) * MS;
+    poll_timeout = (int)opt_l("--poll-timeout", 30);
+    if (np < 2 || np % 2 || np / 2 > npairs)
+        die("deliver: --pollers must be even and <= 2 x chats (%ld)", 2 * npairs);
+    if (rate <= 0 || rate > 50000 || secs <= 0 || secs > 120)
+        die("deliver: --rate 1..50000, --seconds 1..120");
+    pollers_init(np);
+    for (long i = 0; i < np; i++)
+        P[i].d = dev_of(i, 0);
+    on_poll_body = deliver_body;
+    capM = (long)(rate * secs) + 16;
+    M = xcalloc((size_t)capM, sizeof *M);
+
+    double open_s = pollers_start(256, 120);
+    if (pollers_in(P_POLL) != np)
+        die("deliver: only %ld of %ld polls running after %.1f s (head %ld, retry %ld, failed %ld, new %ld; poll "
+            "errors %s)",
+            pollers_in(P_POLL), np, open_s, pollers_in(P_HEAD), pollers_in(P_RETRY), pollers_in(P_FAILED),
+            pollers_in(P_NEW), poll_errors_str());
+    senders_init(nsend);
+    run_for(warm);
+    long warm_answers = p_answers;
+
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(secs * 1e9);
+    struct timespec t0_wall;
+    clock_gettime(CLOCK_REALTIME, &t0_wall);
+    uint64_t period = (uint64_t)(1e9 / rate), next_due = t0;
+    long due = 0, no_recip = 0, backlog_max = 0, not_sent = 0;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= end)
+            break;
+        while (next_due <= now) {
+            due++;
+            next_due += period;
+        }
+        while (due > 0 && nS_free > 0) {
+            if (!deliver_dispatch(now, min_age, &no_recip)) {
+                not_sent++;
+            }
+            due--;
+        }
+        if (due > backlog_max)
+            backlog_max = due;
+        uint64_t wait = next_due > now ? next_due - now : 0;
+        int ms = (int)((wait + MS - 1) / MS);
+        if (due > 0 && nS_free == 0)
+            ms = 1;
+        loop_once(ms < 1 ? 1 : ms);
+    }
+    uint64_t t_end = now_ns();
+    long sent = nM;
+    not_sent += due;
+    /* let the last deliveries arrive (bounded) */
+    uint64_t grace = t_end + 5 * SEC;
+    for (;;) {
+        long pending = 0;
+        for (long i = 0; i < nM; i++)
+            if (!M[i].t_deliv && (M[i].status == 0 || M[i].status == 201))
+                pending++;
+        if (!pending || now_ns() >= grace)
+            break;
+        loop_once(5);
+    }
+    long delivered = 0, ok = 0, lost = 0;
+    for (long i = 0; i < nM; i++) {
+        ok += M[i].status == 201;
+        delivered += M[i].t_deliv != 0;
+        lost += M[i].status == 201 && !M[i].t_deliv;
+    }
+    double dur = (double)(t_end - t0) / 1e9;
+    char st[256];
+    size_t sn = 0;
+    st[0] = '\0';
+    for (int s = 0; s < 600; s++)
+        if (d_post_by[s])
+            sn += (size_t)snprintf(st + sn, sizeof st - sn, "%s%d:%ld", sn ? "," : "", s, d_post_by[s]);
+    if (d_post_neg)
+        snprintf(st + sn, sizeof st - sn, "%sconn-errors:%ld", sn ? "," : "", d_post_neg);
+    printf("deliver_1to1     %ld devices polling, target %.0f msg/s for %.0f s: sent %ld (%.0f msg/s), 201 %ld, "
+           "delivered %ld, undelivered after 5 s %ld\n",
+           np, rate, secs, sent, (double)sent / dur, ok, delivered, lost);
+    printf("deliver_latency  send->recipient poll answered  p50 %.2f ms  p99 %.2f ms  max %.2f ms  (target p99 <= 10 ms)\n",
+           lat_pct(&d_lat, 50), lat_pct(&d_lat, 99), lat_max(&d_lat));
+    printf("deliver_post     POST 201 latency  p50 %.2f ms  p99 %.2f ms  statuses %s  not sent %ld (no waiting "
+           "recipient %ld, generator backlog max %ld)  poll answers %ld (%.0f/s), poll errors %s\n",
+           lat_pct(&d_post, 50), lat_pct(&d_post, 99), st, not_sent, no_recip, backlog_max, p_answers - warm_answers,
+           (double)(p_answers - warm_answers) / dur, poll_errors_str());
+    const char *dump = opt_s("--dump", NULL); /* per-message timings, for digging into outliers */
+    if (dump) {
+        FILE *f = fopen(dump, "w");
+        if (f) {
+            fprintf(f, "# t0 %lld.%09ld (CLOCK_REALTIME)\n# msg t_write_ms post_ms deliver_ms status\n",
+                    (long long)t0_wall.tv_sec, t0_wall.tv_nsec);
+            for (long i = 0; i < nM; i++)
+                fprintf(f, "%ld %.3f %.3f %.3f %d\n", i, (double)(M[i].t_write - t0) / 1e6,
+                        M[i].t_post ? (double)(M[i].t_post - M[i].t_write) / 1e6 : -1.0,
+                        M[i].t_deliv ? (double)(M[i].t_deliv - M[i].t_write) / 1e6 : -1.0, M[i].status);
+            fclose(f);
+        }
+    }
+    for (long i = 0; i < nP; i++) {
+        P[i].c.cb = NULL;
+        conn_close(&P[i].c);
+    }
+    for (long i = 0; i < nS; i++)
+        conn_close(&S[i]);
+    return 0;
+}
+
+/* ====================================================================== */
+/* fanout: group send -> all member polls answered                        */
+/* ====================================================================== */
+
+static long f_cur = -1;
+static uint64_t *f_got;
+static long f_count;
+static uint64_t f_last;
+
+static void fanout_seen(uint64_t n, void *ud)
+{
+    poller *p = ud;
+    if ((long)n != f_cur)
+        return;
+    long i = p - P;
+    if (f_got[i])
+        return;
+    f_got[i] = now_ns();
+    f_count++;
+    f_last = f_got[i];
+}
+
+static void fanout_body(poller *p, const char *body, size_t len, uint64_t now)
+{
+    (void)now;
+    scan_cmids(body, len, fanout_seen, p);
+}
+
+static int f_status;
+static uint64_t f_post_done;
+static void fanout_send_cb(conn *c, int status, const char *body, size_t len, uint64_t tw)
+{
+    (void)c;
+    (void)tw;
+    f_status = status;
+    f_post_done = now_ns();
+    if (status != 201)
+        fprintf(stderr, "natterload: group send answered %d: %.*s\n", status, (int)(len > 200 ? 200 : len),
+                body ? body : "");
+}
+
+static int cmd_fanout(void)
+{
+    load_devices(opt_req("--devices"));
+    long long chat = opt_l("--chat", 0);
+    long members = opt_l("--members", 100), sends = opt_l("--sends", 200);
+    uint64_t min_age = (uint64_t)opt_l("--min-age-ms", 20) * MS;
+    uint64_t settle_max = (uint64_t)opt_l("--settle-max-ms", 5000) * MS;
+    double max_s = opt_d("--max-seconds", 300);
+    poll_timeout = (int)opt_l("--poll-timeout", 30);
+    if (members < 2 || members > 100 || sends < 1 || sends > 100000 || chat <= 0)
+        die("fanout: --chat ID, --members 2..100, --sends 1..100000");
+    pollers_init(members);
+    for (long i = 0; i < members; i++)
+        P[i].d = dev_of(i, 0);
+    device *sd = dev_of(0, 1);
+    on_poll_body = fanout_body;
+    f_got = xcalloc((size_t)members, sizeof *f_got);
+    pollers_start(64, 60);
+    if (pollers_in(P_POLL) != members)
+        die("fanout: only %ld of %ld polls running", pollers_in(P_POLL), members);
+    run_for(1);
+
+    conn sc = {.fd = -1};
+    lat_t last = {0}, first = {0}, post = {0}, settle = {0};
+    uint64_t prev_done = 0;
+    long incomplete = 0, unsettled = 0, bad = 0;
+    uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)(max_s * 1e9);
+    long k;
+    for (k = 0; k < sends && now_ns() < deadline; k++) {
+        /* Wait until the server is quiet: every member's poll has been out
+         * for min_age and the server holds nothing but those suspended polls
+         * (natter_http_inflight_requests == members), so that each send is
+         * timed alone and not behind the acks/receipts of the previous one. */
+        uint64_t ws = now_ns();
+        for (;;) {
+            uint64_t now = now_ns();
+            long ready = 0;
+            for (long i = 0; i < members; i++)
+                ready += P[i].state == P_POLL && P[i].c.busy && now - P[i].poll_sent >= min_age;
+            if (ready == members && server_inflight() == members) {
+                if (k > 0)
+                    lat_add(&settle, now_ns() - prev_done);
+                break;
+            }
+            if (now - ws >= settle_max) {
+                unsettled++;
+                break;
+            }
+            loop_once(2);
+        }
+        char path[96], body[256], cmid[40], buf[2048];
+        f_cur = 1000000 + k;
+        memset(f_got, 0, (size_t)members * sizeof *f_got);
+        f_count = 0;
+        f_status = 0;
+        snprintf(path, sizeof path, "/v1/chats/%lld/messages", chat);
+        make_cmid(cmid, (uint64_t)f_cur);
+        snprintf(body, sizeof body,
+                 "{\"client_msg_id\":\"%s\",\"text\":\"bench group message %ld: lorem ipsum dolor sit amet\"}", cmid,
+                 k);
+        size_t n = build_req(buf, sizeof buf, "POST", path, sd->token, body);
+        if (conn_request(&sc, buf, n, fanout_send_cb) < 0)
+            die("fanout: cannot connect");
+        uint64_t tw = sc.t_write, wait_end = now_ns() + 5 * SEC;
+        while ((f_count < members || f_status == 0) && now_ns() < wait_end)
+            loop_once(2);
+        if (f_status == 201)
+            lat_add(&post, f_post_done - tw);
+        else
+            bad++;
+        if (f_count == members) {
+            lat_add(&last, f_last - tw);
+            uint64_t mn = UINT64_MAX;
+            for (long i = 0; i < members; i++)
+                if (f_got[i] < mn)
+                    mn = f_got[i];
+            lat_add(&first, mn - tw);
+        } else {
+            incomplete++;
+        }
+        prev_done = now_ns();
+        if (sc.busy) {
+            sc.cb = NULL;
+            conn_close(&sc);
+            sc.busy = false;
+        }
+    }
+    double dur = (double)(now_ns() - t0) / 1e9;
+    printf("group_fanout     %ld sends to a group of %ld (all polling), %.1f sends/s: all %ld polls answered  p50 "
+           "%.2f ms  p99 %.2f ms  max %.2f ms  (target p99 <= 25 ms)\n",
+           k, members, (double)k / dur, members, lat_pct(&last, 50), lat_pct(&last, 99), lat_max(&last));
+    printf("group_detail     first poll answered p50 %.2f ms p99 %.2f ms; POST 201 p50 %.2f ms p99 %.2f ms; "
+           "incomplete %ld, non-201 %ld, poll errors %s\n",
+           lat_pct(&first, 50), lat_pct(&first, 99), lat_pct(&post, 50), lat_pct(&post, 99), incomplete, bad,
+           poll_errors_str());
+    printf("group_settle     after each send the server stays busy with its acks/receipts for p50 %.0f ms p99 %.0f ms "
+           "max %.0f ms before it is quiet again; sends made before it was quiet (waited %.0f s): %ld\n",
+           lat_pct(&settle, 50), lat_pct(&settle, 99), lat_max(&settle), (double)settle_max / 1e9, unsettled);
+    for (long i = 0; i < nP; i++) {
+        P[i].c.cb = NULL;
+        conn_close(&P[i].c);
+    }
+    conn_close(&sc);
+    return 0;
+}
+
+/* ====================================================================== */
+/* sends / fill / history: closed loops                                   */
+/* ====================================================================== */
+
+static long s_users;
+static long long s_chat;
+static long s_limit;
+static uint64_t s_base;
+
+static size_t sends_build(runner *r, long job, char *buf, size_t cap)
+{
+    (void)r;
+    long u = (long)(rnd() % (uint64_t)s_users);
+    char path[96], body[256], cmid[40];
+    snprintf(path, sizeof path, "/v1/chats/%lld/messages", pair_chat[u / 2]);
+    make_cmid(cmid, s_base + (uint64_t)job);
+    snprintf(body, sizeof body,
+             "{\"client_msg_id\":\"%s\",\"text\":\"bench durable send %ld: lorem ipsum dolor sit amet, consectetur\"}",
+             cmid, job);
+    return build_req(buf, cap, "POST", path, dev_of(u, 0)->token, body);
+}
+
+static size_t fill_build(runner *r, long job, char *buf, size_t cap)
+{
+    (void)r;
+    char path[96], body[512], cmid[40];
+    snprintf(path, sizeof path, "/v1/chats/%lld/messages", s_chat);
+    make_cmid(cmid, s_base + (uint64_t)job);
+    snprintf(body, sizeof body,
+             "{\"client_msg_id\":\"%s\",\"text\":\"history message %ld: Lorem ipsum dolor sit amet, consectetur "
+             "adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua.\"}",
+             cmid, job);
+    return build_req(buf, cap, "POST", path, dev_of(job % 2, 0)->token, body);
+}
+
+static int fill_handle(runner *r, long job, int status, const char *body, size_t len)
+{
+    (void)r;
+    (void)job;
+    if (status == 201 || status == 200)
+        return 0;
+    if (status == 503 || status < 0)
+        return 1;
+    fprintf(stderr, "natterload: fill send answered %d: %.*s\n", status, (int)(len > 200 ? 200 : len),
+            body ? body : "");
+    return -1;
+}
+
+static size_t history_build(runner *r, long job, char *buf, size_t cap)
+{
+    (void)r;
+    char path[128];
+    snprintf(path, sizeof path, "/v1/chats/%lld/messages?limit=%ld", s_chat, s_limit);
+    return build_req(buf, cap, "GET", path, dev_of(job % 2, 0)->token, NULL);
+}
+
+static void closed_loop_report(const char *name, runner *r, double secs, const char *unit, const char *target)
+{
+    char st[256];
+    print_statuses(r, st, sizeof st);
+    printf("%-16s %.0f %s (%ld ok in %.0f s over %d connections)  p50 %.2f ms  p99 %.2f ms  max %.2f ms  %s  "
+           "statuses %s\n",
+           name, (double)r->ok_in_window / secs, unit, r->ok_in_window, secs, r->nconns, lat_pct(&r->lat, 50),
+           lat_pct(&r->lat, 99), lat_max(&r->lat), target, st);
+}
+
+static int cmd_sends(void)
+{
+    load_devices(opt_req("--devices"));
+    load_pairs(opt_req("--chats"));
+    s_users = opt_l("--users", 2 * npairs);
+    int conns = (int)opt_l("--conns", 64);
+    double secs = opt_d("--seconds", 10);
+    if (s_users < 2 || s_users > 2 * npairs || secs <= 0 || secs > 120 || conns < 1 || conns > 1024)
+        die("sends: bad --users/--seconds/--conns");
+    s_base = 50000000;
+    runner r = {.njobs = LONG_MAX, .build = sends_build, .ok_status = 201};
+    r.handle = NULL;
+    uint64_t t0 = now_ns();
+    r.window_end = t0 + (uint64_t)(secs * 1e9);
+    runner_run(&r, conns, secs + 10);
+    closed_loop_report("durable_sends", &r, secs, "msg/s", "(target >= 3000 msg/s, 201s only)");
+    return 0;
+}
+
+static int cmd_fill(void)
+{
+    load_devices(opt_req("--devices"));
+    s_chat = opt_l("--chat", 0);
+    long count = opt_l("--count", 3000);
+    if (s_chat <= 0 || count < 1 || count > 1000000)
+        die("fill: --chat ID --count 1..1000000");
+    s_base = 90000000;
+    uint64_t t0 = now_ns();
+    runner r = {.njobs = count, .build = fill_build, .handle = fill_handle};
+    if (!runner_run(&r, (int)opt_l("--conns", 8), opt_d("--max-seconds", 300)))
+        die("fill: incomplete (%ld of %ld)", r.done, count);
+    printf("setup_history    %ld messages put into chat %lld in %.1f s\n", count, s_chat,
+           (double)(now_ns() - t0) / 1e9);
+    return 0;
+}
+
+static int cmd_history(void)
+{
+    load_devices(opt_req("--devices"));
+    s_chat = opt_l("--chat", 0);
+    s_limit = opt_l("--limit", 50);
+    int conns = (int)opt_l("--conns", 32);
+    double secs = opt_d("--seconds", 10);
+    if (s_chat <= 0 || secs <= 0 || secs > 120 || conns < 1 || conns > 1024)
+        die("history: bad --chat/--seconds/--conns");
+    runner r = {.njobs = LONG_MAX, .build = history_build, .ok_status = 200};
+    r.window_end = now_ns() + (uint64_t)(secs * 1e9);
+    runner_run(&r, conns, secs + 10);
+    char name[32];
+    snprintf(name, sizeof name, "history_page_%ld", s_limit);
+    closed_loop_report(name, &r, secs, "req/s", "(target p99 <= 10 ms)");
+    printf("history_detail   %.1f KB per page\n",
+           r.lat.n ? (double)r.bytes / (double)r.lat.n / 1024.0 : 0.0);
+    return 0;
+}
+
+/* ====================================================================== */
+
+int main(int argc, char **argv)
+{
+    g_argc = argc;
+    g_argv = argv;
+    if (argc < 2)
+        die("usage: natterload users|pairs|group|idle|deliver|fanout|sends|fill|history --port P …");
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    run_id = (unsigned)(getpid() * 2654435761u) ^ (unsigned)time(NULL);
+    rng_state ^= (uint64_t)run_id * 0x9E3779B97F4A7C15ull;
+    if (!rng_state)
+        rng_state = 1;
+    http_init((int)opt_l("--port", 0));
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "users") == 0)
+        return cmd_users();
+    if (strcmp(cmd, "pairs") == 0)
+        return cmd_pairs();
+    if (strcmp(cmd, "group") == 0)
+        return cmd_group();
+    if (strcmp(cmd, "idle") == 0)
+        return cmd_idle();
+    if (strcmp(cmd, "deliver") == 0)
+        return cmd_deliver();
+    if (strcmp(cmd, "fanout") == 0)
+        return cmd_fanout();
+    if (strcmp(cmd, "sends") == 0)
+        return cmd_sends();
+    if (strcmp(cmd, "fill") == 0)
+        return cmd_fill();
+    if (strcmp(cmd, "history") == 0)
+        return cmd_history();
+    die("unknown subcommand %s", cmd);
+    return 2;
+}
