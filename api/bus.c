@@ -286,7 +286,7 @@ static void announce(PGconn *c, int64_t user, bool online, int64_t seen_ms)
     free(to);
 }
 
-void presence_touch(struct app *a, int64_t user)
+void presence_touch(struct app *a, PGconn *db, int64_t user)
 {
     int64_t now = wall_time_ms();
     redisReply *rep = redis_cmd(a->redis, "ZADD " PRESENCE_KEY " %lld %lld", (long long)now, (long long)user);
@@ -295,6 +295,12 @@ void presence_touch(struct app *a, int64_t user)
         freeReplyObject(rep);
     if (!came_online)
         return;
+    /* never a second pooled connection while the caller holds one: with every
+     * HTTP thread doing that at once the pool deadlocks */
+    if (db) {
+        announce(db, user, true, now);
+        return;
+    }
     PGconn *c = db_acquire(a->db, 1000);
     if (!c)
         return;

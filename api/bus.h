@@ -25,6 +25,7 @@
 #define NATTER_BUS_H
 
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,7 +45,8 @@ void bus_polling(struct app *a, int64_t user, int64_t device);
 /* false while the subscriber is disconnected (polls then rely on re-checks) */
 bool bus_connected(void);
 
-/* Marks user online now; announces the transition when they were offline. */
-void presence_touch(struct app *a, int64_t user);
+/* Marks user online now; announces the transition when they were offline,
+ * using db (the caller's connection; a pooled one is taken when NULL). */
+void presence_touch(struct app *a, PGconn *db, int64_t user);
 
 #endif

@@ -234,7 +234,7 @@ int events_poll(struct req *r)
         query_int(r, "timeout", 0, r->app->cfg->poll_timeout_max, &timeout, &has) < 0 ||
         query_int(r, "limit", 1, POLL_MAX_LIMIT, &limit, &has) < 0)
         return -1;
-    presence_touch(r->app, r->user_id);
+    presence_touch(r->app, r->db, r->user_id);
     char u[24];
     const char *vals[1] = {i64s(u, r->user_id)};
     PGresult *h = req_sql(r, NULL, sql_head, 1, vals);
@@ -305,7 +305,7 @@ int events_poll(struct req *r)
 
 int presence_heartbeat(struct req *r)
 {
-    presence_touch(r->app, r->user_id);
+    presence_touch(r->app, r->db, r->user_id);
     return reply_empty(r, 204);
 }
 

@@ -470,7 +470,16 @@ void req_release_db(struct req *r)
 
 void req_suspend(struct req *r)
 {
-    req_release_db(r); /* a waiting poll holds no database connection */
+    req_release_db(r); /* a waiting poll holds no database connection ... */
+    /* ... and no query results: thousands of polls wait at once */
+    size_t k = 0;
+    for (size_t i = 0; i < r->ndefers; i++) {
+        if (r->defers[i].fn == pqclear_v)
+            PQclear(r->defers[i].ptr);
+        else
+            r->defers[k++] = r->defers[i];
+    }
+    r->ndefers = k;
     r->suspended = true;
     MHD_suspend_connection(r->conn);
 }
@@ -580,6 +589,9 @@ static void run_handler(struct req *r)
                                                                        "route", r->route->pattern));
         reply_problem(r, 500, "internal_error", "no reply was produced");
     }
+    /* the reply is decided: give the connection back now, not when MHD
+     * reports the request complete on a later turn of its loop */
+    req_release_db(r);
 }
 
 /* Offload pool entry point: run the handler, then wake the connection. */
@@ -787,6 +799,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             if (!r->replied && !r->suspended)
                 reply_problem(r, 500, "internal_error", "no reply was produced");
         }
+        req_release_db(r);
         return MHD_YES;
     }
     if (r->replied || r->dispatched)
@@ -799,6 +812,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         reply_problem(r, 413, "payload_too_large", "the body exceeds %zu bytes", r->body_limit);
     else
         dispatch(r);
+    if (!r->offloaded) /* an offloaded request's connection belongs to the pool thread */
+        req_release_db(r);
     return MHD_YES;
 }
 
