@@ -391,7 +391,7 @@ PGconn *req_db(struct req *r)
 {
     if (r->db)
         return r->db;
-    r->db = db_acquire(r->app->db, r->app->cfg->db_pool_timeout_ms);
+    r->db = db_acquire_slot(r->app->db, r->app->cfg->db_pool_timeout_ms, &r->db_slot);
     if (!r->db) {
         req_add_header(r, "Retry-After", "1");
         reply_problem(r, 503, "service_unavailable", "the database is unavailable; retry shortly");
@@ -404,7 +404,7 @@ PGresult *req_sql(struct req *r, const char *allow, const char *sql, int n, cons
     PGconn *c = req_db(r);
     if (!c)
         return NULL;
-    PGresult *res = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    PGresult *res = db_query(r->app->db, r->db_slot, c, sql, n, vals);
     req_defer(r, pqclear_v, res);
     if (db_res_ok(res))
         return res;

@@ -92,6 +92,7 @@ struct req {
     struct MHD_Response *parked;   /* reply built off-thread, queued on resume */
     bool dispatched;
     PGconn *db;                    /* pooled connection held by this request */
+    int db_slot;                   /* its pool slot (prepared-statement cache) */
     handler_fn resume_fn;          /* long-poll: called when a suspended request resumes */
     bool suspended;                /* suspended by req_suspend, not yet resumed */
     void *ctx;                     /* handler state across suspension (e.g. struct waiter) */

@@ -15,6 +15,16 @@
 #include "log.h"
 #include "util.h"
 
+#define STMT_MAX 128 /* prepared statements remembered per connection */
+
+/* The statements prepared on one pooled connection, keyed by the address of
+ * their SQL text (every request statement is a static constant). Only the
+ * thread holding the slot touches it, so it needs no lock. */
+struct stmt_cache {
+    const char *sql[STMT_MAX];
+    int n;
+};
+
 struct db_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -23,6 +33,7 @@ struct db_pool {
     int in_use;
     PGconn **conns;   /* NULL slot = not connected */
     bool *busy;
+    struct stmt_cache *caches; /* per slot; emptied whenever the slot reconnects */
 };
 
 struct db_pool *db_pool_new(const char *conninfo, int size)
@@ -38,6 +49,7 @@ struct db_pool *db_pool_new(const char *conninfo, int size)
     p->size = size;
     p->conns = xcalloc((size_t)size, sizeof *p->conns);
     p->busy = xcalloc((size_t)size, sizeof *p->busy);
+    p->caches = xcalloc((size_t)size, sizeof *p->caches);
     return p;
 }
 
@@ -50,6 +62,7 @@ void db_pool_free(struct db_pool *p)
             PQfinish(p->conns[i]);
     free(p->conns);
     free(p->busy);
+    free(p->caches);
     free(p->conninfo);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
@@ -73,6 +86,12 @@ PGconn *db_connect(const char *conninfo)
 }
 
 PGconn *db_acquire(struct db_pool *p, int timeout_ms)
+{
+    int slot;
+    return db_acquire_slot(p, timeout_ms, &slot);
+}
+
+PGconn *db_acquire_slot(struct db_pool *p, int timeout_ms, int *slot_out)
 {
     struct timespec deadline;
     timespec_after(CLOCK_MONOTONIC, (uint64_t)timeout_ms * 1000u, &deadline);
@@ -103,8 +122,11 @@ PGconn *db_acquire(struct db_pool *p, int timeout_ms)
         PQfinish(c);
         c = NULL;
     }
-    if (!c)
+    if (!c) {
         c = db_connect(p->conninfo);
+        p->caches[slot].n = 0; /* a new session has no prepared statements */
+    }
+    *slot_out = slot;
 
     pthread_mutex_lock(&p->mu);
     p->conns[slot] = c;
@@ -144,6 +166,8 @@ void db_release(struct db_pool *p, PGconn *c)
 
     pthread_mutex_lock(&p->mu);
     if (slot >= 0) {
+        if (!c)
+            p->caches[slot].n = 0;
         p->conns[slot] = c;
         p->busy[slot] = false;
         p->in_use--;
@@ -179,4 +203,33 @@ int64_t db_i64(const PGresult *res, int row, int col)
     int64_t v = 0;
     parse_i64(PQgetvalue(res, row, col), &v);
     return v;
+}
+
+PGresult *db_query(struct db_pool *p, int slot, PGconn *c, const char *sql, int n, const char *const *vals)
+{
+    /* parameterless statements (BEGIN, COMMIT, …) are cheap to parse: not cached */
+    if (slot < 0 || slot >= p->size || n == 0)
+        return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+    struct stmt_cache *sc = &p->caches[slot];
+    int idx = -1;
+    for (int i = 0; i < sc->n; i++)
+        if (sc->sql[i] == sql) {
+            idx = i;
+            break;
+        }
+    char name[16];
+    if (idx < 0) {
+        if (sc->n == STMT_MAX)
+            return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+        snprintf(name, sizeof name, "n%d", sc->n);
+        PGresult *pr = PQprepare(c, name, sql, n, NULL);
+        bool ok = db_res_ok(pr);
+        PQclear(pr);
+        if (!ok) /* e.g. inside an aborted transaction: let the plain call report it */
+            return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
+        idx = sc->n;
+        sc->sql[sc->n++] = sql;
+    }
+    snprintf(name, sizeof name, "n%d", idx);
+    return PQexecPrepared(c, name, n, vals, NULL, NULL, 0);
 }

@@ -26,7 +26,13 @@ void db_pool_free(struct db_pool *p);
 /* Returns a connected PGconn (borrowed until db_release), or NULL on timeout or
  * when the server cannot be reached. */
 PGconn *db_acquire(struct db_pool *p, int timeout_ms);
+/* Same, also telling which slot the connection holds (for db_query). */
+PGconn *db_acquire_slot(struct db_pool *p, int timeout_ms, int *slot);
 void db_release(struct db_pool *p, PGconn *c);
+/* Runs a parameterised statement on a pooled connection, preparing it on
+ * first use per connection (sql must be a static constant: its address is
+ * the cache key) so PostgreSQL parses and plans it once per session. */
+PGresult *db_query(struct db_pool *p, int slot, PGconn *c, const char *sql, int n, const char *const *vals);
 void db_pool_stats(struct db_pool *p, int *size, int *in_use);
 
 /* Opens one standalone connection (for migrations and workers); NULL + log on failure. */
