@@ -72,22 +72,13 @@ static bool content_type_ok(const char *ct, char *out, size_t outlen)
 /* Is ct (lowercase) in the comma-separated allow-list? A subtype of * is a wildcard. */
 static bool content_type_allowed(const char *list, const char *ct)
 {
-    const char *p = list;
-    size_t tl = (size_t)(strchr(ct, '/') - ct);
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        while (l && *p == ' ')
-            p++, l--;
-        while (l && p[l - 1] == ' ')
-            l--;
-        if (l == strlen(ct) && strncasecmp(p, ct, l) == 0)
+    size_t tl = (size_t)(strchr(ct, '/') - ct), l;
+    const char *p = list, *it;
+    while (csv_next(&p, &it, &l)) {
+        if (l == strlen(ct) && strncasecmp(it, ct, l) == 0)
             return true;
-        if (l == tl + 2 && strncasecmp(p, ct, tl + 1) == 0 && p[tl + 1] == '*')
+        if (l == tl + 2 && strncasecmp(it, ct, tl + 1) == 0 && it[tl + 1] == '*')
             return true;
-        if (!e)
-            break;
-        p = e + 1;
     }
     return false;
 }

@@ -36,6 +36,17 @@ static const char sql_revoke[] =
     " WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING id";
 static const char sql_drop_tokens[] = "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2";
 
+/* Path param 0 as one of the caller's device ids: fills the (user, device)
+ * query values; -1 after 404 device_not_found. */
+static int device_param(struct req *r, int64_t *id, char u[24], char d[24])
+{
+    if (!parse_i64(req_param(r, 0), id) || *id <= 0)
+        return reply_problem(r, 404, "device_not_found", "no such device");
+    i64s(u, r->user_id);
+    i64s(d, *id);
+    return 0;
+}
+
 int devices_list(struct req *r)
 {
     char u[24];
@@ -53,11 +64,9 @@ int devices_list(struct req *r)
 int devices_revoke(struct req *r)
 {
     int64_t id;
-    if (!parse_i64(req_param(r, 0), &id) || id <= 0)
-        return reply_problem(r, 404, "device_not_found", "no such device");
     char u[24], d[24];
-    snprintf(u, sizeof u, "%lld", (long long)r->user_id);
-    snprintf(d, sizeof d, "%lld", (long long)id);
+    if (device_param(r, &id, u, d) < 0)
+        return -1;
     const char *vals[2] = {u, d};
     if (req_begin(r) < 0)
         return -1;
@@ -82,8 +91,9 @@ int devices_set_push(struct req *r)
     static const char *const providers[] = {"webhook", "log"};
     struct jsonv_error e;
     int64_t id;
-    if (!parse_i64(req_param(r, 0), &id) || id <= 0)
-        return reply_problem(r, 404, "device_not_found", "no such device");
+    char u[24], d[24];
+    if (device_param(r, &id, u, d) < 0)
+        return -1;
     if (jsonv_check(r->json, fields, 2, &e) < 0)
         return reply_invalid(r, &e);
     const char *provider = json_string_value(json_object_get(r->json, "provider"));
@@ -93,9 +103,6 @@ int devices_set_push(struct req *r)
     if (!known)
         return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", "provider"),
                                  "provider must be one of: webhook, log");
-    char u[24], d[24];
-    snprintf(u, sizeof u, "%lld", (long long)r->user_id);
-    snprintf(d, sizeof d, "%lld", (long long)id);
     const char *vals[4] = {u, d, provider, json_string_value(json_object_get(r->json, "token"))};
     PGresult *res = req_sql(r, NULL, sql_set_push, 4, vals);
     if (!res)
@@ -109,11 +116,9 @@ int devices_set_push(struct req *r)
 int devices_clear_push(struct req *r)
 {
     int64_t id;
-    if (!parse_i64(req_param(r, 0), &id) || id <= 0)
-        return reply_problem(r, 404, "device_not_found", "no such device");
     char u[24], d[24];
-    snprintf(u, sizeof u, "%lld", (long long)r->user_id);
-    snprintf(d, sizeof d, "%lld", (long long)id);
+    if (device_param(r, &id, u, d) < 0)
+        return -1;
     const char *vals[2] = {u, d};
     PGresult *res = req_sql(r, NULL, sql_clear_push, 2, vals);
     if (!res)

@@ -879,31 +879,18 @@ static unsigned connection_limit(const struct config *cfg)
 
 static void parse_cors(struct app *a)
 {
-    const char *s = a->cfg->cors_origins;
-    size_t n = 0;
+    const char *s = a->cfg->cors_origins, *p, *it;
+    size_t n = 0, l, k = 0;
     if (strcmp(s, "*") == 0) {
         a->cors_any = true;
         return;
     }
-    for (const char *p = s; *p; p++)
-        if (*p == ',')
-            n++;
-    a->cors = xcalloc(n + 2, sizeof *a->cors);
-    size_t k = 0;
-    const char *p = s;
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t l = e ? (size_t)(e - p) : strlen(p);
-        while (l && *p == ' ')
-            p++, l--;
-        while (l && p[l - 1] == ' ')
-            l--;
+    for (p = s; csv_next(&p, &it, &l);)
+        n++;
+    a->cors = xcalloc(n + 1, sizeof *a->cors);
+    for (p = s; csv_next(&p, &it, &l);)
         if (l)
-            a->cors[k++] = xstrndup(p, l);
-        if (!e)
-            break;
-        p = e + 1;
-    }
+            a->cors[k++] = xstrndup(it, l);
 }
 
 int http_start(struct app *a)

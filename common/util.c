@@ -147,6 +147,22 @@ void sha256_hex(const void *data, size_t len, char out[65])
     sodium_bin2hex(out, 65, h, sizeof h);
 }
 
+bool csv_next(const char **p, const char **item, size_t *len)
+{
+    if (!*p || !**p)
+        return false;
+    const char *s = *p, *e = strchr(s, ',');
+    size_t l = e ? (size_t)(e - s) : strlen(s);
+    *p = e ? e + 1 : s + l;
+    while (l && *s == ' ')
+        s++, l--;
+    while (l && s[l - 1] == ' ')
+        l--;
+    *item = s;
+    *len = l;
+    return true;
+}
+
 bool parse_i64(const char *s, int64_t *out)
 {
     if (!s || !*s || strlen(s) > 20)

@@ -1,4 +1,5 @@
 /* test_util.c — UTF-8 helpers, integer parsing, hashing, randomness. */
+#include <stdio.h>
 #include <string.h>
 
 #include "unit.h"
@@ -46,6 +47,19 @@ void suite_util(void)
     char t[64];
     random_b64url(t, sizeof t, 32);
     CHECK(strlen(t) == 43 && !strchr(t, '+') && !strchr(t, '/') && !strchr(t, '='));
+
+    /* comma-separated lists: entries trimmed, empty ones reported as empty */
+    const char *p = " image/* , text/plain,,application/pdf ", *it;
+    size_t l, n = 0;
+    char got[4][32];
+    while (csv_next(&p, &it, &l) && n < 4) {
+        snprintf(got[n], sizeof got[n], "%.*s", (int)l, it);
+        n++;
+    }
+    CHECK(n == 4 && strcmp(got[0], "image/*") == 0 && strcmp(got[1], "text/plain") == 0 && got[2][0] == '\0' &&
+          strcmp(got[3], "application/pdf") == 0);
+    p = "";
+    CHECK(!csv_next(&p, &it, &l));
 
     char ts[40];
     rfc3339_now(ts, sizeof ts);
