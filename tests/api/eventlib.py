@@ -12,7 +12,7 @@ a database or Redis at import time, so `pytest --collect-only` works without an 
   a short settle time.
 - Listener: a device polling in a loop in a thread, keeping its own cursor, recording every
   event with its arrival time; wait_for() blocks (bounded) until an event matches.
-- RestartableRedis: a private redis-server on a fixed unix socket that can be stopped and
+- RestartableRedis (from natterlib): a private redis-server on a fixed unix socket that can be stopped and
   started again on the same socket (natterlib.PrivateRedis cannot restart).
 - metric_samples / waiter_gauge: read /metrics.
 """
@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
-import shutil
-import subprocess
 import threading
 import time
 
 import pytest
 
 from chatlib import chat_path, clone
-from natterlib import (metric_samples, _LIVE, RFC3339_UTC_RE, Client, assert_status, describe, new_state_dir,
-                       psql, psql_int, wait_for)
+from natterlib import (RestartableRedis, metric_samples, RFC3339_UTC_RE, Client, assert_status,
+                       describe, psql, psql_int)  # RestartableRedis: re-exported for the tests
 
 EVENTS = "/v1/events"
 PRESENCE = "/v1/presence"
@@ -430,80 +427,3 @@ def waiter_gauge(client: Client) -> tuple[str, float] | None:
     return None
 
 
-# --------------------------------------------------------------------------- redis
-
-class RestartableRedis:
-    """A private redis-server on a unix socket of its own, with no persistence, that can be
-    stopped (SHUTDOWN NOSAVE, or SIGKILL) and started again on the same socket path."""
-
-    def __init__(self):
-        self.exe = shutil.which("redis-server")
-        if not self.exe:
-            pytest.fail("redis-server not found on PATH (`make test` installs it)",
-                        pytrace=False)
-        self.dir = new_state_dir("redis-outage")
-        self.socket = str(self.dir / "r.sock")
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return "unix://" + self.socket
-
-    def cli(self, *args, timeout: float = 5) -> subprocess.CompletedProcess:
-        return subprocess.run(["redis-cli", "-s", self.socket, *map(str, args)],
-                              capture_output=True, text=True, timeout=timeout)
-
-    def ping(self) -> bool:
-        if not os.path.exists(self.socket):
-            return False
-        try:
-            return self.cli("PING").stdout.strip() == "PONG"
-        except subprocess.TimeoutExpired:
-            return False
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self):
-        assert not self.running(), "redis-server already running"
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700",
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
-        _LIVE.add(self.proc)
-
-        def up():
-            if self.proc.poll() is not None:
-                pytest.fail(f"private redis-server exited with {self.proc.returncode}",
-                            pytrace=False)
-            return self.ping()
-        wait_for(up, 10, "the private redis-server to answer PING")
-
-    def stop(self, how: str = "shutdown"):
-        """Stop this redis-server (ours, by its pid): `shutdown` = SHUTDOWN NOSAVE through
-        redis-cli, `kill` = SIGKILL. Waits (bounded) until it has exited."""
-        if not self.running():
-            return
-        if how == "shutdown":
-            try:
-                self.cli("SHUTDOWN", "NOSAVE")
-            except subprocess.TimeoutExpired:
-                pass
-        else:
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        _LIVE.discard(self.proc)
-        # a killed redis leaves its socket file behind (connections are then refused);
-        # redis-server removes a stale one itself when it starts again
-
-    def close(self):
-        if self.running():
-            self.stop("shutdown")
-        if self.running():
-            self.stop("kill")

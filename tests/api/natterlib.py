@@ -448,6 +448,91 @@ class PrivateRedis:
 
 # --------------------------------------------------------------------------- psql / redis
 
+class RestartableRedis:
+    """A private redis-server (no persistence) on a unix socket of its own that can be
+    stopped and started again on the same socket path, so clients configured with .url
+    reconnect by themselves. Only this server's pid is ever signalled."""
+
+    def __init__(self, prefix: str = "redis"):
+        self.exe = shutil.which("redis-server")
+        if not self.exe:
+            pytest.fail("redis-server not found on PATH (`make test` installs it)",
+                        pytrace=False)
+        self.dir = new_state_dir(prefix)
+        self.socket = str(self.dir / "r.sock")
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return "unix://" + self.socket
+
+    def cli(self, *args, timeout: float = 5) -> subprocess.CompletedProcess:
+        return subprocess.run(["redis-cli", "-s", self.socket, *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def ping(self) -> bool:
+        if not os.path.exists(self.socket):
+            return False
+        try:
+            return self.cli("PING").stdout.strip() == "PONG"
+        except subprocess.TimeoutExpired:
+            return False
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self):
+        assert not self.running(), "redis-server already running"
+        if os.path.exists(self.socket) and self.proc is None:
+            os.unlink(self.socket)
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        _LIVE.add(self.proc)
+
+        def up():
+            if self.proc.poll() is not None:
+                pytest.fail(f"private redis-server exited with {self.proc.returncode}",
+                            pytrace=False)
+            return self.ping()
+        wait_for(up, 10, "the private redis-server to answer PING")
+
+    def stop(self, how: str = "terminate"):
+        """Stop this server and wait (bounded) until it exited: `terminate` = SIGTERM and
+        the socket file removed; `shutdown` = SHUTDOWN NOSAVE, `kill` = SIGKILL, both
+        leaving the socket file as a crash does (connections are then refused; redis-server
+        replaces a stale one when it starts again)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            if how == "shutdown":
+                try:
+                    self.cli("SHUTDOWN", "NOSAVE")
+                except subprocess.TimeoutExpired:
+                    pass
+            elif how == "kill":
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        _LIVE.discard(self.proc)
+        if how == "terminate" and os.path.exists(self.socket):
+            os.unlink(self.socket)
+
+    def close(self):
+        if self.running():
+            self.stop("shutdown")
+        if self.running():
+            self.stop("kill")
+
+
 def psql(sql: str, *params, url: str | None = None, timeout: float = 30) -> str:
     """Run SQL with psql (-At, ON_ERROR_STOP) and return its stripped output.
 

@@ -28,13 +28,10 @@ import hmac
 import http.server
 import json
 import os
-import re
 import secrets
 import select
-import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -43,8 +40,8 @@ from pathlib import Path
 import pytest
 
 from chatlib import clone
-from natterlib import (metric_samples, _LIVE, RFC3339_UTC_RE, START_TIMEOUT, Client, Launcher, assert_status,
-                       describe, load_spec, new_account, new_state_dir, psql, wait_for,
+from natterlib import (RestartableRedis, metric_samples, RFC3339_UTC_RE, START_TIMEOUT, Client, Launcher, assert_status,
+                       describe, load_spec, new_account, psql, wait_for,
                        worker_ready_threads)
 
 WEBHOOK_SECRET = "natter-push-tests-webhook-secret-0123456789"
@@ -454,66 +451,11 @@ def stream_entries(socket_path: str, stream: str) -> list[tuple[str, dict]]:
     return out
 
 
-class RedisServer:
-    """A private redis-server (no persistence) on a unix socket of its own; stop() and
-    start() again reuse the socket path, so clients configured with .url reconnect."""
+class RedisServer(RestartableRedis):
+    """natterlib.RestartableRedis plus raw commands through this module's RESP client."""
 
     def __init__(self):
-        self.exe = shutil.which("redis-server")
-        if not self.exe:
-            pytest.fail("redis-server not found on PATH (`make test` installs it)",
-                        pytrace=False)
-        self.dir = new_state_dir("redis-push")
-        self.socket = str(self.dir / "r.sock")
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return "unix://" + self.socket
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def ping(self) -> bool:
-        try:
-            return redis_call(self.socket, "PING", timeout=2) == "PONG"
-        except (OSError, RedisError):
-            return False
-
-    def start(self):
-        assert not self.running(), "redis-server already running"
-        if os.path.exists(self.socket):
-            os.unlink(self.socket)
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", "0", "--unixsocket", self.socket, "--unixsocketperm", "700",
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
-        _LIVE.add(self.proc)
-
-        def up():
-            if self.proc.poll() is not None:
-                pytest.fail(f"private redis-server exited with {self.proc.returncode}",
-                            pytrace=False)
-            return self.ping()
-        wait_for(up, 10, "the private redis-server to answer PING")
-
-    def stop(self):
-        """SIGTERM (redis-server exits at once without persistence) this server, by pid;
-        bounded wait; removes the socket file."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        _LIVE.discard(self.proc)
-        if os.path.exists(self.socket):
-            os.unlink(self.socket)
+        super().__init__("redis-push")
 
     def call(self, *args):
         return redis_call(self.socket, *args)
