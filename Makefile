@@ -14,12 +14,12 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS ?= -O2 -g
 SAN ?=
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Icommon -Iapi \
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Icommon -Iapi -Iapi/core -Iapi/realtime -Iapi/chat -Iapi/resources -Iapi/blobstore \
               $(PKG_CFLAGS) $(CFLAGS) $(SAN)
 ALL_LDFLAGS := -pthread $(SAN) $(LDFLAGS)
 
 COMMON_SRC := $(wildcard common/*.c)
-API_SRC := $(filter-out api/main.c,$(wildcard api/*.c))
+API_SRC := $(filter-out api/main.c,$(wildcard api/*.c api/*/*.c))
 WORKER_SRC := $(wildcard workers/*.c)
 UNIT_SRC := $(wildcard tests/unit/*.c)
 
