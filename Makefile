@@ -14,21 +14,45 @@ PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS ?= -O2 -g
 SAN ?=
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -Icommon -Iapi -Iapi/core -Iapi/realtime -Iapi/chat -Iapi/resources -Iapi/blobstore \
-              $(PKG_CFLAGS) $(CFLAGS) $(SAN)
+# Each layer sees its own headers and those of the layers below it, nothing
+# else: an include that points up the stack fails to compile (see
+# docs/ARCHITECTURE.md; scripts/check-layers.sh proves it in `make test`).
+INC_common := -Icommon
+INC_core := -Iapi/core $(INC_common)
+INC_realtime := -Iapi/realtime $(INC_core)
+INC_chat := -Iapi/chat $(INC_realtime)
+INC_blobstore := -Iapi/blobstore $(INC_core)
+INC_resources := -Iapi/resources -Iapi -Iapi/blobstore $(INC_chat)
+INC_app := $(INC_resources)
+INC_workers := -Iworkers $(INC_common)
+INC_tests := $(INC_app) -Iworkers -Itests/unit
+
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread $(INC) \
+             $(PKG_CFLAGS) $(CFLAGS) $(SAN)
 ALL_LDFLAGS := -pthread $(SAN) $(LDFLAGS)
+
+$(BUILD)/obj/common/%.o: INC = $(INC_common)
+$(BUILD)/obj/gen/%.o: INC = $(INC_common)
+$(BUILD)/obj/api/core/%.o: INC = $(INC_core)
+$(BUILD)/obj/api/realtime/%.o: INC = $(INC_realtime)
+$(BUILD)/obj/api/chat/%.o: INC = $(INC_chat)
+$(BUILD)/obj/api/blobstore/%.o: INC = $(INC_blobstore)
+$(BUILD)/obj/api/resources/%.o: INC = $(INC_resources)
+$(BUILD)/obj/api/%.o: INC = $(INC_app)
+$(BUILD)/obj/workers/%.o: INC = $(INC_workers)
+$(BUILD)/obj/tests/%.o: INC = $(INC_tests)
 
 COMMON_SRC := $(wildcard common/*.c)
 API_SRC := $(filter-out api/main.c,$(wildcard api/*.c api/*/*.c))
 WORKER_SRC := $(wildcard workers/*.c)
-UNIT_SRC := $(wildcard tests/unit/*.c)
+UNIT_SRC := $(shell find tests/unit -name '*.c' | sort)
 
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations.o
 API_OBJ := $(API_SRC:%.c=$(BUILD)/obj/%.o)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all asan run test bench clean
+.PHONY: all asan run test bench clean print-INC_%
 all: $(BUILD)/natter-api $(BUILD)/natter-worker $(BUILD)/unit-tests $(BUILD)/sigv4-tool
 
 asan:
@@ -46,6 +70,10 @@ bench:
 
 clean:
 	rm -rf build build-asan
+
+# `make -s print-INC_core`: a layer's include flags (scripts/check-layers.sh)
+print-INC_%:
+	@echo '$(INC_$*)'
 
 $(BUILD)/gen/migrations.c: $(sort $(wildcard migrations/*.sql)) scripts/embed.sh
 	@mkdir -p $(@D)
@@ -66,16 +94,15 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/libnatter_common.a: $(COMMON_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/libnatter_api.a: $(API_OBJ)
-	rm -f $@ && ar rcs $@ $^
-
-$(BUILD)/natter-api: $(BUILD)/obj/api/main.o $(BUILD)/obj/gen/openapi.o $(BUILD)/libnatter_api.a $(BUILD)/libnatter_common.a
+# api objects are linked as they are, not through an archive: two layers may
+# hold files of the same name (realtime/presence.c, resources/presence.c)
+$(BUILD)/natter-api: $(BUILD)/obj/api/main.o $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/natter-worker: $(WORKER_OBJ) $(BUILD)/libnatter_common.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/obj/gen/openapi.o $(BUILD)/libnatter_api.a $(BUILD)/libnatter_common.a
+$(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # cross-check tool: the API tests compare its URLs with botocore's

@@ -14,16 +14,20 @@
 
 #include <sodium.h>
 
+#include "app.h"
 #include "auth.h"
 #include "blobstore.h"
 #include "bus.h"
+#include "chat.h"
 #include "config.h"
 #include "db.h"
 #include "http.h"
 #include "hub.h"
 #include "log.h"
 #include "migrate.h"
+#include "realtime.h"
 #include "redis.h"
+#include "resources.h"
 #include "util.h"
 
 extern const struct embedded_file natter_openapi[];
@@ -88,7 +92,7 @@ static int serve(struct config *cfg)
     }
     if (check_schema(cfg) < 0)
         goto out;
-    if (config_embedded_store(cfg) && blob_init(&app) < 0)
+    if (config_embedded_store(cfg) && blob_init(cfg) < 0)
         goto out;
     app.db = db_pool_new(cfg->database_url, cfg->db_pool_size);
     app.redis = redis_pool_new(cfg->redis_url, cfg->http_threads + cfg->hash_threads + 4, &err);
@@ -107,11 +111,24 @@ static int serve(struct config *cfg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     random_hex(app.instance_id, 8);
+    /* the layers, bottom up: the transport gets the routes and the hooks of
+     * the layers above it; realtime registers its post-commit hook first */
+    struct rt_env rt = {cfg, app.db, app.redis, app.instance_id, chat_contacts};
+    struct server srv = {
+        .cfg = cfg,
+        .db = app.db,
+        .app = &app,
+        .routes = routes,
+        .nroutes = routes_count,
+        .authenticate = auth_authenticate,
+        .raw = config_embedded_store(cfg) ? &blob_handler : NULL,
+        .before_stop = hub_stop, /* waiting polls answer before the transport drains */
+    };
     hub_init();
-    if (hub_start() < 0 || http_start(&app) < 0)
+    if (bus_init(&rt) < 0 || hub_start() < 0 || http_start(&srv) < 0)
         goto out;
-    if (bus_start(&app) < 0) {
-        http_stop(&app);
+    if (bus_start() < 0) {
+        http_stop(&srv);
         goto out;
     }
     config_log(cfg, ROLE_API);
@@ -119,7 +136,7 @@ static int serve(struct config *cfg)
     int sig = 0;
     sigwait(&set, &sig);
     nlog(LOG_INFO, "shutting down", json_pack("{s:s}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
-    http_stop(&app); /* answers every waiting poll first */
+    http_stop(&srv); /* answers every waiting poll first (before_stop) */
     bus_stop();
     nlog(LOG_INFO, "stopped", NULL);
     rc = 0;

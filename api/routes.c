@@ -1,14 +1,14 @@
 /*
  * routes.c — the route table: method, path pattern, handler, flags, body bound.
  *
- * The dispatcher (http.c) does method matching, 404/405, content type, body
+ * The dispatcher (core/http.c) does method matching, 404/405, content type, body
  * size, JSON parsing and authentication from these flags, so handlers never
  * repeat them. `natter-api --routes` prints this table; an API test checks it
  * against the operations in openapi/openapi.yaml.
  */
 #include "auth.h"
 #include "http.h"
-#include "routes.h"
+#include "resources.h"
 
 /* 100,000 characters of text can take 1.2 MB as JSON \uXXXX escapes */
 #define MESSAGE_MAX_BODY (2 * 1024 * 1024)
@@ -19,8 +19,8 @@ const struct route routes[] = {
     {"GET", "/metrics", health_metrics, 0, 0},
     {"GET", "/openapi.yaml", health_openapi, 0, 0},
 
-    {"POST", "/v1/auth/register", auth_register, R_JSON | R_SLOW, 0},
-    {"POST", "/v1/auth/login", auth_login, R_JSON | R_SLOW, 0},
+    {"POST", "/v1/auth/register", auth_register, R_JSON | R_OFFLOAD, 0},
+    {"POST", "/v1/auth/login", auth_login, R_JSON | R_OFFLOAD, 0},
     {"POST", "/v1/auth/refresh", auth_refresh, R_JSON, 0},
     {"POST", "/v1/auth/logout", auth_logout, R_AUTH, 0},
 
@@ -56,7 +56,7 @@ const struct route routes[] = {
     {"DELETE", "/v1/chats/{id}/mute", chats_unmute, R_AUTH, 0},
 
     {"POST", "/v1/chats/{id}/attachments", attachments_create, R_AUTH | R_JSON, 0},
-    {"POST", "/v1/attachments/{id}/complete", attachments_complete, R_AUTH | R_SLOW, 0},
+    {"POST", "/v1/attachments/{id}/complete", attachments_complete, R_AUTH | R_OFFLOAD, 0},
     {"GET", "/v1/attachments/{id}", attachments_get, R_AUTH, 0},
 
     {"GET", "/v1/events", events_poll, R_AUTH, 0},

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -203,6 +204,18 @@ int64_t db_i64(const PGresult *res, int row, int col)
     int64_t v = 0;
     parse_i64(PQgetvalue(res, row, col), &v);
     return v;
+}
+
+char *db_id_array(const int64_t *ids, size_t n)
+{
+    char *s = xmalloc(n * 21 + 3);
+    size_t len = 0;
+    s[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)sprintf(s + len, "%s%lld", i ? "," : "", (long long)ids[i]);
+    s[len++] = '}';
+    s[len] = '\0';
+    return s;
 }
 
 PGresult *db_query(struct db_pool *p, int slot, PGconn *c, const char *sql, int n, const char *const *vals)

@@ -43,5 +43,7 @@ const char *db_sqlstate(const PGresult *res);
 bool db_res_ok(const PGresult *res);
 /* Column col of row as an integer (0 when NULL or not a number). */
 int64_t db_i64(const PGresult *res, int row, int col);
+/* "{1,2,3}": ids as one text parameter for `= ANY ($n::bigint[])`. Owned. */
+char *db_id_array(const int64_t *ids, size_t n);
 
 #endif

@@ -43,10 +43,11 @@ struct blob {
 };
 
 static char *data_dir;
+static const struct config *cfg; /* set by blob_init */
 
-int blob_init(struct app *a)
+int blob_init(const struct config *c)
 {
-    const struct config *cfg = a->cfg;
+    cfg = c;
     free(data_dir);
     data_dir = *cfg->blob_dir ? xstrdup(cfg->blob_dir) : xasprintf("%s/blobs", cfg->state_dir);
     if (strlen(data_dir) > PATH_MAX_LEN - 100) {
@@ -65,12 +66,12 @@ int blob_init(struct app *a)
     return 0;
 }
 
-bool blob_claims(struct app *a, const char *path)
+static bool blob_claims(const char *path)
 {
-    if (!data_dir || !config_embedded_store(a->cfg))
+    if (!data_dir || !config_embedded_store(cfg))
         return false;
-    size_t bl = strlen(a->cfg->s3_bucket);
-    return path[0] == '/' && strncmp(path + 1, a->cfg->s3_bucket, bl) == 0 && path[1 + bl] == '/';
+    size_t bl = strlen(cfg->s3_bucket);
+    return path[0] == '/' && strncmp(path + 1, cfg->s3_bucket, bl) == 0 && path[1 + bl] == '/';
 }
 
 /* Keys we accept: 1..512 bytes of [A-Za-z0-9._-/], no empty, "." or ".." segment. */
@@ -131,15 +132,13 @@ static void free_blob(void *p)
     free(b);
 }
 
-void blob_begin(struct req *r)
+static void blob_begin(struct req *r)
 {
-    struct app *a = r->app;
     struct blob *b = xcalloc(1, sizeof *b);
     b->fd = -1;
     req_defer(r, free_blob, b);
-    r->blob = b;
-    r->route_idx = -2; /* metrics label: the store */
-    const char *key = r->path + 2 + strlen(a->cfg->s3_bucket);
+    r->raw_state = b;
+    const char *key = r->path + 2 + strlen(cfg->s3_bucket);
     if (!key_ok(key))
         return (void)reply_problem(r, 400, "invalid_key", "object keys are 1-512 characters of A-Z a-z 0-9 . _ - /"
                                                           " without empty, '.' or '..' segments");
@@ -158,7 +157,7 @@ void blob_begin(struct req *r)
     if (q.overflow)
         return (void)reply_problem(r, 400, "invalid_parameter", "too many query parameters");
     struct s3_target t;
-    store_target(a->cfg, &t);
+    store_target(cfg, &t);
     struct sigv4_request rq = {r->method, r->path, q.kv, q.n, header_of, r};
     /* the store insists that uploads sign their size and type, so a client cannot
      * store something other than what natter-api agreed to */
@@ -185,9 +184,9 @@ void blob_begin(struct req *r)
     const char *cl = req_header(r, "Content-Length");
     if (!cl || !parse_i64(cl, &b->expected) || b->expected < 0)
         return (void)reply_problem(r, 411, "length_required", "uploads need a Content-Length");
-    if (b->expected > r->app->cfg->attachment_max_bytes)
+    if (b->expected > cfg->attachment_max_bytes)
         return (void)reply_problem(r, 413, "payload_too_large", "objects are at most %d bytes",
-                                   r->app->cfg->attachment_max_bytes);
+                                   cfg->attachment_max_bytes);
     const char *ct = req_header(r, "Content-Type");
     snprintf(b->content_type, sizeof b->content_type, "%s", ct ? ct : "application/octet-stream");
     char rnd[17];
@@ -202,9 +201,9 @@ void blob_begin(struct req *r)
     r->body_limit = (size_t)b->expected;
 }
 
-int blob_write(struct req *r, const char *data, size_t n)
+static int blob_write(struct req *r, const char *data, size_t n)
 {
-    struct blob *b = r->blob;
+    struct blob *b = r->raw_state;
     if (b->failed || b->fd < 0)
         return -1;
     if (b->received + (int64_t)n > b->expected) {
@@ -252,9 +251,9 @@ static json_t *read_meta(const struct blob *b)
     return json_load_file(path, 0, NULL);
 }
 
-void blob_finish(struct req *r)
+static void blob_finish(struct req *r)
 {
-    struct blob *b = r->blob;
+    struct blob *b = r->raw_state;
     char data[PATH_MAX_LEN + 8];
     snprintf(data, sizeof data, "%s.data", b->base);
     if (strcmp(r->method, "PUT") == 0) {
@@ -307,3 +306,11 @@ void blob_finish(struct req *r)
         MHD_add_response_header(resp, "ETag", etag);
     req_send_response(r, 200, resp);
 }
+
+const struct raw_handler blob_handler = {
+    .label = "/{bucket}/{key}",
+    .claims = blob_claims,
+    .begin = blob_begin,
+    .write = blob_write,
+    .finish = blob_finish,
+};

@@ -5,31 +5,27 @@
  * would (signature, credential scope, expiry, signed headers), and keeps
  * objects under NATTER_BLOB_DIR.
  *
- * http.c calls it from the multi-call protocol:
- *   blob_claims   first call: is this a store request? (path under /<bucket>/)
- *   blob_begin    first call: verify; for PUT open a temp file and stream the
- *                 body into it (never the whole object in memory)
- *   blob_write    each body chunk
- *   blob_finish   last call: PUT fsyncs and renames into place atomically;
- *                 GET/HEAD answer from the file; DELETE unlinks
+ * It is the transport's raw handler (http.h), called from the multi-call
+ * protocol:
+ *   claims   first call: is this a store request? (path under /<bucket>/)
+ *   begin    first call: verify; for PUT open a temp file and stream the
+ *            body into it (never the whole object in memory)
+ *   write    each body chunk
+ *   finish   last call: PUT fsyncs and renames into place atomically;
+ *            GET/HEAD answer from the file; DELETE unlinks
  * The request's cleanup (req_defer) closes and removes a temp file left
  * behind by an upload that did not finish.
  */
 #ifndef NATTER_BLOBSTORE_H
 #define NATTER_BLOBSTORE_H
 
-#include <stdbool.h>
-#include <stddef.h>
+#include "http.h"
 
-struct app;
-struct req;
+struct config;
 
-/* Prepares the data directory; 0 or -1 (logged). */
-int blob_init(struct app *a);
-bool blob_claims(struct app *a, const char *path);
-void blob_begin(struct req *r);
-/* 0, or -1 when the body must be discarded (a reply is already decided) */
-int blob_write(struct req *r, const char *data, size_t n);
-void blob_finish(struct req *r);
+/* Prepares the data directory; 0 or -1 (logged). cfg must outlive the store. */
+int blob_init(const struct config *cfg);
+/* For struct server.raw: claims nothing until blob_init succeeded. */
+extern const struct raw_handler blob_handler;
 
 #endif

@@ -1,12 +1,21 @@
 /*
- * http.h — the request context and the reply helpers every handler uses.
+ * http.h — the transport: the request context, the route table's shape, the
+ * reply helpers every handler uses, and the server that runs them.
  *
  * http.c owns libmicrohttpd's multi-call protocol: it creates a struct req on
  * the first call, checks Content-Length and accumulates the body up to the
  * route's bound (413 past it), then on the last call routes (404/405),
  * answers CORS preflights, checks the content type (415), parses JSON (400),
- * authenticates (401) and calls the handler. Handlers never see MHD's
- * protocol; they get `struct req *` and answer with one reply_* call.
+ * calls the application's authenticate hook (R_AUTH) and the handler.
+ * Handlers never see MHD's protocol; they get `struct req *` and answer with
+ * one reply_* call.
+ *
+ * The transport names nothing above it. The application hands it, in
+ * struct server: the route table, an authenticate function, an optional raw
+ * handler (a second application on the same port that takes whole requests
+ * before routing, streaming their bodies: the object store), and a
+ * before-stop hook. The request's database session and its post-commit
+ * hooks are tx.h's business.
  *
  * Return convention: handlers and helpers return 0 after a successful reply
  * and -1 after an error reply (reply_problem returns -1 so that
@@ -31,34 +40,28 @@
 #include <microhttpd.h>
 
 #include "config.h"
+#include "router.h"
 
 struct req;
-struct app;
-struct blob;
-
-typedef int (*handler_fn)(struct req *r);
-
-/* route flags */
-#define R_AUTH 0x1u      /* Bearer JWT of a live device required */
-#define R_JSON 0x2u      /* application/json object body required */
-#define R_SLOW 0x4u      /* runs on the hashing pool, off the HTTP threads */
-#define R_JSON_OPT 0x8u  /* JSON body allowed but optional */
-
-struct route {
-    const char *method;
-    const char *pattern;   /* "/v1/users/{id}": {x} matches one non-empty segment */
-    handler_fn handler;
-    unsigned flags;        /* R_* */
-    size_t max_body;       /* bytes; 0 = HTTP_DEFAULT_MAX_BODY */
-};
+struct app;     /* the application's state: handlers read r->app; the transport never looks inside */
+struct server;
+struct tx_note; /* tx.h */
 
 #define HTTP_DEFAULT_MAX_BODY (16 * 1024)
-#define HTTP_MAX_PARAMS 4
+#define HTTP_MAX_PARAMS ROUTE_MAX_PARAMS
+#define HTTP_MAX_HEADERS 8 /* extra reply headers per request (req_add_header) */
 /* after a body passes its limit, bytes read and dropped before hanging up */
 #define HTTP_DISCARD_MAX (1024 * 1024)
 
-extern const struct route routes[];
-extern const size_t routes_count;
+/* A second application on the same port: it claims requests by path before
+ * routing and gets the body as it streams (never buffered whole). */
+struct raw_handler {
+    const char *label;                           /* route label in metrics and logs */
+    bool (*claims)(const char *path);            /* first call: is this request mine? */
+    void (*begin)(struct req *r);                /* first call: may reply at once (an error) */
+    int (*write)(struct req *r, const char *data, size_t n); /* each body chunk; -1: discard the rest */
+    void (*finish)(struct req *r);               /* last call: must reply */
+};
 
 struct deferred {
     void (*fn)(void *);
@@ -66,12 +69,13 @@ struct deferred {
 };
 
 struct req {
-    struct app *app;
+    struct server *srv;
+    struct app *app;               /* srv->app */
     struct MHD_Connection *conn;
     const char *method;            /* borrowed from MHD */
     char *path;                    /* owned: URL path without query */
     const struct route *route;     /* matched route, NULL until routed */
-    int route_idx;                 /* index in routes[] or -1 */
+    const char *label;             /* metrics/log label: route pattern, raw handler, "unmatched" */
     const char *params[HTTP_MAX_PARAMS]; /* path params, owned by the request */
     int nparams;
     char *body;                    /* owned request body (NUL-terminated) */
@@ -88,18 +92,19 @@ struct req {
     int status;                    /* status of the reply, 0 until replied */
     const char *problem_code;      /* code of an error reply, for the access log */
     bool replied;
-    bool offloaded;                /* running on the hashing pool: reply is parked */
+    bool offloaded;                /* running on the offload pool: reply is parked */
     struct MHD_Response *parked;   /* reply built off-thread, queued on resume */
     bool dispatched;
-    PGconn *db;                    /* pooled connection held by this request */
+    const struct raw_handler *raw; /* set when the raw handler claimed the request */
+    void *raw_state;               /* the raw handler's per-request state, borrowed */
+    PGconn *db;                    /* pooled connection held by this request (tx.c) */
     int db_slot;                   /* its pool slot (prepared-statement cache) */
+    struct tx_note *notes;         /* what the open transaction wrote, for post-commit hooks (tx.c) */
+    size_t nnotes, cap_notes;
     handler_fn resume_fn;          /* long-poll: called when a suspended request resumes */
     bool suspended;                /* suspended by req_suspend, not yet resumed */
     void *ctx;                     /* handler state across suspension (e.g. struct waiter) */
-    struct blob *blob;             /* embedded object store request (blobstore.c), borrowed */
-    int64_t *wakes;                /* (user id, inbox seq) pairs written by this transaction */
-    size_t nwakes, cap_wakes;      /* pairs, not elements */
-    char *hdr_name[8], *hdr_val[8];/* extra reply headers (req_add_header), owned */
+    char *hdr_name[HTTP_MAX_HEADERS], *hdr_val[HTTP_MAX_HEADERS]; /* extra reply headers, owned */
     int nhdr;
     struct deferred *defers;       /* cleanups run at completion, in reverse order */
     size_t ndefers, cap_defers;
@@ -125,66 +130,58 @@ int reply_invalid(struct req *r, const struct jsonv_error *e);
 int reply_field(struct req *r, int status, const char *code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 /* Adds a header to the reply that is about to be sent (e.g. Location, Retry-After).
- * Headers are buffered until the reply; at most 8. name/value are copied. */
+ * Headers are buffered until the reply; at most HTTP_MAX_HEADERS. name/value are copied. */
 void req_add_header(struct req *r, const char *name, const char *value);
 
 /* ---- request data ---- */
 const char *req_param(struct req *r, int i);         /* path param i, borrowed */
 const char *req_query(struct req *r, const char *k); /* query arg, borrowed, or NULL */
 const char *req_header(struct req *r, const char *k);
+/* Optional integer query parameter in [min,max]: 0 (absent: *present=false)
+ * or -1 after replying 400 invalid_parameter naming it. */
+int req_query_int(struct req *r, const char *name, int64_t min, int64_t max, int64_t *out, bool *present);
 
 /* ---- request-lifetime resources ---- */
 void req_defer(struct req *r, void (*fn)(void *), void *ptr);
 char *req_own(struct req *r, char *s);   /* frees s at request end; returns s */
 json_t *req_own_json(struct req *r, json_t *j);
+/* A query result cleared at request end, or earlier by req_suspend. */
+void req_own_result(struct req *r, PGresult *res);
 
-/* ---- database ---- */
-/* The request's pooled connection (acquired once, released at request end);
- * NULL after replying 503. */
-PGconn *req_db(struct req *r);
-/* PQexecParams with text params; the result belongs to the request. On an
- * error result replies 500 (or 503 when the server is gone) and returns NULL,
- * unless the SQLSTATE is listed in allow (e.g. "23505"), in which case the
- * failed result is returned for the caller to inspect. */
-PGresult *req_sql(struct req *r, const char *allow, const char *sql, int n, const char *const *vals);
-/* BEGIN / COMMIT on the request's connection: 0 or -1 after replying.
- * req_commit also delivers the wake-ups the transaction recorded with
- * req_note_wake (only after COMMIT succeeded: acknowledged means durable). */
-int req_begin(struct req *r);
-int req_commit(struct req *r);
-/* Records that user_id's inbox got seq in the open transaction. */
-void req_note_wake(struct req *r, int64_t user_id, int64_t seq);
-/* Returns the pooled connection early (before suspending a long-poll). */
-void req_release_db(struct req *r);
-
-/* ---- long-poll support (hub.c) ---- */
-/* Suspends the connection; only inside the access handler. */
+/* ---- long-poll support ---- */
+/* Suspends the connection (releasing its database connection and query
+ * results first); only inside the access handler. */
 void req_suspend(struct req *r);
 /* Resumes a suspended connection from any thread; MHD then calls r->resume_fn. */
 void req_resume(struct req *r);
 
 /* ---- server ---- */
-struct app {
-    struct config *cfg;
-    struct db_pool *db;
-    struct redis_pool *redis;
+struct server {
+    /* set by the application before http_start */
+    const struct config *cfg;
+    struct db_pool *db;               /* requests' database sessions (tx.h) */
+    struct app *app;                  /* copied into every request */
+    const struct route *routes;
+    size_t nroutes;
+    /* R_AUTH: sets r->user_id and r->device_id; 0, or -1 after replying */
+    int (*authenticate)(struct req *r);
+    const struct raw_handler *raw;    /* optional */
+    /* called by http_stop once new requests are refused, before it waits for
+     * the dispatched ones (the application ends its long-polls here) */
+    void (*before_stop)(void);
+    /* the transport's own */
     struct MHD_Daemon *daemon;
     struct offload *offload;
-    const char *openapi;     /* embedded spec */
-    size_t openapi_len;
-    char **cors;             /* allowed origins, NULL-terminated; NULL = none */
-    bool cors_any;
-    char instance_id[17];    /* random per process: tells our own pub/sub messages apart */
+    struct cors *cors;
 };
 
 /* Starts MHD on cfg's address. 0 or -1 (logged). */
-int http_start(struct app *a);
-/* Graceful stop: answer new requests 503 (Connection: close), finish the
- * offloaded jobs (resuming their connections), let dispatched requests
- * finish (bounded, 10 s), then stop MHD. */
-void http_stop(struct app *a);
-
-/* Metrics of the HTTP layer in Prometheus text format, appended to buf. */
-void http_metrics_render(struct app *a, char **buf, size_t *len, size_t *cap);
+int http_start(struct server *s);
+/* Graceful stop: answer new requests 503 (Connection: close), run before_stop,
+ * finish the offloaded jobs (resuming their connections), let dispatched
+ * requests finish (bounded, 10 s), then stop MHD. */
+void http_stop(struct server *s);
+/* Requests waiting for an offload thread. */
+int http_offload_depth(const struct server *s);
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * bus.c — wake-ups across instances, the Redis-down fallback, and presence
- * (see bus.h for the design).
+ * bus.c — wake-ups across instances and the Redis-down fallback (see bus.h
+ * for the design). Its sweep thread runs presence.c's sweeper.
  */
 #include "bus.h"
 
@@ -17,17 +17,18 @@
 #include "http.h"
 #include "hub.h"
 #include "log.h"
+#include "presence.h"
+#include "realtime.h"
 #include "redis.h"
+#include "tx.h"
 #include "util.h"
 
 #define CHANNEL "natter:bus"
-#define PRESENCE_KEY "natter:presence"
-#define PRESENCE_LOCK "natter:lock:presence"
 #define RECHECK_DOWN_MS 1000
 #define RECHECK_UP_MS 10000
-#define SWEEP_EVERY_MS 2000
 
-static struct app *app;
+static const struct rt_env *env;
+static int wake_kind = -1; /* tx note kind of a wake-up (bus_init) */
 static atomic_bool stop_flag, sub_up;
 static pthread_t sub_thread, recheck_thread, sweep_thread;
 static bool started;
@@ -54,31 +55,35 @@ static void nap(int ms, bool wake_on_recheck)
 
 static void publish(json_t *msg_new)
 {
-    json_object_set_new(msg_new, "i", json_string(app->instance_id));
+    json_object_set_new(msg_new, "i", json_string(env->instance_id));
     char *text = json_dumps(msg_new, JSON_COMPACT);
     json_decref(msg_new);
     if (!text)
         return;
-    redisReply *rep = redis_cmd(app->redis, "PUBLISH " CHANNEL " %b", text, strlen(text));
+    redisReply *rep = redis_cmd(env->redis, "PUBLISH " CHANNEL " %b", text, strlen(text));
     if (rep)
         freeReplyObject(rep);
     free(text);
 }
 
-void bus_after_commit(struct app *a, const int64_t *wakes, size_t n)
+/* The post-commit hook (tx.h): each note is (user, inbox seq). */
+static void after_commit(const struct tx_note *wakes, size_t n)
 {
-    (void)a;
     json_t *w = json_array();
     for (size_t i = 0; i < n; i++) {
-        hub_wake(wakes[2 * i], wakes[2 * i + 1]);
-        json_array_append_new(w, json_pack("[I,I]", (json_int_t)wakes[2 * i], (json_int_t)wakes[2 * i + 1]));
+        hub_wake(wakes[i].a, wakes[i].b);
+        json_array_append_new(w, json_pack("[I,I]", (json_int_t)wakes[i].a, (json_int_t)wakes[i].b));
     }
     publish(json_pack("{s:o}", "w", w));
 }
 
-void bus_ephemeral(struct app *a, const int64_t *users, size_t n, json_t *ev)
+void bus_note_wake(struct req *r, int64_t user_id, int64_t seq)
 {
-    (void)a;
+    tx_note(r, wake_kind, user_id, seq);
+}
+
+void bus_ephemeral(const int64_t *users, size_t n, json_t *ev)
+{
     json_t *u = json_array();
     for (size_t i = 0; i < n; i++) {
         hub_ephemeral(users[i], ev);
@@ -87,16 +92,14 @@ void bus_ephemeral(struct app *a, const int64_t *users, size_t n, json_t *ev)
     publish(json_pack("{s:{s:o,s:O}}", "e", "u", u, "ev", ev));
 }
 
-void bus_revoke(struct app *a, int64_t user, int64_t device)
+void bus_revoke(int64_t user, int64_t device)
 {
-    (void)a;
     hub_revoke(user, device);
     publish(json_pack("{s:[I,I]}", "r", (json_int_t)user, (json_int_t)device));
 }
 
-void bus_polling(struct app *a, int64_t user, int64_t device)
+void bus_polling(int64_t user, int64_t device)
 {
-    (void)a;
     publish(json_pack("{s:[I,I]}", "p", (json_int_t)user, (json_int_t)device));
 }
 
@@ -107,7 +110,7 @@ static void apply(const char *text, size_t len)
     if (!m)
         return;
     const char *from = json_string_value(json_object_get(m, "i"));
-    if (from && strcmp(from, app->instance_id) == 0)
+    if (from && strcmp(from, env->instance_id) == 0)
         goto out; /* our own: local waiters were handled directly */
     size_t i;
     json_t *it;
@@ -141,7 +144,7 @@ static void *sub_main(void *arg)
     (void)arg;
     int backoff = 100;
     while (!atomic_load(&stop_flag)) {
-        redisContext *c = redis_connect_new(app->redis, true);
+        redisContext *c = redis_connect_new(env->redis, true);
         redisReply *rep = c ? redisCommand(c, "SUBSCRIBE " CHANNEL) : NULL;
         if (!rep) {
             if (c)
@@ -202,15 +205,10 @@ static void recheck(PGconn **pc)
     if (n == 0)
         goto out;
     if (!*pc)
-        *pc = db_connect(app->cfg->database_url);
+        *pc = db_connect(env->cfg->database_url);
     if (!*pc)
         goto out;
-    char *lit = xmalloc(n * 21 + 3), *p = lit;
-    *p++ = '{';
-    for (size_t i = 0; i < n; i++)
-        p += sprintf(p, "%s%lld", i ? "," : "", (long long)users[i]);
-    *p++ = '}';
-    *p = '\0';
+    char *lit = db_id_array(users, n);
     const char *vals[1] = {lit};
     PGresult *res = PQexecParams(*pc, sql_heads, 1, NULL, vals, NULL, NULL, 0);
     free(lit);
@@ -253,174 +251,32 @@ static void *recheck_main(void *arg)
     return NULL;
 }
 
-/* ---- presence ---- */
-
-static const char sql_contacts[] =
-    "SELECT DISTINCT o.user_id FROM chat_members mine JOIN chat_members o ON o.chat_id = mine.chat_id"
-    " WHERE mine.user_id = $1 AND o.user_id <> $1 LIMIT 10000";
-static const char sql_last_seen[] =
-    "UPDATE users u SET last_seen_at = to_timestamp(v.ms / 1000.0)"
-    " FROM unnest($1::bigint[], $2::bigint[]) AS v(id, ms) WHERE u.id = v.id";
-
-/* Tells everyone who shares a chat with user that they came online / went offline. */
-static void announce(PGconn *c, int64_t user, bool online, int64_t seen_ms)
-{
-    char u[24], ts[40];
-    snprintf(u, sizeof u, "%lld", (long long)user);
-    const char *vals[1] = {u};
-    PGresult *res = PQexecParams(c, sql_contacts, 1, NULL, vals, NULL, NULL, 0);
-    if (!db_res_ok(res) || PQntuples(res) == 0) {
-        PQclear(res);
-        return;
-    }
-    size_t n = (size_t)PQntuples(res);
-    int64_t *to = xmalloc(n * sizeof *to);
-    for (size_t i = 0; i < n; i++)
-        parse_i64(PQgetvalue(res, (int)i, 0), &to[i]);
-    PQclear(res);
-    rfc3339_ms(seen_ms, ts, sizeof ts);
-    json_t *ev = json_pack("{s:n,s:s,s:n,s:s,s:{s:I,s:b,s:s}}", "seq", "type", "presence", "chat_id", "created_at",
-                           ts, "data", "user_id", (json_int_t)user, "online", online, "last_seen_at", ts);
-    bus_ephemeral(app, to, n, ev);
-    json_decref(ev);
-    free(to);
-}
-
-void presence_touch(struct app *a, PGconn *db, int64_t user)
-{
-    int64_t now = wall_time_ms();
-    redisReply *rep = redis_cmd(a->redis, "ZADD " PRESENCE_KEY " %lld %lld", (long long)now, (long long)user);
-    bool came_online = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
-    if (rep)
-        freeReplyObject(rep);
-    if (!came_online)
-        return;
-    /* never a second pooled connection while the caller holds one: with every
-     * HTTP thread doing that at once the pool deadlocks */
-    if (db) {
-        announce(db, user, true, now);
-        return;
-    }
-    PGconn *c = db_acquire(a->db, 1000);
-    if (!c)
-        return;
-    announce(c, user, true, now);
-    db_release(a->db, c);
-}
-
-static void sweep(PGconn **pc)
-{
-    int64_t cutoff = wall_time_ms() - (int64_t)app->cfg->presence_ttl * 1000;
-    redisReply *lock = redis_cmd(app->redis, "SET " PRESENCE_LOCK " %s NX PX %d", app->instance_id,
-                                 SWEEP_EVERY_MS * 2);
-    bool mine = lock && lock->type == REDIS_REPLY_STATUS;
-    if (lock)
-        freeReplyObject(lock);
-    if (!mine)
-        return;
-    redisReply *due = redis_cmd(app->redis, "ZRANGEBYSCORE " PRESENCE_KEY " -inf %lld WITHSCORES LIMIT 0 1000",
-                                (long long)cutoff);
-    if (!due || due->type != REDIS_REPLY_ARRAY || due->elements == 0)
-        goto out;
-    if (!*pc)
-        *pc = db_connect(app->cfg->database_url);
-    size_t n = due->elements / 2, k = 0;
-    int64_t *ids = xmalloc((n ? n : 1) * sizeof *ids), *ms = xmalloc((n ? n : 1) * sizeof *ms);
-    for (size_t i = 0; i < n; i++) {
-        const char *member = due->element[2 * i]->str;
-        /* ZREM decides who reports the transition if two sweepers ever overlap */
-        redisReply *rm = redis_cmd(app->redis, "ZREM " PRESENCE_KEY " %s", member);
-        bool removed = rm && rm->type == REDIS_REPLY_INTEGER && rm->integer == 1;
-        if (rm)
-            freeReplyObject(rm);
-        if (!removed || !parse_i64(member, &ids[k]))
-            continue;
-        ms[k++] = (int64_t)strtoll(due->element[2 * i + 1]->str, NULL, 10);
-    }
-    if (k > 0 && *pc) {
-        size_t cap = k * 21 + 3;
-        char *a = xmalloc(cap), *b = xmalloc(cap), *pa = a, *pb = b;
-        *pa++ = '{';
-        *pb++ = '{';
-        for (size_t i = 0; i < k; i++) {
-            pa += sprintf(pa, "%s%lld", i ? "," : "", (long long)ids[i]);
-            pb += sprintf(pb, "%s%lld", i ? "," : "", (long long)ms[i]);
-        }
-        strcpy(pa, "}");
-        strcpy(pb, "}");
-        const char *vals[2] = {a, b};
-        PGresult *res = PQexecParams(*pc, sql_last_seen, 2, NULL, vals, NULL, NULL, 0);
-        if (!db_res_ok(res)) {
-            nlog(LOG_WARN, "presence: last_seen_at update failed", json_pack("{s:s}", "error", PQerrorMessage(*pc)));
-            PQfinish(*pc);
-            *pc = NULL;
-        }
-        PQclear(res);
-        free(a);
-        free(b);
-        for (size_t i = 0; i < k && *pc; i++)
-            announce(*pc, ids[i], false, ms[i]);
-    }
-    free(ids);
-    free(ms);
-out:
-    if (due)
-        freeReplyObject(due);
-}
-
-/* A poll may wait longer than the presence TTL: keep everyone with a poll
- * waiting here marked as seen, so the sweeper never takes them for gone. */
-static void refresh_waiting(void)
-{
-    int64_t *users = NULL, *since = NULL;
-    size_t n = hub_waiting(&users, &since);
-    char now[24];
-    i64s(now, wall_time_ms());
-    for (size_t off = 0; off < n; off += 500) {
-        size_t k = n - off < 500 ? n - off : 500;
-        const char **argv = xcalloc(2 + 2 * k, sizeof *argv);
-        char (*ids)[24] = xcalloc(k, 24);
-        argv[0] = "ZADD";
-        argv[1] = PRESENCE_KEY;
-        for (size_t i = 0; i < k; i++) {
-            argv[2 + 2 * i] = now;
-            argv[3 + 2 * i] = i64s(ids[i], users[off + i]);
-        }
-        redisContext *c = redis_acquire(app->redis);
-        redisReply *r = c ? redisCommandArgv(c, (int)(2 + 2 * k), argv, NULL) : NULL;
-        redis_release(app->redis, c, c && !r);
-        if (r)
-            freeReplyObject(r);
-        free(ids);
-        free(argv);
-    }
-    free(users);
-    free(since);
-}
-
+/* presence's sweeper (presence.h) runs on this thread, on the bus's clock */
 static void *sweep_main(void *arg)
 {
     (void)arg;
     PGconn *pc = NULL;
-    uint64_t next_refresh = 0;
     while (!atomic_load(&stop_flag)) {
-        nap(SWEEP_EVERY_MS, false);
+        nap(PRESENCE_SWEEP_EVERY_MS, false);
         if (atomic_load(&stop_flag))
             break;
-        if (now_us() >= next_refresh) {
-            refresh_waiting();
-            next_refresh = now_us() + (uint64_t)app->cfg->presence_ttl * 1000000u / 3u;
-        }
-        sweep(&pc);
+        presence_tick(&pc);
     }
     if (pc)
         PQfinish(pc);
     return NULL;
 }
 
-int bus_start(struct app *a)
+int bus_init(const struct rt_env *e)
 {
-    app = a;
+    env = e;
+    presence_init(e);
+    wake_kind = tx_on_commit(after_commit);
+    return wake_kind < 0 ? -1 : 0;
+}
+
+int bus_start(void)
+{
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -14,6 +14,7 @@
 
 #include <microhttpd.h>
 
+#include "deadlines.h"
 #include "http.h"
 #include "log.h"
 #include "util.h"
@@ -57,73 +58,13 @@ static uint64_t eph_next_id = 1;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t timer_cv;
 static struct bucket buckets[NBUCKETS];
-static struct waiter **heap;    /* min-heap by deadline */
-static size_t heap_len, heap_cap;
+static struct deadlines heap;   /* waiters by deadline (deadlines.h) */
 static bool stopping, timer_running;
 static pthread_t timer_thread;
 
 static struct bucket *bucket_of(int64_t user)
 {
     return &buckets[(uint64_t)user % NBUCKETS];
-}
-
-/* ---- deadline heap (mu held) ---- */
-
-static void heap_set(size_t i, struct waiter *w)
-{
-    heap[i] = w;
-    w->heap_idx = i;
-}
-
-static void heap_up(size_t i)
-{
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (heap[p]->deadline_us <= heap[i]->deadline_us)
-            break;
-        struct waiter *t = heap[p];
-        heap_set(p, heap[i]);
-        heap_set(i, t);
-        i = p;
-    }
-}
-
-static void heap_down(size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < heap_len && heap[l]->deadline_us < heap[m]->deadline_us)
-            m = l;
-        if (r < heap_len && heap[r]->deadline_us < heap[m]->deadline_us)
-            m = r;
-        if (m == i)
-            return;
-        struct waiter *t = heap[m];
-        heap_set(m, heap[i]);
-        heap_set(i, t);
-        i = m;
-    }
-}
-
-static void heap_push(struct waiter *w)
-{
-    if (heap_len == heap_cap) {
-        heap_cap = heap_cap ? heap_cap * 2 : 1024;
-        heap = xrealloc(heap, heap_cap * sizeof *heap);
-    }
-    heap_set(heap_len++, w);
-    heap_up(heap_len - 1);
-}
-
-static void heap_remove(struct waiter *w)
-{
-    size_t i = w->heap_idx;
-    struct waiter *last = heap[--heap_len];
-    if (i < heap_len) {
-        heap_set(i, last);
-        heap_up(i);
-        heap_down(last->heap_idx);
-    }
 }
 
 /* Unlinks w from its bucket and the heap, sets its state (mu held). */
@@ -136,7 +77,7 @@ static void detach(struct waiter *w, enum waiter_state st)
             break;
         }
     w->next = NULL;
-    heap_remove(w);
+    deadlines_remove(&heap, w);
     w->state = st;
 }
 
@@ -279,15 +220,15 @@ static void *timer_main(void *arg)
     while (!stopping) {
         struct resume_list rl = {0};
         uint64_t now = now_us();
-        while (heap_len > 0 && heap[0]->deadline_us <= now) {
-            struct waiter *w = heap[0];
+        while (heap.len > 0 && heap.v[0]->deadline_us <= now) {
+            struct waiter *w = heap.v[0];
             detach(w, W_TIMEOUT);
             rl_add(&rl, w);
         }
         if (now >= next_peek) {
-            for (size_t i = 0; i < heap_len;) {
-                if (socket_closed(heap[i])) {
-                    struct waiter *w = heap[i];
+            for (size_t i = 0; i < heap.len;) {
+                if (socket_closed(heap.v[i])) {
+                    struct waiter *w = heap.v[i];
                     detach(w, W_GONE); /* moves another waiter into slot i */
                     rl_add(&rl, w);
                 } else {
@@ -304,8 +245,8 @@ static void *timer_main(void *arg)
             continue;
         }
         uint64_t until = next_peek;
-        if (heap_len > 0 && heap[0]->deadline_us < until)
-            until = heap[0]->deadline_us;
+        if (heap.len > 0 && heap.v[0]->deadline_us < until)
+            until = heap.v[0]->deadline_us;
         uint64_t wait = until > now ? until - now : 0;
         struct timespec ts;
         timespec_after(CLOCK_MONOTONIC, wait, &ts);
@@ -338,8 +279,8 @@ void hub_stop(void)
     struct resume_list rl = {0};
     pthread_mutex_lock(&mu);
     stopping = true;
-    while (heap_len > 0) {
-        struct waiter *w = heap[0];
+    while (heap.len > 0) {
+        struct waiter *w = heap.v[0];
         detach(w, W_SHUTDOWN);
         rl_add(&rl, w);
     }
@@ -349,9 +290,7 @@ void hub_stop(void)
     if (timer_running)
         pthread_join(timer_thread, NULL);
     timer_running = false;
-    free(heap);
-    heap = NULL;
-    heap_len = heap_cap = 0;
+    deadlines_free(&heap);
     pthread_mutex_lock(&mu);
     eph_gc(UINT64_MAX / 2); /* everything is expired now */
     pthread_mutex_unlock(&mu);
@@ -365,23 +304,23 @@ uint64_t hub_gen(int64_t user)
     return g;
 }
 
-int hub_block(struct req *r, struct waiter *w, uint64_t gen, int timeout_s)
+enum hub_block hub_block(struct req *r, struct waiter *w, uint64_t gen, int timeout_s)
 {
     struct resume_list rl = {0};
     pthread_mutex_lock(&mu);
     if (stopping) {
         pthread_mutex_unlock(&mu);
-        return -1;
+        return HUB_STOPPING;
     }
     struct bucket *b = bucket_of(w->user_id);
     if (b->gen != gen) {
         pthread_mutex_unlock(&mu);
-        return 1;
+        return HUB_MOVED;
     }
     struct eph_user *e = eph_find(b, w->user_id, false);
     if (e && eph_take(e, w, now_us()) > 0) {
         pthread_mutex_unlock(&mu);
-        return 2; /* ephemeral events arrived while the device was between polls */
+        return HUB_MISSED; /* ephemeral events arrived while the device was between polls */
     }
     /* one poll per device: an older one answers now, empty */
     for (struct waiter *o = b->head; o;) {
@@ -397,13 +336,13 @@ int hub_block(struct req *r, struct waiter *w, uint64_t gen, int timeout_s)
     w->deadline_us = now_us() + (uint64_t)timeout_s * 1000000u;
     w->next = b->head;
     b->head = w;
-    heap_push(w);
+    deadlines_push(&heap, w);
     if (w->heap_idx == 0)
         pthread_cond_signal(&timer_cv);
     req_suspend(r); /* under mu: no wake can come before the suspend */
     pthread_mutex_unlock(&mu);
     rl_resume(&rl);
-    return 0;
+    return HUB_SUSPENDED;
 }
 
 void hub_wake(int64_t user, int64_t seq)
@@ -475,7 +414,7 @@ void hub_replace(int64_t user, int64_t device)
 size_t hub_count(void)
 {
     pthread_mutex_lock(&mu);
-    size_t n = heap_len;
+    size_t n = heap.len;
     pthread_mutex_unlock(&mu);
     return n;
 }
@@ -483,12 +422,12 @@ size_t hub_count(void)
 size_t hub_waiting(int64_t **users, int64_t **since)
 {
     pthread_mutex_lock(&mu);
-    size_t n = heap_len;
+    size_t n = heap.len;
     *users = xmalloc((n ? n : 1) * sizeof **users);
     *since = xmalloc((n ? n : 1) * sizeof **since);
     for (size_t i = 0; i < n; i++) {
-        (*users)[i] = heap[i]->user_id;
-        (*since)[i] = heap[i]->since;
+        (*users)[i] = heap.v[i]->user_id;
+        (*since)[i] = heap.v[i]->since;
     }
     pthread_mutex_unlock(&mu);
     return n;

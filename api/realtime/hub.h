@@ -6,7 +6,7 @@
  *   hub_block(r, …, gen)   inside the access handler: register a waiter and
  *                          MHD_suspend_connection() it, unless the generation moved
  *                          since hub_gen() (an event was committed meanwhile:
- *                          returns 1 and the caller queries again). No thread is
+ *                          returns HUB_MOVED and the caller queries again). No thread is
  *                          held while suspended.
  *   hub_wake(user, seq)    an inbox event up to seq was committed for user
  *   hub_ephemeral(user, e) hand a not-stored event (typing, presence) to the
@@ -64,10 +64,14 @@ int hub_start(void);
 void hub_stop(void);
 
 uint64_t hub_gen(int64_t user_id);
-/* 0 = suspended; 1 = generation moved (query again); 2 = not suspended:
- * ephemeral events the device missed between polls are in w->ephemeral
- * (answer now); -1 = shutting down. */
-int hub_block(struct req *r, struct waiter *w, uint64_t gen, int timeout_s);
+enum hub_block {
+    HUB_SUSPENDED,  /* the waiter is registered and the connection suspended */
+    HUB_MOVED,      /* the generation moved since hub_gen(): query again */
+    HUB_MISSED,     /* not suspended: ephemeral events the device missed
+                     * between polls are in w->ephemeral (answer now) */
+    HUB_STOPPING,   /* shutting down: answer empty */
+};
+enum hub_block hub_block(struct req *r, struct waiter *w, uint64_t gen, int timeout_s);
 void hub_wake(int64_t user_id, int64_t seq);
 /* ev is borrowed (each waiter gets a reference). */
 void hub_ephemeral(int64_t user_id, json_t *ev);

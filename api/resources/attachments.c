@@ -20,11 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "chat.h"
 #include "db.h"
 #include "http.h"
 #include "jsonv.h"
-#include "routes.h"
+#include "resources.h"
+#include "tx.h"
 #include "sigv4.h"
 #include "store.h"
 #include "util.h"

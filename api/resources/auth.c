@@ -17,6 +17,7 @@
 
 #include <sodium.h>
 
+#include "app.h"
 #include "bus.h"
 #include "db.h"
 #include "http.h"
@@ -24,6 +25,7 @@
 #include "natjwt.h"
 #include "log.h"
 #include "redis.h"
+#include "tx.h"
 #include "util.h"
 
 static unsigned long long pw_ops = crypto_pwhash_OPSLIMIT_INTERACTIVE;
@@ -394,7 +396,7 @@ int auth_refresh(struct req *r)
             return -1;
         int64_t dev = 0;
         parse_i64(v2[1], &dev);
-        bus_revoke(r->app, n, dev);
+        bus_revoke(n, dev);
         nlog(LOG_WARN, "refresh token reuse: device revoked",
              json_pack("{s:s,s:s,s:s}", "request_id", r->request_id, "user_id", uid, "device_id", v2[1]));
         return reply_problem(r, 401, "refresh_token_reused",
@@ -412,6 +414,6 @@ int auth_logout(struct req *r)
     if (req_begin(r) < 0 || !req_sql(r, NULL, sql_revoke_device, 2, vals) ||
         !req_sql(r, NULL, sql_drop_tokens, 2, vals) || req_commit(r) < 0)
         return -1;
-    bus_revoke(r->app, r->user_id, r->device_id);
+    bus_revoke(r->user_id, r->device_id);
     return reply_empty(r, 204);
 }

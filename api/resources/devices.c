@@ -8,7 +8,8 @@
 #include "bus.h"
 #include "http.h"
 #include "jsonv.h"
-#include "routes.h"
+#include "resources.h"
+#include "tx.h"
 #include "util.h"
 
 #define DEVICE_COLS "id, name, platform, " DB_TS("created_at") ", " DB_TS("last_active_at") ", push_provider"
@@ -77,7 +78,7 @@ int devices_revoke(struct req *r)
         return reply_problem(r, 404, "device_not_found", "no such device");
     if (!req_sql(r, NULL, sql_drop_tokens, 2, vals) || req_commit(r) < 0)
         return -1;
-    bus_revoke(r->app, r->user_id, id);
+    bus_revoke(r->user_id, id);
     return reply_empty(r, 204);
 }
 

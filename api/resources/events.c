@@ -1,10 +1,5 @@
 /*
- * events.c — long-poll receive, presence and typing.
- *
- *   GET  /v1/events?since=N&timeout=S&limit=L
- *   POST /v1/presence/heartbeat
- *   GET  /v1/presence?user_ids=1,2,3
- *   POST /v1/chats/{id}/typing
+ * events.c — long-poll receive: GET /v1/events?since=N&timeout=S&limit=L
  *
  * A poll with `since` first acks N for the calling device (forward only),
  * which moves the member's delivered marker of every chat whose messages it
@@ -21,21 +16,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "bus.h"
 #include "chat.h"
 #include "db.h"
 #include "http.h"
 #include "hub.h"
-#include "jobs.h"
+#include "presence.h"
 #include "jsonv.h"
-#include "redis.h"
-#include "routes.h"
+#include "resources.h"
+#include "tx.h"
 #include "util.h"
 
 #define POLL_DEFAULT_TIMEOUT 30
 #define POLL_DEFAULT_LIMIT 100
 #define POLL_MAX_LIMIT 500
-#define PRESENCE_MAX_IDS 200
 #define ONLINE_GRACE_MS 10000 /* a device that just got its answer counts as connected */
 
 /* ======================================================================
@@ -117,7 +112,7 @@ static int ack(struct req *r, int64_t since)
             }
             *p++ = '}';
             *p = '\0';
-            if (lock_users(r, 0, false, un) < 0)
+            if (lock_users(r, 0, INBOX_EXTRA_ONLY, un) < 0)
                 return -1;
         }
         for (int i = 0; i < n; i++) {
@@ -127,7 +122,7 @@ static int ack(struct req *r, int64_t since)
             json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:s,s:I}", "chat_id", (json_int_t)chat_id, "user_id",
                                                    (json_int_t)r->user_id, "kind", "delivered", "seq",
                                                    (json_int_t)seq));
-            if (inbox_emit(r, chat_id, "receipt", false, to[i], ev) < 0)
+            if (inbox_emit(r, chat_id, "receipt", INBOX_EXTRA_ONLY, to[i], ev) < 0)
                 return -1;
         }
     }
@@ -180,32 +175,12 @@ static void free_poll(void *p)
     free(pl);
 }
 
-/* natter:polling:<user> maps each device with a poll waiting (or that just
- * got its answer) to the time until which it counts as connected; the worker
- * sends no push to a user with any such device. */
-static const char polling_script[] =
-    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
-    "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end "
-    "return 1";
-
-static void mark_polling(struct req *r, int64_t until_ms)
-{
-    char key[64], dev[24], until[24], ttl[24];
-    snprintf(key, sizeof key, POLLING_PREFIX "%lld", (long long)r->user_id);
-    i64s(dev, r->device_id);
-    i64s(until, until_ms);
-    i64s(ttl, until_ms - wall_time_ms() + 1000);
-    redisReply *rep = redis_cmd(r->app->redis, "EVAL %s 1 %s %s %s %s", polling_script, key, dev, until, ttl);
-    if (rep)
-        freeReplyObject(rep);
-}
-
 static int events_resume(struct req *r)
 {
     struct poll *pl = r->ctx;
     struct waiter *w = &pl->w;
     if (w->state != W_REVOKED)
-        mark_polling(r, wall_time_ms() + ONLINE_GRACE_MS); /* re-polls within the grace */
+        presence_mark_polling(r->user_id, r->device_id, wall_time_ms() + ONLINE_GRACE_MS); /* re-polls within the grace */
     json_t *arr = json_array();
     int64_t next = w->since;
     switch (w->state) {
@@ -230,11 +205,11 @@ int events_poll(struct req *r)
 {
     int64_t since = 0, timeout = POLL_DEFAULT_TIMEOUT, limit = POLL_DEFAULT_LIMIT;
     bool has_since, has;
-    if (query_int(r, "since", 0, INT64_MAX, &since, &has_since) < 0 ||
-        query_int(r, "timeout", 0, r->app->cfg->poll_timeout_max, &timeout, &has) < 0 ||
-        query_int(r, "limit", 1, POLL_MAX_LIMIT, &limit, &has) < 0)
+    if (req_query_int(r, "since", 0, INT64_MAX, &since, &has_since) < 0 ||
+        req_query_int(r, "timeout", 0, r->app->cfg->poll_timeout_max, &timeout, &has) < 0 ||
+        req_query_int(r, "limit", 1, POLL_MAX_LIMIT, &limit, &has) < 0)
         return -1;
-    presence_touch(r->app, r->db, r->user_id);
+    presence_touch(r->db, r->user_id);
     char u[24];
     const char *vals[1] = {i64s(u, r->user_id)};
     PGresult *h = req_sql(r, NULL, sql_head, 1, vals);
@@ -275,135 +250,26 @@ int events_poll(struct req *r)
         if (json_array_size(arr) > 0 || timeout == 0) {
             if (timeout == 0) { /* still "the same device polls again": end its older poll */
                 hub_replace(r->user_id, r->device_id);
-                bus_polling(r->app, r->user_id, r->device_id);
+                bus_polling(r->user_id, r->device_id);
             }
             return reply_events(r, arr, next);
         }
         json_decref(arr);
-        int rc = hub_block(r, &pl->w, gen, (int)timeout);
-        if (rc == 0) {
+        enum hub_block rc = hub_block(r, &pl->w, gen, (int)timeout);
+        if (rc == HUB_SUSPENDED) {
             /* suspended: events_resume answers. Other instances end this
              * device's older poll, and the worker sees the device online. */
-            bus_polling(r->app, r->user_id, r->device_id);
-            mark_polling(r, wall_time_ms() + timeout * 1000 + ONLINE_GRACE_MS);
+            bus_polling(r->user_id, r->device_id);
+            presence_mark_polling(r->user_id, r->device_id, wall_time_ms() + timeout * 1000 + ONLINE_GRACE_MS);
             return 0;
         }
-        if (rc == 2) { /* missed ephemeral events: answer with them now */
+        if (rc == HUB_MISSED) { /* ephemeral events it missed between polls: answer with them now */
             json_t *eph = json_array();
             json_array_extend(eph, pl->w.ephemeral);
             return reply_events(r, eph, since);
         }
-        if (rc < 0)
+        if (rc == HUB_STOPPING)
             break;
     }
     return reply_events(r, json_array(), since);
-}
-
-/* ======================================================================
- * Presence and typing
- * ====================================================================== */
-
-int presence_heartbeat(struct req *r)
-{
-    presence_touch(r->app, r->db, r->user_id);
-    return reply_empty(r, 204);
-}
-
-static const char sql_last_seen[] =
-    "SELECT id, " DB_TS("last_seen_at") " FROM users WHERE id = ANY($1::bigint[]) ORDER BY id";
-
-int presence_get(struct req *r)
-{
-    const char *q = req_query(r, "user_ids");
-    int64_t ids[PRESENCE_MAX_IDS];
-    size_t n = 0;
-    if (!q || !*q || strlen(q) > PRESENCE_MAX_IDS * 21)
-        goto bad;
-    for (const char *p = q; *p;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        char tok[24];
-        if (len == 0 || len >= sizeof tok || n == PRESENCE_MAX_IDS)
-            goto bad;
-        memcpy(tok, p, len);
-        tok[len] = '\0';
-        if (!parse_i64(tok, &ids[n]) || ids[n] <= 0)
-            goto bad;
-        n++;
-        p = comma ? comma + 1 : p + len;
-        if (comma && !*p)
-            goto bad;
-    }
-    const char *vals[1] = {id_array_literal(r, ids, n)};
-    PGresult *res = req_sql(r, NULL, sql_last_seen, 1, vals);
-    if (!res)
-        return -1;
-    /* one round trip for every score; Redis down: everyone reads as offline */
-    redisContext *c = redis_acquire(r->app->redis);
-    redisReply *scores = NULL;
-    if (c) {
-        const char **argv = xcalloc((size_t)PQntuples(res) + 2, sizeof *argv);
-        argv[0] = "ZMSCORE";
-        argv[1] = "natter:presence";
-        for (int i = 0; i < PQntuples(res); i++)
-            argv[i + 2] = PQgetvalue(res, i, 0);
-        scores = PQntuples(res) ? redisCommandArgv(c, PQntuples(res) + 2, argv, NULL) : NULL;
-        free(argv);
-        redis_release(r->app->redis, c, PQntuples(res) && !scores);
-    }
-    int64_t now_ms = wall_time_ms(), ttl_ms = (int64_t)r->app->cfg->presence_ttl * 1000;
-    json_t *arr = json_array();
-    for (int i = 0; i < PQntuples(res); i++) {
-        int64_t seen = -1;
-        if (scores && scores->type == REDIS_REPLY_ARRAY && (size_t)i < scores->elements &&
-            scores->element[i]->type == REDIS_REPLY_STRING)
-            seen = (int64_t)strtoll(scores->element[i]->str, NULL, 10);
-        bool online = seen >= 0 && seen >= now_ms - ttl_ms - 1000;
-        json_t *last = PQgetisnull(res, i, 1) ? json_null() : json_string(PQgetvalue(res, i, 1));
-        if (seen >= 0) {
-            char ts[40];
-            rfc3339_ms(seen, ts, sizeof ts);
-            json_decref(last);
-            last = json_string(ts);
-        }
-        json_array_append_new(arr, json_pack("{s:I,s:b,s:o}", "user_id", (json_int_t)db_i64(res, i, 0), "online",
-                                             online, "last_seen_at", last));
-    }
-    if (scores)
-        freeReplyObject(scores);
-    return reply_json(r, 200, json_pack("{s:o}", "presence", arr));
-bad:
-    return reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", "user_ids"),
-                             "user_ids must be 1 to %d comma-separated user ids", PRESENCE_MAX_IDS);
-}
-
-static const char sql_others[] = "SELECT user_id FROM chat_members WHERE chat_id = $1 AND user_id <> $2";
-
-int chats_typing(struct req *r)
-{
-    static const struct jfield fields[] = {{"typing", JT_BOOL, 1, 0, 0, 0}};
-    struct member m;
-    struct jsonv_error e;
-    if (load_member(r, 0, &m) < 0)
-        return -1;
-    if (jsonv_check(r->json, fields, 1, &e) < 0)
-        return reply_invalid(r, &e);
-    char c[24], u[24], ts[40];
-    const char *vals[2] = {i64s(c, m.chat_id), i64s(u, r->user_id)};
-    PGresult *res = req_sql(r, NULL, sql_others, 2, vals);
-    if (!res)
-        return -1;
-    size_t n = (size_t)PQntuples(res);
-    int64_t *to = xmalloc((n ? n : 1) * sizeof *to);
-    for (size_t i = 0; i < n; i++)
-        to[i] = db_i64(res, (int)i, 0);
-    rfc3339_now(ts, sizeof ts);
-    json_t *ev = json_pack("{s:n,s:s,s:I,s:s,s:{s:I,s:I,s:b}}", "seq", "type", "typing", "chat_id",
-                           (json_int_t)m.chat_id, "created_at", ts, "data", "chat_id", (json_int_t)m.chat_id,
-                           "user_id", (json_int_t)r->user_id, "typing",
-                           json_is_true(json_object_get(r->json, "typing")));
-    bus_ephemeral(r->app, to, n, ev);
-    json_decref(ev);
-    free(to);
-    return reply_empty(r, 204);
 }

@@ -5,13 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "db.h"
 #include "http.h"
 #include "hub.h"
 #include "jobs.h"
-#include "offload.h"
+#include "metrics.h"
 #include "redis.h"
-#include "routes.h"
+#include "resources.h"
+#include "strbuf.h"
+#include "tx.h"
 #include "util.h"
 
 int health_live(struct req *r)
@@ -38,20 +41,9 @@ int health_ready(struct req *r)
     return reply_problem_ext(r, 503, "not_ready", json_pack("{s:o}", "checks", checks), "a dependency is down");
 }
 
-static void append(char **buf, size_t *len, size_t *cap, const char *text)
-{
-    size_t n = strlen(text);
-    if (*len + n + 1 > *cap) {
-        *cap = (*len + n + 1) * 2;
-        *buf = xrealloc(*buf, *cap);
-    }
-    memcpy(*buf + *len, text, n + 1);
-    *len += n;
-}
-
 /* The job queue's figures, written to Redis by every worker process, so one
  * scrape here covers the whole pool. Redis down: the section is left out. */
-static void jobs_metrics(struct app *a, char **buf, size_t *len, size_t *cap)
+static void jobs_metrics(struct app *a, struct strbuf *sb)
 {
     static const double bounds[] = JOBS_LATENCY_BUCKETS;
     redisContext *c = redis_acquire(a->redis);
@@ -82,7 +74,8 @@ static void jobs_metrics(struct app *a, char **buf, size_t *len, size_t *cap)
         for (size_t i = 0; i < 4 && rep[4]->type == REDIS_REPLY_ARRAY && i < rep[4]->elements; i++)
             if (rep[4]->element[i]->type == REDIS_REPLY_STRING)
                 counters[i] = atoll(rep[4]->element[i]->str);
-        char *t = xasprintf(
+        strbuf_printf(
+            sb,
             "# HELP natter_jobs_queue_depth Jobs in the stream not yet delivered to a worker.\n"
             "# TYPE natter_jobs_queue_depth gauge\nnatter_jobs_queue_depth %lld\n"
             "# HELP natter_jobs_pending Jobs delivered to a worker and not yet acknowledged.\n"
@@ -99,13 +92,11 @@ static void jobs_metrics(struct app *a, char **buf, size_t *len, size_t *cap)
             "# TYPE natter_job_latency_seconds histogram\n",
             xlen - pending > 0 ? xlen - pending : 0, pending, delayed, dead, counters[0], counters[1], counters[2],
             counters[3]);
-        append(buf, len, cap, t);
-        free(t);
         long long cum = 0, count = 0;
         double sum = 0;
         redisReply *h = rep[5];
         for (int b = 0; b <= JOBS_LATENCY_NBUCKETS; b++) {
-            char field[16], line[160];
+            char field[16];
             if (b < JOBS_LATENCY_NBUCKETS)
                 snprintf(field, sizeof field, "%g", bounds[b]);
             else
@@ -113,8 +104,7 @@ static void jobs_metrics(struct app *a, char **buf, size_t *len, size_t *cap)
             for (size_t i = 0; h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2)
                 if (strcmp(h->element[i]->str, field) == 0)
                     cum += atoll(h->element[i + 1]->str);
-            snprintf(line, sizeof line, "natter_job_latency_seconds_bucket{le=\"%s\"} %lld\n", field, cum);
-            append(buf, len, cap, line);
+            strbuf_printf(sb, "natter_job_latency_seconds_bucket{le=\"%s\"} %lld\n", field, cum);
         }
         for (size_t i = 0; h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2) {
             if (strcmp(h->element[i]->str, "sum") == 0)
@@ -122,9 +112,7 @@ static void jobs_metrics(struct app *a, char **buf, size_t *len, size_t *cap)
             else if (strcmp(h->element[i]->str, "count") == 0)
                 count = atoll(h->element[i + 1]->str);
         }
-        t = xasprintf("natter_job_latency_seconds_sum %.6f\nnatter_job_latency_seconds_count %lld\n", sum, count);
-        append(buf, len, cap, t);
-        free(t);
+        strbuf_printf(sb, "natter_job_latency_seconds_sum %.6f\nnatter_job_latency_seconds_count %lld\n", sum, count);
     }
     for (int i = 0; i < 6; i++)
         if (rep[i])
@@ -133,34 +121,25 @@ static void jobs_metrics(struct app *a, char **buf, size_t *len, size_t *cap)
 
 int health_metrics(struct req *r)
 {
-    size_t len = 0, cap = 8192;
-    char *buf = xmalloc(cap);
-    buf[0] = '\0';
-    http_metrics_render(r->app, &buf, &len, &cap);
+    struct strbuf sb = {0};
+    http_metrics_render(&sb);
     int size = 0, in_use = 0;
     db_pool_stats(r->app->db, &size, &in_use);
-    char tail[512];
-    int n = snprintf(tail, sizeof tail,
-                     "# HELP natter_db_pool_size PostgreSQL connections the pool may hold.\n"
-                     "# TYPE natter_db_pool_size gauge\nnatter_db_pool_size %d\n"
-                     "# HELP natter_db_pool_in_use PostgreSQL connections lent out.\n"
-                     "# TYPE natter_db_pool_in_use gauge\nnatter_db_pool_in_use %d\n"
-                     "# HELP natter_hash_queue_depth Requests waiting for a hashing thread.\n"
-                     "# TYPE natter_hash_queue_depth gauge\nnatter_hash_queue_depth %d\n",
-                     size, in_use, r->app->offload ? offload_depth(r->app->offload) : 0);
-    if (len + (size_t)n + 1 > cap) {
-        cap = len + (size_t)n + 1;
-        buf = xrealloc(buf, cap);
-    }
-    memcpy(buf + len, tail, (size_t)n + 1);
-    len += (size_t)n;
-    char *lp = xasprintf("# HELP natter_longpoll_waiting Long-polls suspended in this process.\n"
-                         "# TYPE natter_longpoll_waiting gauge\nnatter_longpoll_waiting %zu\n",
-                         hub_count());
-    append(&buf, &len, &cap, lp);
-    free(lp);
-    jobs_metrics(r->app, &buf, &len, &cap);
-    req_own(r, buf);
+    strbuf_printf(&sb,
+                  "# HELP natter_db_pool_size PostgreSQL connections the pool may hold.\n"
+                  "# TYPE natter_db_pool_size gauge\nnatter_db_pool_size %d\n"
+                  "# HELP natter_db_pool_in_use PostgreSQL connections lent out.\n"
+                  "# TYPE natter_db_pool_in_use gauge\nnatter_db_pool_in_use %d\n"
+                  "# HELP natter_hash_queue_depth Requests waiting for a hashing thread.\n"
+                  "# TYPE natter_hash_queue_depth gauge\nnatter_hash_queue_depth %d\n",
+                  size, in_use, http_offload_depth(r->srv));
+    strbuf_printf(&sb,
+                  "# HELP natter_longpoll_waiting Long-polls suspended in this process.\n"
+                  "# TYPE natter_longpoll_waiting gauge\nnatter_longpoll_waiting %zu\n",
+                  hub_count());
+    jobs_metrics(r->app, &sb);
+    size_t len;
+    char *buf = req_own(r, strbuf_take(&sb, &len));
     return reply_text(r, 200, "text/plain; version=0.0.4; charset=utf-8", buf, len, true);
 }
 

@@ -1,7 +1,7 @@
 /*
  * messages.c — sending (ordered, idempotent, durable before 201), history
  * with keyset pagination bounded by count and bytes, edit, delete
- * (tombstones) and reactions.
+ * (tombstones). Reactions are in reactions.c.
  *
  * Send protocol (invariants 1–3 of DESIGN.md):
  *   1. a retry of a known client_msg_id is answered from the stored message
@@ -16,12 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "chat.h"
 #include "db.h"
 #include "http.h"
 #include "jobs.h"
 #include "jsonv.h"
-#include "routes.h"
+#include "resources.h"
+#include "tx.h"
 #include "util.h"
 
 #define PAGE_DEFAULT 50
@@ -29,15 +31,6 @@
 #define PAGE_BYTES (1024 * 1024) /* a page ends early once its texts pass this */
 #define MAX_MENTIONS 100
 #define MAX_ATTACHMENTS 10
-#define EMOJI_MAX_CHARS 32
-
-/* Parses path param i as a message seq; -1 after 404. */
-static int parse_seq(struct req *r, int i, int64_t *seq)
-{
-    if (!parse_i64(req_param(r, i), seq) || *seq <= 0)
-        return reply_problem(r, 404, "message_not_found", "no such message");
-    return 0;
-}
 
 /* ======================================================================
  * Send
@@ -160,7 +153,7 @@ int messages_send(struct req *r)
         ment[k] = v;
         nm++;
     }
-    const char *mentions = id_array_literal(r, ment, nm);
+    const char *mentions = req_id_array(r, ment, nm);
     int na = 0;
     json_t *ja = json_object_get(r->json, "attachment_ids");
     const char *atts = ja ? uuid_array(r, ja, &na) : "{}";
@@ -225,7 +218,7 @@ int messages_send(struct req *r)
         return -1;
     if (PQntuples(ins) == 0) {
         /* a concurrent retry committed first: undo our seq, answer as a retry */
-        if (!req_sql(r, NULL, "ROLLBACK", 0, NULL))
+        if (req_rollback(r) < 0)
             return -1;
         ex = req_sql(r, NULL, sql_existing, 3, ve);
         if (!ex)
@@ -239,7 +232,7 @@ int messages_send(struct req *r)
         return -1;
     json_t *msg = req_own_json(r, msg_json(ins, 0, 0));
     json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)m.chat_id, "message", msg));
-    if (inbox_emit(r, m.chat_id, "message", true, NULL, ev) < 0 || req_commit(r) < 0)
+    if (inbox_emit(r, m.chat_id, "message", INBOX_MEMBERS, NULL, ev) < 0 || req_commit(r) < 0)
         return -1;
     /* after COMMIT: if Redis is down the outbox row stays and is enqueued later */
     char job[128];
@@ -270,9 +263,9 @@ int messages_list(struct req *r)
     bool has_before, has_after, has_limit;
     if (load_member(r, 0, &m) < 0)
         return -1;
-    if (query_int(r, "before", 1, INT64_MAX, &before, &has_before) < 0 ||
-        query_int(r, "after", 0, INT64_MAX, &after, &has_after) < 0 ||
-        query_int(r, "limit", 1, PAGE_MAX, &limit, &has_limit) < 0)
+    if (req_query_int(r, "before", 1, INT64_MAX, &before, &has_before) < 0 ||
+        req_query_int(r, "after", 0, INT64_MAX, &after, &has_after) < 0 ||
+        req_query_int(r, "limit", 1, PAGE_MAX, &limit, &has_limit) < 0)
         return -1;
     if (has_before && has_after)
         return reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", "before"),
@@ -339,37 +332,12 @@ int messages_get(struct req *r)
  * Edit, delete
  * ====================================================================== */
 
-static const char sql_lock_msg[] =
-    "SELECT sender_id, kind, deleted_at IS NOT NULL FROM messages"
-    " WHERE chat_id = $1 AND seq = $2 AND seq > $3 FOR UPDATE";
 static const char sql_edit[] =
     "UPDATE messages SET body = $3, edited_at = now() WHERE chat_id = $1 AND seq = $2 RETURNING " MSG_COLS("$4");
 static const char sql_tombstone[] =
     "UPDATE messages SET body = NULL, mentions = '{}', attachment_ids = '{}', deleted_at = now()"
     " WHERE chat_id = $1 AND seq = $2";
 static const char sql_drop_reactions[] = "DELETE FROM reactions WHERE chat_id = $1 AND seq = $2";
-
-struct locked_msg {
-    int64_t sender_id;
-    bool system;
-    bool deleted;
-};
-
-/* Locks message seq of the chat (visible to the caller); -1 after 404. */
-static int lock_message(struct req *r, const struct member *m, int64_t seq, struct locked_msg *out)
-{
-    char c[24], s[24], js[24];
-    const char *vals[3] = {i64s(c, m->chat_id), i64s(s, seq), i64s(js, m->joined_seq)};
-    PGresult *res = req_sql(r, NULL, sql_lock_msg, 3, vals);
-    if (!res)
-        return -1;
-    if (PQntuples(res) != 1)
-        return reply_problem(r, 404, "message_not_found", "no such message");
-    out->sender_id = PQgetisnull(res, 0, 0) ? 0 : db_i64(res, 0, 0);
-    out->system = strcmp(PQgetvalue(res, 0, 1), "system") == 0;
-    out->deleted = PQgetvalue(res, 0, 2)[0] == 't';
-    return 0;
-}
 
 int messages_edit(struct req *r)
 {
@@ -401,7 +369,7 @@ int messages_edit(struct req *r)
     json_t *it;
     json_array_foreach(json_object_get(shared, "reactions"), i, it) json_object_del(it, "me");
     json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)m.chat_id, "message", shared));
-    if (inbox_emit(r, m.chat_id, "edit", true, NULL, ev) < 0 || req_commit(r) < 0)
+    if (inbox_emit(r, m.chat_id, "edit", INBOX_MEMBERS, NULL, ev) < 0 || req_commit(r) < 0)
         return -1;
     return reply_json(r, 200, json_incref(msg));
 }
@@ -429,87 +397,7 @@ int messages_delete(struct req *r)
         return -1;
     json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:I}", "chat_id", (json_int_t)m.chat_id, "seq", (json_int_t)seq,
                                            "actor_id", (json_int_t)r->user_id));
-    if (inbox_emit(r, m.chat_id, "delete", true, NULL, ev) < 0 || req_commit(r) < 0)
+    if (inbox_emit(r, m.chat_id, "delete", INBOX_MEMBERS, NULL, ev) < 0 || req_commit(r) < 0)
         return -1;
     return reply_empty(r, 204);
-}
-
-/* ======================================================================
- * Reactions
- * ====================================================================== */
-
-static const char sql_add_reaction[] =
-    "INSERT INTO reactions (chat_id, seq, user_id, emoji) VALUES ($1, $2, $3, $4)"
-    " ON CONFLICT DO NOTHING RETURNING 1";
-static const char sql_del_reaction[] =
-    "DELETE FROM reactions WHERE chat_id = $1 AND seq = $2 AND user_id = $3 AND emoji = $4 RETURNING 1";
-static const char sql_reaction_summary[] =
-    "SELECT coalesce(json_agg(json_build_object('emoji', emoji, 'count', n, 'me', me) ORDER BY emoji), '[]')"
-    "  FROM (SELECT emoji, count(*) AS n, bool_or(user_id = $3) AS me FROM reactions"
-    "         WHERE chat_id = $1 AND seq = $2 GROUP BY emoji) s";
-
-static bool emoji_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > EMOJI_MAX_CHARS * 4 || !utf8_valid(s, n) || utf8_has_control(s, n))
-        return false;
-    size_t chars = utf8_chars(s, n);
-    if (chars < 1 || chars > EMOJI_MAX_CHARS)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == ' ')
-            return false;
-    return true;
-}
-
-static int react(struct req *r, bool add)
-{
-    struct member m;
-    struct locked_msg lm;
-    int64_t seq;
-    if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
-        return -1;
-    const char *emoji = req_param(r, 2);
-    if (!emoji_ok(emoji))
-        return reply_field(r, 422, "validation_failed", "emoji", "%s", "emoji must be 1 to 32 characters without spaces or control characters");
-    if (req_begin(r) < 0 || lock_message(r, &m, seq, &lm) < 0)
-        return -1;
-    if (lm.deleted)
-        return reply_problem(r, 409, "message_deleted", "the message was deleted");
-    char c[24], s[24], u[24];
-    const char *vals[4] = {i64s(c, m.chat_id), i64s(s, seq), i64s(u, r->user_id), emoji};
-    PGresult *ch = req_sql(r, NULL, add ? sql_add_reaction : sql_del_reaction, 4, vals);
-    if (!ch)
-        return -1;
-    PGresult *sum = req_sql(r, NULL, sql_reaction_summary, 3, vals);
-    if (!sum)
-        return -1;
-    json_t *reactions = req_own_json(r, json_loads(PQgetvalue(sum, 0, 0), 0, NULL));
-    if (!reactions)
-        return reply_problem(r, 500, "internal_error", "bad reaction summary");
-    if (PQntuples(ch) == 1) { /* changed: tell everyone; an idempotent repeat is silent */
-        /* `me` is per viewer: it has no meaning in an event that many users get */
-        json_t *counts = req_own_json(r, json_deep_copy(reactions));
-        size_t i;
-        json_t *it;
-        json_array_foreach(counts, i, it) json_object_del(it, "me");
-        json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:I,s:s,s:s,s:O}", "chat_id", (json_int_t)m.chat_id, "seq",
-                                               (json_int_t)seq, "user_id", (json_int_t)r->user_id, "emoji", emoji,
-                                               "action", add ? "added" : "removed", "reactions", counts));
-        if (inbox_emit(r, m.chat_id, "reaction", true, NULL, ev) < 0)
-            return -1;
-    }
-    if (req_commit(r) < 0)
-        return -1;
-    return reply_json(r, 200, json_pack("{s:O}", "reactions", reactions));
-}
-
-int reactions_put(struct req *r)
-{
-    return react(r, true);
-}
-
-int reactions_delete(struct req *r)
-{
-    return react(r, false);
 }

@@ -8,7 +8,8 @@
 #include "db.h"
 #include "http.h"
 #include "jsonv.h"
-#include "routes.h"
+#include "resources.h"
+#include "tx.h"
 #include "util.h"
 
 static const char sql_user_by_id[] =

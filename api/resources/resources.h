@@ -1,9 +1,14 @@
 /*
- * routes.h — every handler of natter-api, one family per resource module.
- * The table itself is in routes.c.
+ * resources.h — every handler of natter-api, one file per resource. The
+ * route table is in api/routes.c; handlers reach the application's state
+ * through r->app (api/app.h).
  */
-#ifndef NATTER_ROUTES_H
-#define NATTER_ROUTES_H
+#ifndef NATTER_RESOURCES_H
+#define NATTER_RESOURCES_H
+
+#include <stddef.h>
+
+#include "router.h"
 
 struct req;
 
@@ -28,20 +33,23 @@ int chats_create(struct req *r);
 int chats_list(struct req *r);
 int chats_get(struct req *r);
 int chats_rename(struct req *r);
+int chats_mute(struct req *r);
+int chats_unmute(struct req *r);
+/* members.c */
 int members_list(struct req *r);
 int members_add(struct req *r);
 int members_remove(struct req *r);
 int members_set_role(struct req *r);
+/* reads.c */
 int chats_read(struct req *r);
 int chats_receipts(struct req *r);
-int chats_mute(struct req *r);
-int chats_unmute(struct req *r);
 /* messages.c */
 int messages_send(struct req *r);
 int messages_list(struct req *r);
 int messages_get(struct req *r);
 int messages_edit(struct req *r);
 int messages_delete(struct req *r);
+/* reactions.c */
 int reactions_put(struct req *r);
 int reactions_delete(struct req *r);
 /* attachments.c */
@@ -50,8 +58,14 @@ int attachments_complete(struct req *r);
 int attachments_get(struct req *r);
 /* events.c */
 int events_poll(struct req *r);
+/* presence.c */
 int presence_heartbeat(struct req *r);
 int presence_get(struct req *r);
+/* typing.c */
 int chats_typing(struct req *r);
+
+/* the route table (api/routes.c) */
+extern const struct route routes[];
+extern const size_t routes_count;
 
 #endif

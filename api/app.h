@@ -1,0 +1,24 @@
+/*
+ * app.h — natter-api's own state, filled by main.c and read by the resources
+ * through r->app. The transport only carries the pointer (http.h); the
+ * realtime layer gets what it needs in struct rt_env.
+ */
+#ifndef NATTER_APP_H
+#define NATTER_APP_H
+
+#include <stddef.h>
+
+struct config;
+struct db_pool;
+struct redis_pool;
+
+struct app {
+    struct config *cfg;
+    struct db_pool *db;
+    struct redis_pool *redis;
+    const char *openapi; /* embedded spec */
+    size_t openapi_len;
+    char instance_id[17]; /* random per process: tells our own pub/sub messages apart */
+};
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * inbox.c — fan-out of one event into the gap-free inboxes of its recipients
+ * (see inbox.h).
+ */
+#include "inbox.h"
+
+#include "bus.h"
+#include "db.h"
+#include "http.h"
+#include "tx.h"
+#include "util.h"
+
+/* Users are locked in ascending id order (MATERIALIZED keeps the ordered
+ * FOR NO KEY UPDATE a separate step) before their inbox_seq is bumped. The
+ * recipients are one array so that the primary key index is used: an
+ * `… OR id = ANY(…)` form made PostgreSQL scan all users on every send. */
+static const char sql_inbox_emit[] =
+    "WITH r AS MATERIALIZED ("
+    "  SELECT id FROM users"
+    "   WHERE id = ANY (CASE WHEN $4 THEN ARRAY(SELECT user_id FROM chat_members WHERE chat_id = $1)"
+    "                   ELSE '{}'::bigint[] END || $5::bigint[])"
+    "   ORDER BY id FOR NO KEY UPDATE),"
+    " u AS (UPDATE users SET inbox_seq = users.inbox_seq + 1 FROM r WHERE users.id = r.id"
+    "       RETURNING users.id, users.inbox_seq)"
+    "INSERT INTO inbox (user_id, seq, type, chat_id, payload)"
+    " SELECT id, inbox_seq, $2, $1, $3::jsonb FROM u RETURNING user_id, seq";
+
+int inbox_emit(struct req *r, int64_t chat_id, const char *type, unsigned to, const char *extra, json_t *payload)
+{
+    char c[24];
+    char *text = json_dumps(payload, JSON_COMPACT);
+    if (!text)
+        return reply_problem(r, 500, "internal_error", "event encoding failed");
+    req_own(r, text);
+    const char *vals[5] = {i64s(c, chat_id), type, text, (to & INBOX_MEMBERS) ? "true" : "false", extra ? extra : "{}"};
+    PGresult *res = req_sql(r, NULL, sql_inbox_emit, 5, vals);
+    if (!res)
+        return -1;
+    for (int i = 0; i < PQntuples(res); i++)
+        bus_note_wake(r, db_i64(res, i, 0), db_i64(res, i, 1));
+    return 0;
+}
+
+static const char sql_lock_users[] =
+    "SELECT id FROM users"
+    " WHERE id = ANY (CASE WHEN $2 THEN ARRAY(SELECT user_id FROM chat_members WHERE chat_id = $1)"
+    "                 ELSE '{}'::bigint[] END || $3::bigint[])"
+    " ORDER BY id FOR NO KEY UPDATE";
+
+int lock_users(struct req *r, int64_t chat_id, unsigned to, const char *extra)
+{
+    char c[24];
+    const char *vals[3] = {i64s(c, chat_id), (to & INBOX_MEMBERS) ? "true" : "false", extra ? extra : "{}"};
+    return req_sql(r, NULL, sql_lock_users, 3, vals) ? 0 : -1;
+}
