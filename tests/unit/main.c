@@ -1,5 +1,7 @@
 /*
- * main.c — runs every unit suite (pure logic: no database, no network).
+ * main.c — runs every unit suite (pure logic: no database, no network). The
+ * suites mirror the source tree: tests/unit/api/core/test_router.c tests
+ * api/core/router.c, and so on.
  */
 #include <sodium.h>
 
@@ -17,6 +19,9 @@ int main(void)
     suite_config();
     suite_auth();
     suite_sigv4();
+    suite_cursor();
+    suite_router();
+    suite_deadlines();
     printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;
 }

@@ -5,6 +5,7 @@
 #ifndef NATTER_UNIT_H
 #define NATTER_UNIT_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 extern int unit_passed, unit_failed;
@@ -25,5 +26,8 @@ void suite_jwt(void);
 void suite_config(void);
 void suite_auth(void);
 void suite_sigv4(void);
+void suite_cursor(void);
+void suite_router(void);
+void suite_deadlines(void);
 
 #endif
