@@ -2,7 +2,7 @@
 
 Run through `make test` (scripts/test.sh), which starts a private PostgreSQL and Redis and
 sets NATTER_BIN_DIR, NATTER_TEST_DATABASE_URL, NATTER_TEST_REDIS_URL,
-NATTER_TEST_REDIS_SOCKET and NATTER_TEST_STATE_DIR. The helpers live in natterlib.py.
+NATTER_TEST_REDIS_SOCKET and NATTER_TEST_STATE_DIR. The helpers live in the natterlib package.
 
 Fixtures:
 - migrated     (session) `natter-api migrate` ran once with exit 0
