@@ -3,6 +3,7 @@
  */
 #include "jsonv.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -10,10 +11,14 @@
 
 static const char *const type_names[] = {"string", "integer", "boolean", "array", "object"};
 
-static int fail(struct jsonv_error *err, const char *field, const char *fmt, long long a, long long b)
+static int fail(struct jsonv_error *err, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(struct jsonv_error *err, const char *field, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     err->field = field;
-    snprintf(err->reason, sizeof err->reason, fmt, a, b);
+    vsnprintf(err->reason, sizeof err->reason, fmt, ap);
+    va_end(ap);
     return -1;
 }
 

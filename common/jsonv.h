@@ -5,7 +5,7 @@
  *       {"username", JT_STRING, true, 1, 64, 0},
  *       {"platform", JT_STRING, false, 1, 16, 0},
  *   };
- *   if (jsonv_check(body, login_fields, 2, &bad) < 0) -> 422 naming bad.field
+ *   if (jsonv_check(body, login_fields, JSONV_COUNT(login_fields), &bad) < 0) -> 422 naming bad.field
  *
  * Rejects: non-objects, unknown keys, missing required keys, wrong types
  * (null counts as wrong unless JF_NULLABLE), strings outside [min,max]
@@ -40,5 +40,7 @@ struct jsonv_error {
 
 /* 0 when obj satisfies the table; -1 and *err otherwise. */
 int jsonv_check(const json_t *obj, const struct jfield *fields, size_t n, struct jsonv_error *err);
+/* The length of a field table (an array, not a pointer): the n of jsonv_check. */
+#define JSONV_COUNT(table) (sizeof(table) / sizeof((table)[0]))
 
 #endif

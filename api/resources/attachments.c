@@ -116,7 +116,7 @@ int attachments_create(struct req *r)
     struct jsonv_error e;
     if (load_member(r, 0, &m) < 0)
         return -1;
-    if (jsonv_check(r->json, fields, 3, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     const char *filename = json_string_value(json_object_get(r->json, "filename"));
     int64_t size = json_integer_value(json_object_get(r->json, "size"));

@@ -214,7 +214,7 @@ int auth_register(struct req *r)
         {"display_name", JT_STRING, 0, 1, 64, JF_NO_CONTROL},
     };
     struct jsonv_error e;
-    if (jsonv_check(r->json, fields, 3, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     const char *username = json_string_value(json_object_get(r->json, "username"));
     const char *password = json_string_value(json_object_get(r->json, "password"));
@@ -292,7 +292,7 @@ int auth_login(struct req *r)
     };
     static const char *const platforms[] = {"ios", "android", "web", "desktop", "other"};
     struct jsonv_error e;
-    if (jsonv_check(r->json, fields, 4, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     const char *username = json_string_value(json_object_get(r->json, "username"));
     const char *password = json_string_value(json_object_get(r->json, "password"));
@@ -353,7 +353,7 @@ int auth_refresh(struct req *r)
 {
     static const struct jfield fields[] = {{"refresh_token", JT_STRING, 1, 1, 200, 0}};
     struct jsonv_error e;
-    if (jsonv_check(r->json, fields, 1, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     const char *token = json_string_value(json_object_get(r->json, "refresh_token"));
     /* nrt_<user id>_<random>: the user id routes the lookup to its shard */

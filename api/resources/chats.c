@@ -113,7 +113,7 @@ static int create_direct(struct req *r)
         {"user_id", JT_INT, 1, 1, INT64_MAX, 0},
     };
     struct jsonv_error e;
-    if (jsonv_check(r->json, fields, 2, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     int64_t other = json_integer_value(json_object_get(r->json, "user_id"));
     if (other == r->user_id)
@@ -160,7 +160,7 @@ static int create_group(struct req *r)
         {"member_ids", JT_ARRAY, 0, 0, 1000, 0},
     };
     struct jsonv_error e;
-    if (jsonv_check(r->json, fields, 3, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     int64_t ids[1001];
     json_t *arr = json_object_get(r->json, "member_ids");
@@ -278,7 +278,7 @@ int chats_rename(struct req *r)
     struct jsonv_error e;
     if (load_member(r, 0, &m) < 0)
         return -1;
-    if (jsonv_check(r->json, fields, 1, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     if (m.direct)
         return reply_problem(r, 409, "not_a_group", "direct chats have no title of their own");

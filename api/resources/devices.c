@@ -95,7 +95,7 @@ int devices_set_push(struct req *r)
     char u[24], d[24];
     if (device_param(r, &id, u, d) < 0)
         return -1;
-    if (jsonv_check(r->json, fields, 2, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     const char *provider = json_string_value(json_object_get(r->json, "provider"));
     bool known = false;

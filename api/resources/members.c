@@ -73,7 +73,7 @@ int members_add(struct req *r)
     int64_t ids[100];
     if (load_member(r, 0, &m) < 0)
         return -1;
-    if (jsonv_check(r->json, fields, 1, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     int n = read_ids(json_object_get(r->json, "user_ids"), ids, 99);
     if (n < 0)
@@ -222,7 +222,7 @@ int members_set_role(struct req *r)
         return -1;
     if (!parse_i64(req_param(r, 1), &target) || target <= 0)
         return reply_problem(r, 404, "member_not_found", "that user is not a member of this chat");
-    if (jsonv_check(r->json, fields, 1, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     const char *role = json_string_value(json_object_get(r->json, "role"));
     if (strcmp(role, "owner") != 0 && strcmp(role, "admin") != 0 && strcmp(role, "member") != 0)

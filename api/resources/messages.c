@@ -50,7 +50,7 @@ static const char sql_insert[] =
     " RETURNING " MSG_COLS("$3");
 /* the sender has read their own message; and the push outbox row (due in 10 s:
  * the fast path enqueues right after COMMIT, the worker's reconciler later) */
-static const char sql_sender_read[] =
+static const char sql_outbox_and_sender_read[] =
     "WITH o AS (INSERT INTO push_outbox (chat_id, seq, due_at) VALUES ($1, $3, now() + interval '10 seconds'))"
     "UPDATE chat_members SET last_read_seq = GREATEST(last_read_seq, $3),"
     "       last_delivered_seq = GREATEST(last_delivered_seq, $3)"
@@ -127,7 +127,7 @@ int messages_send(struct req *r)
     struct jsonv_error e;
     if (load_member(r, 0, &m) < 0)
         return -1;
-    if (jsonv_check(r->json, fields, 5, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     const char *cmid = json_string_value(json_object_get(r->json, "client_msg_id"));
     if (!uuid_valid(cmid))
@@ -228,7 +228,7 @@ int messages_send(struct req *r)
         return reply_existing(r, ex, hash);
     }
     const char *vr[3] = {c, u, sq};
-    if (!req_sql(r, NULL, sql_sender_read, 3, vr))
+    if (!req_sql(r, NULL, sql_outbox_and_sender_read, 3, vr))
         return -1;
     json_t *msg = req_own_json(r, msg_json(ins, 0, 0));
     json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)m.chat_id, "message", msg));
@@ -348,7 +348,7 @@ int messages_edit(struct req *r)
     int64_t seq;
     if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
         return -1;
-    if (jsonv_check(r->json, fields, 1, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     if (req_begin(r) < 0 || lock_message(r, &m, seq, &lm) < 0)
         return -1;

@@ -40,7 +40,7 @@ int chats_read(struct req *r)
     struct jsonv_error e;
     if (load_member(r, 0, &m) < 0)
         return -1;
-    if (jsonv_check(r->json, fields, 1, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     int64_t seq = json_integer_value(json_object_get(r->json, "seq"));
     if (seq > m.last_seq)

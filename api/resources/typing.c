@@ -22,7 +22,7 @@ int chats_typing(struct req *r)
     struct jsonv_error e;
     if (load_member(r, 0, &m) < 0)
         return -1;
-    if (jsonv_check(r->json, fields, 1, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     char c[24], u[24];
     const char *vals[2] = {i64s(c, m.chat_id), i64s(u, r->user_id)};

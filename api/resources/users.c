@@ -46,7 +46,7 @@ int users_update_me(struct req *r)
 {
     static const struct jfield fields[] = {{"display_name", JT_STRING, 1, 1, 64, JF_NO_CONTROL}};
     struct jsonv_error e;
-    if (jsonv_check(r->json, fields, 1, &e) < 0)
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
         return reply_invalid(r, &e);
     char s[24];
     snprintf(s, sizeof s, "%lld", (long long)r->user_id);
