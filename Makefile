@@ -3,6 +3,9 @@
 #   make          build/natter-api, build/natter-worker, build/unit-tests, build/sigv4-tool
 #   make asan     the same under AddressSanitizer + UBSan, in build-asan/
 #   make run      install what is missing, start PostgreSQL, Redis, API and worker
+#   make unit     build and run the C unit tests (no servers)
+#   make check    the fast checks: layer rule, formatting, unit tests
+#   make format   clang-format the C sources in place
 #   make test     both builds, unit tests and API tests against real servers
 #   make bench    the benchmarks in bench/ (prints figures)
 
@@ -27,7 +30,13 @@ INC_app := $(INC_resources)
 INC_workers := -Iworkers $(INC_common)
 INC_tests := $(INC_app) -Iworkers -Itests/unit
 
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread $(INC) \
+# Every warning here passes on the whole tree (both builds); keep it so.
+WARNINGS := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wmissing-declarations -Wstrict-prototypes \
+            -Wold-style-definition -Wnested-externs -Wredundant-decls -Wvla -Wpointer-arith -Wwrite-strings \
+            -Wundef -Wformat=2 -Wimplicit-fallthrough -Wlogical-op -Wduplicated-cond -Wduplicated-branches \
+            -Wnull-dereference
+
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) -pthread $(INC) \
              $(PKG_CFLAGS) $(CFLAGS) $(SAN)
 ALL_LDFLAGS := -pthread $(SAN) $(LDFLAGS)
 
@@ -52,7 +61,7 @@ API_OBJ := $(API_SRC:%.c=$(BUILD)/obj/%.o)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all asan run test bench clean print-INC_%
+.PHONY: all asan run test unit check format bench clean print-INC_%
 all: $(BUILD)/natter-api $(BUILD)/natter-worker $(BUILD)/unit-tests $(BUILD)/sigv4-tool
 
 asan:
@@ -64,6 +73,18 @@ run:
 
 test:
 	@bash scripts/test.sh
+
+unit: $(BUILD)/unit-tests
+	$(BUILD)/unit-tests
+
+C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find api common workers tests bench -name '*.[ch]')
+
+check: unit
+	@bash scripts/check-layers.sh
+	@bash scripts/check-format.sh
+
+format:
+	clang-format -i $(C_FILES)
 
 bench:
 	@bash bench/run.sh
