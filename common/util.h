@@ -40,7 +40,7 @@ void sha256_hex(const void *data, size_t len, char out[65]);
 const char *i64s(char *buf, int64_t v);
 /* Iterates a comma-separated list: sets *item and *len to the next entry with
  * surrounding spaces trimmed (possibly empty) and advances *p; false at the
- * end (see parse_cors in api/http.c for the loop). */
+ * end (see cors_new in api/core/cors.c for the loop). */
 bool csv_next(const char **p, const char **item, size_t *len);
 /* Strict decimal int64 parse of the whole string; false on junk/overflow. */
 bool parse_i64(const char *s, int64_t *out);
