@@ -319,10 +319,14 @@ class Listener:
         """Ends the loop. With a client, the device polls once more (timeout 1) so that the
         waiting poll is replaced and answers now instead of at its timeout."""
         self._stop.set()
-        if client is not None and self._thread.is_alive():
+        # The loop may be between two polls: then its next poll (the last one, it checks the
+        # flag first) can reach the server after ours and wait its whole timeout. So replace
+        # the waiting poll until the loop has ended, a few times at most.
+        deadline = time.monotonic() + 10
+        while client is not None and self._thread.is_alive() and time.monotonic() < deadline:
             poll_raw(client, self.tok, since=self.next, timeout=1)
-            self._thread.join(5)
-            assert not self._thread.is_alive(), f"{self.label} did not stop"
+            self._thread.join(1.5)
+        assert not self._thread.is_alive() or client is None, f"{self.label} did not stop"
         self.check()
 
 
