@@ -10,17 +10,18 @@
 #ifndef NATTER_JOBS_H
 #define NATTER_JOBS_H
 
+#include <jansson.h>
 #include <stdint.h>
 
+#include "keys.h"
 #include "redis.h"
 
-#define JOBS_STREAM "natter:jobs"
+#define JOBS_STREAM KEY_JOBS_STREAM
 #define JOBS_GROUP "workers"
-#define JOBS_DELAYED "natter:jobs:delayed"
-#define JOBS_DEAD "natter:jobs:dead"
-#define JOBS_METRIC_PREFIX "natter:metrics:"
-#define JOBS_LATENCY_HASH "natter:metrics:job_latency"
-#define POLLING_PREFIX "natter:polling:" /* + user id: {device: online-until ms} */
+#define JOBS_DELAYED KEY_JOBS_DELAYED
+#define JOBS_DEAD KEY_JOBS_DEAD
+#define JOBS_METRIC_PREFIX KEY_METRIC_PREFIX
+#define JOBS_LATENCY_HASH KEY_JOB_LATENCY
 
 /* Latency histogram bucket bounds, seconds (shared by writer and reader). */
 #define JOBS_LATENCY_BUCKETS {0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
@@ -28,5 +29,18 @@
 
 /* Adds one job (JSON text) to the stream. 0, or -1 when Redis is unreachable. */
 int jobs_enqueue(struct redis_pool *p, const char *json);
+
+/* The job types (the worker's table in workers/push.c runs them). Every
+ * job carries "type" and "enq_ms" (enqueue time, for the latency figures). */
+#define JOB_PUSH_MESSAGE "push_message" /* {chat_id, seq}: count a message into its recipients' pushes */
+#define JOB_PUSH_FLUSH "push_flush"     /* {user_id, flush_id}: send a user's coalesced pushes */
+#define JOB_PUSH_SEND "push_send"       /* {user_id, device_id, flush_id, count, chat_id, seq, badge, first_ms} */
+
+/* The producers: each builds its job and enqueues it (0 or -1 as jobs_enqueue). */
+int jobs_push_message(struct redis_pool *p, int64_t chat_id, int64_t seq);
+/* For the worker, which enqueues or schedules what it builds: new references. */
+json_t *job_push_flush_new(int64_t user_id, const char *flush_id);
+json_t *job_push_send_new(int64_t user_id, int64_t device_id, const char *flush_id, int64_t count, int64_t chat_id,
+                          int64_t seq, int64_t badge, int64_t first_ms);
 
 #endif

@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "keys.h"
 #include "log.h"
 #include "migrate.h"
 #include "periodic.h"
@@ -154,7 +155,7 @@ int main(int argc, char **argv)
     periodic = periodic_new(&cfg, main_redis);
     config_log(&cfg, ROLE_WORKER);
 
-    snprintf(key, sizeof key, "natter:workers:%d@%s", (int)getpid(), host);
+    snprintf(key, sizeof key, KEY_WORKERS_PREFIX "%d@%s", (int)getpid(), host);
     rfc3339_now(ts, sizeof ts);
     snprintf(value, sizeof value, "{\"pid\":%d,\"threads\":%d,\"started_at\":\"%s\"}", (int)getpid(), started, ts);
     nlog(LOG_INFO, "worker started", json_pack("{s:i,s:s}", "threads", started, "key", key));

@@ -164,10 +164,7 @@ static long long outbox_reconcile(struct periodic *p)
     }
     long long n = 0;
     for (int i = 0; i < PQntuples(due); i++) {
-        char job[128];
-        snprintf(job, sizeof job, "{\"type\":\"push_message\",\"chat_id\":%s,\"seq\":%s,\"enq_ms\":%lld}",
-                 PQgetvalue(due, i, 0), PQgetvalue(due, i, 1), (long long)wall_time_ms());
-        if (jobs_enqueue(p->redis, job) < 0)
+        if (jobs_push_message(p->redis, db_i64(due, i, 0), db_i64(due, i, 1)) < 0)
             break; /* Redis down: they stay due */
         const char *vals[2] = {PQgetvalue(due, i, 0), PQgetvalue(due, i, 1)};
         PGresult *u = PQexecParams(c, sql_postpone, 2, NULL, vals, NULL, NULL, 0);

@@ -16,6 +16,7 @@
 #include "db.h"
 #include "http.h"
 #include "hub.h"
+#include "keys.h"
 #include "log.h"
 #include "presence.h"
 #include "realtime.h"
@@ -23,7 +24,7 @@
 #include "tx.h"
 #include "util.h"
 
-#define CHANNEL "natter:bus"
+#define CHANNEL KEY_BUS
 #define RECHECK_DOWN_MS 1000
 #define RECHECK_UP_MS 10000
 

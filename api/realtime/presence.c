@@ -12,14 +12,14 @@
 #include "config.h"
 #include "db.h"
 #include "hub.h"
-#include "jobs.h"
+#include "keys.h"
 #include "log.h"
 #include "realtime.h"
 #include "redis.h"
 #include "util.h"
 
-#define PRESENCE_KEY "natter:presence"
-#define PRESENCE_LOCK "natter:lock:presence"
+#define PRESENCE_KEY KEY_PRESENCE
+#define PRESENCE_LOCK KEY_PRESENCE_LOCK
 #define ONLINE_SLACK_MS 1000 /* a sweep runs every 2 s: seen within TTL + this is online */
 
 static const struct rt_env *env;
@@ -204,7 +204,7 @@ static const char polling_script[] =
 void presence_mark_polling(int64_t user, int64_t device, int64_t until_ms)
 {
     char key[64], dev[24], until[24], ttl[24];
-    snprintf(key, sizeof key, POLLING_PREFIX "%lld", (long long)user);
+    snprintf(key, sizeof key, KEY_POLLING_PREFIX "%lld", (long long)user);
     i64s(dev, device);
     i64s(until, until_ms);
     i64s(ttl, until_ms - wall_time_ms() + 1000);

@@ -22,6 +22,7 @@
 #include "db.h"
 #include "http.h"
 #include "jsonv.h"
+#include "keys.h"
 #include "natjwt.h"
 #include "log.h"
 #include "redis.h"
@@ -184,10 +185,10 @@ static int rate_limit_login(struct req *r, const char *username)
     for (size_t i = 0; i < n; i++)
         lower[i] = (char)tolower((unsigned char)username[i]);
     lower[n] = '\0';
-    snprintf(key, sizeof key, "natter:rl:login:ip:%s", r->client_ip);
+    snprintf(key, sizeof key, KEY_RL_LOGIN_IP_PREFIX "%s", r->client_ip);
     int wait = rate_hit(r, key, r->app->cfg->login_max_per_ip);
     if (!wait) {
-        snprintf(key, sizeof key, "natter:rl:login:user:%s", lower);
+        snprintf(key, sizeof key, KEY_RL_LOGIN_USER_PREFIX "%s", lower);
         wait = rate_hit(r, key, r->app->cfg->login_max_per_user);
     }
     if (!wait)

@@ -205,7 +205,8 @@ int messages_send(struct req *r)
         return -1;
     if (PQntuples(b) != 1)
         return reply_problem(r, 404, "chat_not_found", "no such chat");
-    i64s(sq, db_i64(b, 0, 0));
+    int64_t seq = db_i64(b, 0, 0);
+    i64s(sq, seq);
     const char *vs[2] = {c, u};
     PGresult *still = req_sql(r, NULL, sql_still_member, 2, vs);
     if (!still)
@@ -235,10 +236,7 @@ int messages_send(struct req *r)
     if (inbox_emit(r, m.chat_id, "message", INBOX_MEMBERS, NULL, ev) < 0 || req_commit(r) < 0)
         return -1;
     /* after COMMIT: if Redis is down the outbox row stays and is enqueued later */
-    char job[128];
-    snprintf(job, sizeof job, "{\"type\":\"push_message\",\"chat_id\":%s,\"seq\":%s,\"enq_ms\":%lld}", c, sq,
-             (long long)wall_time_ms());
-    jobs_enqueue(r->app->redis, job);
+    jobs_push_message(r->app->redis, m.chat_id, seq);
     char loc[80];
     snprintf(loc, sizeof loc, "/v1/chats/%s/messages/%s", c, sq);
     req_add_header(r, "Location", loc);
