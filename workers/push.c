@@ -21,8 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat_sql.h"
 #include "db.h"
 #include "jobs.h"
+#include "keys.h"
 #include "log.h"
 #include "push.h"
 #include "util.h"
@@ -97,7 +99,7 @@ static const char coalesce_script[] =
 /* A device of user has a poll waiting (or just answered): no push needed. */
 static int user_online(struct wctx *w, int64_t user, bool *online)
 {
-    redisReply *r = wcmd(w, "HVALS " POLLING_PREFIX "%lld", (long long)user);
+    redisReply *r = wcmd(w, "HVALS " KEY_POLLING_PREFIX "%lld", (long long)user);
     if (!r)
         return -1;
     int64_t now = wall_time_ms();
@@ -113,10 +115,11 @@ static enum job_rc push_message(struct wctx *w, int64_t chat, int64_t seq, char 
 {
     char c[24], s[24];
     const char *v2[2] = {i64s(c, chat), i64s(s, seq)};
-    PGresult *m = q(w, sql_message, 2, v2);
+    enum job_rc rc = JOB_ABANDON;
+    PGresult *rcpt = NULL, *m = q(w, sql_message, 2, v2);
     if (!m) {
         snprintf(err, errlen, "database unavailable");
-        return JOB_ABANDON;
+        goto out;
     }
     bool pushable = PQntuples(m) == 1 && PQgetvalue(m, 0, 1)[0] == 't' && !PQgetisnull(m, 0, 0);
     if (pushable) {
@@ -124,30 +127,26 @@ static enum job_rc push_message(struct wctx *w, int64_t chat, int64_t seq, char 
         snprintf(sender, sizeof sender, "%s", PQgetvalue(m, 0, 0));
         snprintf(created, sizeof created, "%s", PQgetvalue(m, 0, 2));
         const char *v3[3] = {c, sender, s};
-        PGresult *rc = q(w, sql_recipients, 3, v3);
-        if (!rc) {
-            PQclear(m);
+        rcpt = q(w, sql_recipients, 3, v3);
+        if (!rcpt) {
             snprintf(err, errlen, "database unavailable");
-            return JOB_ABANDON;
+            goto out;
         }
-        for (int i = 0; i < PQntuples(rc); i++) {
-            int64_t user = db_i64(rc, i, 0);
+        for (int i = 0; i < PQntuples(rcpt); i++) {
+            int64_t user = db_i64(rcpt, i, 0);
             bool online;
             if (user_online(w, user, &online) < 0) {
-                PQclear(rc);
-                PQclear(m);
                 snprintf(err, errlen, "redis unavailable");
-                return JOB_ABANDON;
+                goto out;
             }
             if (online)
                 continue;
             char seen[128], pending[64], flush_id[33], due[24];
-            snprintf(seen, sizeof seen, "natter:push:seen:%lld:%s:%s", (long long)user, c, s);
-            snprintf(pending, sizeof pending, "natter:push:pending:%lld", (long long)user);
+            snprintf(seen, sizeof seen, KEY_PUSH_SEEN_PREFIX "%lld:%s:%s", (long long)user, c, s);
+            snprintf(pending, sizeof pending, KEY_PUSH_PENDING_PREFIX "%lld", (long long)user);
             random_hex(flush_id, 16);
             i64s(due, wall_time_ms() + w->cfg->push_coalesce_ms);
-            json_t *fj = json_pack("{s:s,s:I,s:s,s:I}", "type", "push_flush", "user_id", (json_int_t)user, "flush_id",
-                                   flush_id, "enq_ms", (json_int_t)wall_time_ms());
+            json_t *fj = job_push_flush_new(user, flush_id);
             char *flush = json_dumps(fj, JSON_COMPACT);
             json_decref(fj);
             redisReply *r = wcmd(w, "EVAL %s 3 %s %s " JOBS_DELAYED " %s %s %s %s %s %s", coalesce_script, seen,
@@ -156,22 +155,22 @@ static enum job_rc push_message(struct wctx *w, int64_t chat, int64_t seq, char 
             bool ok = r && r->type == REDIS_REPLY_INTEGER;
             drop(r);
             if (!ok) {
-                PQclear(rc);
-                PQclear(m);
                 snprintf(err, errlen, "redis unavailable");
-                return JOB_ABANDON;
+                goto out;
             }
         }
-        PQclear(rc);
     }
-    PQclear(m);
     PGresult *d = q(w, sql_outbox_done, 2, v2);
     if (!d) {
         snprintf(err, errlen, "database unavailable");
-        return JOB_ABANDON; /* counted already; a rerun finds the seen markers */
+        goto out; /* counted already; a rerun finds the seen markers */
     }
     PQclear(d);
-    return JOB_DONE;
+    rc = JOB_DONE;
+out:
+    PQclear(rcpt);
+    PQclear(m);
+    return rc;
 }
 
 /* ======================================================================
@@ -197,7 +196,7 @@ static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errl
         return JOB_DEAD;
     }
     char marker[160];
-    snprintf(marker, sizeof marker, "natter:push:sent:%lld:%s", (long long)device, flush_id);
+    snprintf(marker, sizeof marker, KEY_PUSH_SENT_PREFIX "%lld:%s", (long long)device, flush_id);
     redisReply *ex = wcmd(w, "EXISTS %s", marker);
     if (!ex) {
         snprintf(err, errlen, "redis unavailable");
@@ -224,14 +223,15 @@ static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errl
         PQclear(dev);
         return JOB_DONE;
     }
+    enum job_rc rc = JOB_DONE;
     const struct push_provider *prov = NULL;
     for (size_t i = 0; i < sizeof providers / sizeof providers[0]; i++)
         if (strcmp(providers[i]->name, PQgetvalue(dev, 0, 1)) == 0)
             prov = providers[i];
     if (!prov) {
         snprintf(err, errlen, "unknown push provider '%s'", PQgetvalue(dev, 0, 1));
-        PQclear(dev);
-        return JOB_DEAD;
+        rc = JOB_DEAD;
+        goto out;
     }
     char pid[128];
     snprintf(pid, sizeof pid, "%s-%lld", flush_id, (long long)device);
@@ -247,7 +247,6 @@ static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errl
         .badge = json_integer_value(json_object_get(job, "badge")),
     };
     enum push_result pr = prov->send(w, &msg, err, errlen);
-    enum job_rc rc = JOB_DONE;
     switch (pr) {
     case PUSH_OK:
         drop(wcmd(w, "SET %s 1 EX %d", marker, MARKER_TTL_S));
@@ -270,6 +269,7 @@ static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errl
         rc = JOB_DEAD;
         break;
     }
+out:
     PQclear(dev);
     return rc;
 }
@@ -285,9 +285,7 @@ static const char take_script[] =
     "  redis.call('EXPIRE', KEYS[2], 86400) end "
     "return redis.call('HGETALL', KEYS[2])";
 static const char sql_badge[] =
-    "SELECT coalesce(sum((SELECT count(*) FROM messages m WHERE m.chat_id = cm.chat_id"
-    "   AND m.seq > cm.last_read_seq AND m.seq > cm.joined_seq AND m.kind = 'text' AND m.deleted_at IS NULL"
-    "   AND m.sender_id <> cm.user_id)), 0) FROM chat_members cm WHERE cm.user_id = $1";
+    "SELECT coalesce(sum(" CHAT_SQL_UNREAD "), 0) FROM chat_members cm WHERE cm.user_id = $1";
 static const char sql_devices[] =
     "SELECT id FROM devices WHERE user_id = $1 AND revoked_at IS NULL AND push_token IS NOT NULL ORDER BY id";
 
@@ -302,8 +300,8 @@ static int64_t field_i64(redisReply *h, const char *name)
 static enum job_rc push_flush(struct wctx *w, int64_t user, const char *flush_id, char *err, size_t errlen)
 {
     char pending[64], flushing[128];
-    snprintf(pending, sizeof pending, "natter:push:pending:%lld", (long long)user);
-    snprintf(flushing, sizeof flushing, "natter:push:flushing:%s", flush_id);
+    snprintf(pending, sizeof pending, KEY_PUSH_PENDING_PREFIX "%lld", (long long)user);
+    snprintf(flushing, sizeof flushing, KEY_PUSH_FLUSHING_PREFIX "%s", flush_id);
     redisReply *h = wcmd(w, "EVAL %s 2 %s %s %s", take_script, pending, flushing, flush_id);
     if (!h || h->type != REDIS_REPLY_ARRAY) {
         drop(h);
@@ -329,11 +327,7 @@ static enum job_rc push_flush(struct wctx *w, int64_t user, const char *flush_id
     enum job_rc out = JOB_DONE;
     for (int i = 0; i < PQntuples(ds); i++) {
         jobs_keepalive(w);
-        json_t *send = json_pack("{s:s,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "type", "push_send", "user_id",
-                                 (json_int_t)user, "device_id", (json_int_t)db_i64(ds, i, 0), "flush_id", flush_id,
-                                 "count", (json_int_t)count, "chat_id", (json_int_t)chat, "seq", (json_int_t)seq,
-                                 "badge", (json_int_t)db_i64(b, 0, 0), "first_ms", (json_int_t)first_ms, "enq_ms",
-                                 (json_int_t)wall_time_ms());
+        json_t *send = job_push_send_new(user, db_i64(ds, i, 0), flush_id, count, chat, seq, db_i64(b, 0, 0), first_ms);
         char derr[256] = "";
         enum job_rc rc = push_send(w, send, derr, sizeof derr);
         if (rc == JOB_RETRY || rc == JOB_DEAD) {
@@ -370,6 +364,37 @@ static enum job_rc push_flush(struct wctx *w, int64_t user, const char *flush_id
  * Dispatch
  * ====================================================================== */
 
+/* Each job type reads its own fields; a malformed job is dead at once. */
+static enum job_rc run_push_message(struct wctx *w, json_t *job, char *err, size_t errlen)
+{
+    json_t *c = json_object_get(job, "chat_id"), *s = json_object_get(job, "seq");
+    if (!json_is_integer(c) || !json_is_integer(s) || json_integer_value(c) <= 0 || json_integer_value(s) <= 0) {
+        snprintf(err, errlen, "invalid push_message job: chat_id and seq must be positive integers");
+        return JOB_DEAD;
+    }
+    return push_message(w, json_integer_value(c), json_integer_value(s), err, errlen);
+}
+
+static enum job_rc run_push_flush(struct wctx *w, json_t *job, char *err, size_t errlen)
+{
+    json_t *u = json_object_get(job, "user_id");
+    const char *fid = json_string_value(json_object_get(job, "flush_id"));
+    if (!json_is_integer(u) || json_integer_value(u) <= 0 || !fid || strlen(fid) > 64) {
+        snprintf(err, errlen, "invalid push_flush job: user_id and flush_id are required");
+        return JOB_DEAD;
+    }
+    return push_flush(w, json_integer_value(u), fid, err, errlen);
+}
+
+static const struct job_type {
+    const char *type;
+    enum job_rc (*run)(struct wctx *w, json_t *job, char *err, size_t errlen);
+} job_types[] = {
+    {JOB_PUSH_MESSAGE, run_push_message},
+    {JOB_PUSH_FLUSH, run_push_flush},
+    {JOB_PUSH_SEND, push_send},
+};
+
 enum job_rc push_run(struct wctx *w, json_t *job, char *err, size_t errlen)
 {
     const char *type = json_string_value(json_object_get(job, "type"));
@@ -377,25 +402,9 @@ enum job_rc push_run(struct wctx *w, json_t *job, char *err, size_t errlen)
         snprintf(err, errlen, "invalid job: missing string field `type`");
         return JOB_DEAD;
     }
-    if (strcmp(type, "push_message") == 0) {
-        json_t *c = json_object_get(job, "chat_id"), *s = json_object_get(job, "seq");
-        if (!json_is_integer(c) || !json_is_integer(s) || json_integer_value(c) <= 0 || json_integer_value(s) <= 0) {
-            snprintf(err, errlen, "invalid push_message job: chat_id and seq must be positive integers");
-            return JOB_DEAD;
-        }
-        return push_message(w, json_integer_value(c), json_integer_value(s), err, errlen);
-    }
-    if (strcmp(type, "push_flush") == 0) {
-        json_t *u = json_object_get(job, "user_id");
-        const char *fid = json_string_value(json_object_get(job, "flush_id"));
-        if (!json_is_integer(u) || json_integer_value(u) <= 0 || !fid || strlen(fid) > 64) {
-            snprintf(err, errlen, "invalid push_flush job: user_id and flush_id are required");
-            return JOB_DEAD;
-        }
-        return push_flush(w, json_integer_value(u), fid, err, errlen);
-    }
-    if (strcmp(type, "push_send") == 0)
-        return push_send(w, job, err, errlen);
+    for (size_t i = 0; i < sizeof job_types / sizeof job_types[0]; i++)
+        if (strcmp(job_types[i].type, type) == 0)
+            return job_types[i].run(w, job, err, errlen);
     snprintf(err, errlen, "invalid job: unknown type '%.64s'", type);
     return JOB_DEAD;
 }

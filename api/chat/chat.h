@@ -6,6 +6,7 @@
 #ifndef NATTER_CHAT_H
 #define NATTER_CHAT_H
 
+#include "chat_sql.h"
 #include "inbox.h"
 #include "membership.h"
 #include "message.h"

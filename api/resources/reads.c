@@ -25,12 +25,7 @@ static const char sql_read_senders[] =
     "SELECT coalesce(array_agg(DISTINCT sender_id), '{}') FROM messages"
     " WHERE chat_id = $1 AND seq > $2 AND seq <= $3 AND kind = 'text' AND sender_id IS NOT NULL AND sender_id <> $4";
 static const char sql_unread[] =
-    "SELECT cm.last_read_seq,"
-    "  (SELECT count(*) FROM messages m WHERE m.chat_id = cm.chat_id AND m.seq > cm.last_read_seq"
-    "     AND m.seq > cm.joined_seq AND m.kind = 'text' AND m.deleted_at IS NULL AND m.sender_id <> cm.user_id),"
-    "  (SELECT count(*) FROM messages m WHERE m.chat_id = cm.chat_id AND m.seq > cm.last_read_seq"
-    "     AND m.seq > cm.joined_seq AND m.kind = 'text' AND m.deleted_at IS NULL AND m.sender_id <> cm.user_id"
-    "     AND cm.user_id = ANY (m.mentions))"
+    "SELECT cm.last_read_seq, " CHAT_SQL_UNREAD ", " CHAT_SQL_UNREAD_MENTIONS
     " FROM chat_members cm WHERE cm.chat_id = $1 AND cm.user_id = $2";
 
 int chats_read(struct req *r)
