@@ -669,8 +669,8 @@ struct runner {
     size_t (*build)(runner *, long job, char *buf, size_t cap);
     /* 0 done, 1 retry later, -1 failed */
     int (*handle)(runner *, long job, int status, const char *body, size_t len);
-    lat_t lat;       /* latency of the answers counted ok */
-    int ok_status;   /* status whose latency is recorded (0: any 2xx) */
+    lat_t lat;     /* latency of the answers counted ok */
+    int ok_status; /* status whose latency is recorded (0: any 2xx) */
     long ok_in_window, by_status[600], neg;
     long bytes;
     bool stop_issuing;
@@ -811,7 +811,8 @@ static size_t users_build(runner *r, long job, char *buf, size_t cap)
     }
     long u = job / u_devices, d = job % u_devices;
     snprintf(body, sizeof body,
-             "{\"username\":\"%s%05ld\",\"password\":\"" PASSWORD "\",\"device_name\":\"bench %ld\","
+             "{\"username\":\"%s%05ld\",\"password\":\"" PASSWORD
+             "\",\"device_name\":\"bench %ld\","
              "\"platform\":\"other\"}",
              u_prefix, u, d);
     return build_req(buf, cap, "POST", "/v1/auth/login", NULL, body);
@@ -830,8 +831,8 @@ static int users_handle(runner *r, long job, int status, const char *body, size_
         json_t *j = json_loadb(body, len, 0, &e);
         json_int_t did = 0, uid = 0;
         const char *tok = NULL;
-        if (j && json_unpack(j, "{s:s,s:I,s:{s:I}}", "access_token", &tok, "device_id", &did, "user", "id",
-                             &uid) == 0) {
+        if (j &&
+            json_unpack(j, "{s:s,s:I,s:{s:I}}", "access_token", &tok, "device_id", &did, "user", "id", &uid) == 0) {
             device *d = &u_out[job];
             d->uidx = job / u_devices;
             d->devno = job % u_devices;
@@ -875,13 +876,13 @@ static int cmd_users(void)
     if (!f)
         die("%s: %s", out, strerror(errno));
     for (long i = 0; i < login.njobs; i++)
-        fprintf(f, "%ld %ld %lld %lld %s\n", u_out[i].uidx, u_out[i].devno, u_out[i].uid, u_out[i].did,
-                u_out[i].token);
+        fprintf(f, "%ld %ld %lld %lld %s\n", u_out[i].uidx, u_out[i].devno, u_out[i].uid, u_out[i].did, u_out[i].token);
     fclose(f);
-    printf("setup_%-10s %ld users registered in %.1f s (%.0f/s), %ld devices logged in in %.1f s (%.0f/s), "
-           "%ld retries (429/503)\n",
-           u_prefix, u_users, (double)(t1 - t0) / 1e9, (double)u_users / ((double)(t1 - t0) / 1e9), login.njobs,
-           (double)(t2 - t1) / 1e9, (double)login.njobs / ((double)(t2 - t1) / 1e9), reg.retries + login.retries);
+    printf(
+        "setup_%-10s %ld users registered in %.1f s (%.0f/s), %ld devices logged in in %.1f s (%.0f/s), "
+        "%ld retries (429/503)\n",
+        u_prefix, u_users, (double)(t1 - t0) / 1e9, (double)u_users / ((double)(t1 - t0) / 1e9), login.njobs,
+        (double)(t2 - t1) / 1e9, (double)login.njobs / ((double)(t2 - t1) / 1e9), reg.retries + login.retries);
     return 0;
 }
 
@@ -989,7 +990,7 @@ typedef struct {
     uint64_t poll_sent; /* when the current poll was queued */
     long inflight_msg;  /* deliver: the message expected by this device, -1 none */
     long answers, errors;
-    int retry_state;    /* P_HEAD or P_POLL: what to send again after a 503 */
+    int retry_state; /* P_HEAD or P_POLL: what to send again after a 503 */
     uint64_t retry_at;
 } poller;
 
@@ -1209,15 +1210,17 @@ static int cmd_idle(void)
     long held = pollers_in(P_POLL);
     long inflight = server_inflight();
     long rss1 = vmrss_kb(pid);
-    printf("idle_polls       target %ld  held %ld  (client: %ld polls outstanding; server natter_http_inflight_requests "
-           "%ld)  opened in %.1f s (%.0f/s)  answered early %ld (empty %ld)  failed %ld  poll errors %s  sockets %ld\n",
-           count, held < inflight || inflight < 0 ? held : inflight, held, inflight, open_s,
-           (double)polling / open_s, p_answers, p_empty, pollers_in(P_FAILED), poll_errors_str(), n_open);
+    printf(
+        "idle_polls       target %ld  held %ld  (client: %ld polls outstanding; server natter_http_inflight_requests "
+        "%ld)  opened in %.1f s (%.0f/s)  answered early %ld (empty %ld)  failed %ld  poll errors %s  sockets %ld\n",
+        count, held < inflight || inflight < 0 ? held : inflight, held, inflight, open_s, (double)polling / open_s,
+        p_answers, p_empty, pollers_in(P_FAILED), poll_errors_str(), n_open);
     if (pid > 0 && rss0 > 0 && rss1 > 0) {
         long h = held < inflight || inflight < 0 ? held : inflight;
-        printf("idle_polls_rss   natter-api VmRSS before %.1f MB  with polls %.1f MB  per held poll %.2f KB "
-               "(target <= 10 KB)\n",
-               rss0 / 1024.0, rss1 / 1024.0, h > 0 ? (double)(rss1 - rss0) / (double)h : NAN);
+        printf(
+            "idle_polls_rss   natter-api VmRSS before %.1f MB  with polls %.1f MB  per held poll %.2f KB "
+            "(target <= 10 KB)\n",
+            rss0 / 1024.0, rss1 / 1024.0, h > 0 ? (double)(rss1 - rss0) / (double)h : NAN);
     }
     /* hang up and see what the server gives back */
     for (long i = 0; i < nP; i++) {
@@ -1472,15 +1475,18 @@ static int cmd_deliver(void)
             sn += (size_t)snprintf(st + sn, sizeof st - sn, "%s%d:%ld", sn ? "," : "", s, d_post_by[s]);
     if (d_post_neg)
         snprintf(st + sn, sizeof st - sn, "%sconn-errors:%ld", sn ? "," : "", d_post_neg);
-    printf("deliver_1to1     %ld devices polling, target %.0f msg/s for %.0f s: sent %ld (%.0f msg/s), 201 %ld, "
-           "delivered %ld, undelivered after 5 s %ld\n",
-           np, rate, secs, sent, (double)sent / dur, ok, delivered, lost);
-    printf("deliver_latency  send->recipient poll answered  p50 %.2f ms  p99 %.2f ms  max %.2f ms  (target p99 <= 10 ms)\n",
-           lat_pct(&d_lat, 50), lat_pct(&d_lat, 99), lat_max(&d_lat));
-    printf("deliver_post     POST 201 latency  p50 %.2f ms  p99 %.2f ms  statuses %s  not sent %ld (no waiting "
-           "recipient %ld, generator backlog max %ld)  poll answers %ld (%.0f/s), poll errors %s\n",
-           lat_pct(&d_post, 50), lat_pct(&d_post, 99), st, not_sent, no_recip, backlog_max, p_answers - warm_answers,
-           (double)(p_answers - warm_answers) / dur, poll_errors_str());
+    printf(
+        "deliver_1to1     %ld devices polling, target %.0f msg/s for %.0f s: sent %ld (%.0f msg/s), 201 %ld, "
+        "delivered %ld, undelivered after 5 s %ld\n",
+        np, rate, secs, sent, (double)sent / dur, ok, delivered, lost);
+    printf(
+        "deliver_latency  send->recipient poll answered  p50 %.2f ms  p99 %.2f ms  max %.2f ms  (target p99 <= 10 ms)\n",
+        lat_pct(&d_lat, 50), lat_pct(&d_lat, 99), lat_max(&d_lat));
+    printf(
+        "deliver_post     POST 201 latency  p50 %.2f ms  p99 %.2f ms  statuses %s  not sent %ld (no waiting "
+        "recipient %ld, generator backlog max %ld)  poll answers %ld (%.0f/s), poll errors %s\n",
+        lat_pct(&d_post, 50), lat_pct(&d_post, 99), st, not_sent, no_recip, backlog_max, p_answers - warm_answers,
+        (double)(p_answers - warm_answers) / dur, poll_errors_str());
     const char *dump = opt_s("--dump", NULL); /* per-message timings, for digging into outliers */
     if (dump) {
         FILE *f = fopen(dump, "w");
@@ -1632,16 +1638,19 @@ static int cmd_fanout(void)
         }
     }
     double dur = (double)(now_ns() - t0) / 1e9;
-    printf("group_fanout     %ld sends to a group of %ld (all polling), %.1f sends/s: all %ld polls answered  p50 "
-           "%.2f ms  p99 %.2f ms  max %.2f ms  (target p99 <= 25 ms)\n",
-           k, members, (double)k / dur, members, lat_pct(&last, 50), lat_pct(&last, 99), lat_max(&last));
-    printf("group_detail     first poll answered p50 %.2f ms p99 %.2f ms; POST 201 p50 %.2f ms p99 %.2f ms; "
-           "incomplete %ld, non-201 %ld, poll errors %s\n",
-           lat_pct(&first, 50), lat_pct(&first, 99), lat_pct(&post, 50), lat_pct(&post, 99), incomplete, bad,
-           poll_errors_str());
-    printf("group_settle     after each send the server stays busy with its acks/receipts for p50 %.0f ms p99 %.0f ms "
-           "max %.0f ms before it is quiet again; sends made before it was quiet (waited %.0f s): %ld\n",
-           lat_pct(&settle, 50), lat_pct(&settle, 99), lat_max(&settle), (double)settle_max / 1e9, unsettled);
+    printf(
+        "group_fanout     %ld sends to a group of %ld (all polling), %.1f sends/s: all %ld polls answered  p50 "
+        "%.2f ms  p99 %.2f ms  max %.2f ms  (target p99 <= 25 ms)\n",
+        k, members, (double)k / dur, members, lat_pct(&last, 50), lat_pct(&last, 99), lat_max(&last));
+    printf(
+        "group_detail     first poll answered p50 %.2f ms p99 %.2f ms; POST 201 p50 %.2f ms p99 %.2f ms; "
+        "incomplete %ld, non-201 %ld, poll errors %s\n",
+        lat_pct(&first, 50), lat_pct(&first, 99), lat_pct(&post, 50), lat_pct(&post, 99), incomplete, bad,
+        poll_errors_str());
+    printf(
+        "group_settle     after each send the server stays busy with its acks/receipts for p50 %.0f ms p99 %.0f ms "
+        "max %.0f ms before it is quiet again; sends made before it was quiet (waited %.0f s): %ld\n",
+        lat_pct(&settle, 50), lat_pct(&settle, 99), lat_max(&settle), (double)settle_max / 1e9, unsettled);
     for (long i = 0; i < nP; i++) {
         P[i].c.cb = NULL;
         conn_close(&P[i].c);
@@ -1710,10 +1719,11 @@ static void closed_loop_report(const char *name, runner *r, double secs, const c
 {
     char st[256];
     print_statuses(r, st, sizeof st);
-    printf("%-16s %.0f %s (%ld ok in %.0f s over %d connections)  p50 %.2f ms  p99 %.2f ms  max %.2f ms  %s  "
-           "statuses %s\n",
-           name, (double)r->ok_in_window / secs, unit, r->ok_in_window, secs, r->nconns, lat_pct(&r->lat, 50),
-           lat_pct(&r->lat, 99), lat_max(&r->lat), target, st);
+    printf(
+        "%-16s %.0f %s (%ld ok in %.0f s over %d connections)  p50 %.2f ms  p99 %.2f ms  max %.2f ms  %s  "
+        "statuses %s\n",
+        name, (double)r->ok_in_window / secs, unit, r->ok_in_window, secs, r->nconns, lat_pct(&r->lat, 50),
+        lat_pct(&r->lat, 99), lat_max(&r->lat), target, st);
 }
 
 static int cmd_sends(void)
@@ -1767,8 +1777,7 @@ static int cmd_history(void)
     char name[32];
     snprintf(name, sizeof name, "history_page_%ld", s_limit);
     closed_loop_report(name, &r, secs, "req/s", "(target p99 <= 10 ms)");
-    printf("history_detail   %.1f KB per page\n",
-           r.lat.n ? (double)r.bytes / (double)r.lat.n / 1024.0 : 0.0);
+    printf("history_detail   %.1f KB per page\n", r.lat.n ? (double)r.bytes / (double)r.lat.n / 1024.0 : 0.0);
     return 0;
 }
 

@@ -10,7 +10,7 @@
 
 /* a message m that cm has not read: visible to cm (after they joined), a live
  * text message, from someone else */
-#define CHAT_SQL_UNREAD_WHERE                                                                         \
+#define CHAT_SQL_UNREAD_WHERE                                                                           \
     "m.chat_id = cm.chat_id AND m.seq > cm.last_read_seq AND m.seq > cm.joined_seq AND m.kind = 'text'" \
     " AND m.deleted_at IS NULL AND m.sender_id <> cm.user_id"
 

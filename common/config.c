@@ -22,14 +22,14 @@
 enum ctype { CT_STR, CT_INT, CT_ENUM };
 
 struct config_item {
-    const char *name;       /* environment variable */
+    const char *name; /* environment variable */
     enum ctype type;
-    size_t offset;          /* into struct config */
-    const char *def;        /* default as text; NULL = no default */
-    long min, max;          /* CT_INT bounds */
-    const char *choices;    /* CT_ENUM: '|'-separated */
-    int roles;              /* ROLE_* mask */
-    bool secret;            /* redact in logs */
+    size_t offset;       /* into struct config */
+    const char *def;     /* default as text; NULL = no default */
+    long min, max;       /* CT_INT bounds */
+    const char *choices; /* CT_ENUM: '|'-separated */
+    int roles;           /* ROLE_* mask */
+    bool secret;         /* redact in logs */
     const char *help;
 };
 
@@ -53,8 +53,8 @@ static const struct config_item items[] = {
      "access JWT lifetime, seconds"},
     {"NATTER_REFRESH_TOKEN_TTL", CT_INT, F(refresh_token_ttl), "2592000", 60, 31536000, NULL, ROLE_API, false,
      "refresh token lifetime, seconds"},
-    {"NATTER_PWHASH_COST", CT_ENUM, F(pwhash_cost), "interactive", 0, 0, "interactive|moderate|sensitive|min",
-     ROLE_API, false, "argon2id cost (libsodium presets; min is for tests only)"},
+    {"NATTER_PWHASH_COST", CT_ENUM, F(pwhash_cost), "interactive", 0, 0, "interactive|moderate|sensitive|min", ROLE_API,
+     false, "argon2id cost (libsodium presets; min is for tests only)"},
     {"NATTER_LOGIN_WINDOW", CT_INT, F(login_window), "300", 1, 86400, NULL, ROLE_API, false,
      "login rate-limit window, seconds"},
     {"NATTER_LOGIN_MAX_PER_USER", CT_INT, F(login_max_per_user), "10", 1, 1000000, NULL, ROLE_API, false,
@@ -117,10 +117,10 @@ static const struct config_item items[] = {
      "path-style (endpoint/bucket/key) or virtual-host style (bucket.endpoint/key) URLs"},
     {"NATTER_BLOB_DIR", CT_STR, F(blob_dir), "", 0, 0, NULL, ROLE_API, false,
      "embedded store data directory; empty = <NATTER_STATE_DIR>/blobs"},
-    {"NATTER_ATTACHMENT_MAX_BYTES", CT_INT, F(attachment_max_bytes), "104857600", 1, 2147483647, NULL, ROLE_API,
-     false, "largest attachment, bytes"},
-    {"NATTER_ATTACHMENT_TYPES", CT_STR, F(attachment_types), "image/*,video/*,audio/*,application/pdf,text/plain", 0,
-     0, NULL, ROLE_API, false, "allowed attachment content types (comma-separated, type/* wildcards)"},
+    {"NATTER_ATTACHMENT_MAX_BYTES", CT_INT, F(attachment_max_bytes), "104857600", 1, 2147483647, NULL, ROLE_API, false,
+     "largest attachment, bytes"},
+    {"NATTER_ATTACHMENT_TYPES", CT_STR, F(attachment_types), "image/*,video/*,audio/*,application/pdf,text/plain", 0, 0,
+     NULL, ROLE_API, false, "allowed attachment content types (comma-separated, type/* wildcards)"},
     {"NATTER_UPLOAD_URL_TTL", CT_INT, F(upload_url_ttl), "900", 10, 604800, NULL, ROLE_API, false,
      "validity of a pre-signed upload URL, seconds"},
     {"NATTER_DOWNLOAD_URL_TTL", CT_INT, F(download_url_ttl), "300", 10, 604800, NULL, ROLE_API, false,
@@ -147,8 +147,7 @@ static bool enum_has(const char *choices, const char *v)
     return false;
 }
 
-int config_load(struct config *cfg, enum config_role role,
-                const char *(*getenv_fn)(const char *), char **err)
+int config_load(struct config *cfg, enum config_role role, const char *(*getenv_fn)(const char *), char **err)
 {
     memset(cfg, 0, sizeof *cfg);
     *err = NULL;
@@ -192,8 +191,9 @@ int config_load(struct config *cfg, enum config_role role,
             goto fail;
         }
         if (!cfg->jwt_secret && cfg->production) {
-            *err = xasprintf("NATTER_JWT_SECRET: required when NATTER_ENV=production "
-                             "(generate one with: head -c 32 /dev/urandom | base64)");
+            *err = xasprintf(
+                "NATTER_JWT_SECRET: required when NATTER_ENV=production "
+                "(generate one with: head -c 32 /dev/urandom | base64)");
             goto fail;
         }
         if (cfg->production && strcmp(cfg->pwhash_cost, "min") == 0) {

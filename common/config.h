@@ -14,62 +14,61 @@
 enum config_role { ROLE_API = 1, ROLE_WORKER = 2, ROLE_BOTH = 3 };
 
 struct config {
-    char *env;                  /* "development" | "production" */
-    bool production;            /* env == production */
-    char *state_dir;            /* dev: where the generated JWT secret lives */
-    char *listen_addr;          /* bind address */
-    int port;                   /* HTTP port */
-    char *database_url;         /* libpq conninfo or URL */
-    char *redis_url;            /* redis://host:port/db or unix:///path */
-    char *jwt_secret;           /* HS256 key (>= 32 bytes) */
-    int access_token_ttl;       /* seconds */
-    int refresh_token_ttl;      /* seconds */
-    char *pwhash_cost;          /* interactive | moderate | sensitive | min */
-    int login_window;           /* seconds */
-    int login_max_per_user;     /* attempts per username per window */
-    int login_max_per_ip;       /* attempts per client address per window */
-    char *cors_origins;         /* comma-separated origins, or "*" */
-    int http_threads;           /* MHD thread pool size */
-    int max_connections;        /* 0 = derive from RLIMIT_NOFILE */
-    int conn_timeout;           /* idle keep-alive timeout, seconds */
-    int db_pool_size;           /* PostgreSQL connections per process */
-    int db_pool_timeout_ms;     /* wait for a free connection before 503 */
-    int hash_threads;           /* password hashing threads */
-    int hash_queue;             /* max requests waiting for a hashing thread */
-    int worker_threads;         /* natter-worker threads */
-    char *push_webhook_url;     /* webhook provider endpoint, "" = none */
-    char *push_webhook_secret;  /* HMAC key for X-Natter-Signature */
-    int push_timeout_ms;        /* total time of one provider call */
-    int push_coalesce_ms;       /* window in which a user's messages become one push */
-    int push_ttl;               /* seconds after which an undelivered push is dropped */
-    int job_visibility_ms;      /* a job idle this long in a dead worker is reclaimed */
-    int job_max_attempts;       /* then dead letters */
-    int job_retry_base_ms;      /* first retry delay; doubles, capped at 5 min */
-    int cleanup_interval;       /* seconds between runs of each cleanup task */
-    int inbox_retention;        /* seconds an inbox row is kept at most */
-    char *public_url;           /* how clients reach natter-api (embedded store URLs) */
-    char *s3_endpoint;          /* "" = the embedded store */
+    char *env;                 /* "development" | "production" */
+    bool production;           /* env == production */
+    char *state_dir;           /* dev: where the generated JWT secret lives */
+    char *listen_addr;         /* bind address */
+    int port;                  /* HTTP port */
+    char *database_url;        /* libpq conninfo or URL */
+    char *redis_url;           /* redis://host:port/db or unix:///path */
+    char *jwt_secret;          /* HS256 key (>= 32 bytes) */
+    int access_token_ttl;      /* seconds */
+    int refresh_token_ttl;     /* seconds */
+    char *pwhash_cost;         /* interactive | moderate | sensitive | min */
+    int login_window;          /* seconds */
+    int login_max_per_user;    /* attempts per username per window */
+    int login_max_per_ip;      /* attempts per client address per window */
+    char *cors_origins;        /* comma-separated origins, or "*" */
+    int http_threads;          /* MHD thread pool size */
+    int max_connections;       /* 0 = derive from RLIMIT_NOFILE */
+    int conn_timeout;          /* idle keep-alive timeout, seconds */
+    int db_pool_size;          /* PostgreSQL connections per process */
+    int db_pool_timeout_ms;    /* wait for a free connection before 503 */
+    int hash_threads;          /* password hashing threads */
+    int hash_queue;            /* max requests waiting for a hashing thread */
+    int worker_threads;        /* natter-worker threads */
+    char *push_webhook_url;    /* webhook provider endpoint, "" = none */
+    char *push_webhook_secret; /* HMAC key for X-Natter-Signature */
+    int push_timeout_ms;       /* total time of one provider call */
+    int push_coalesce_ms;      /* window in which a user's messages become one push */
+    int push_ttl;              /* seconds after which an undelivered push is dropped */
+    int job_visibility_ms;     /* a job idle this long in a dead worker is reclaimed */
+    int job_max_attempts;      /* then dead letters */
+    int job_retry_base_ms;     /* first retry delay; doubles, capped at 5 min */
+    int cleanup_interval;      /* seconds between runs of each cleanup task */
+    int inbox_retention;       /* seconds an inbox row is kept at most */
+    char *public_url;          /* how clients reach natter-api (embedded store URLs) */
+    char *s3_endpoint;         /* "" = the embedded store */
     char *s3_bucket;
     char *s3_region;
     char *s3_access_key;
-    char *s3_secret_key;        /* embedded store in development: generated if unset */
-    char *s3_addressing;        /* path | virtual */
-    char *blob_dir;             /* embedded store data directory ("" = <state dir>/blobs) */
-    int attachment_max_bytes;   /* largest upload */
-    char *attachment_types;     /* comma-separated allow-list; a subtype of * is a wildcard */
-    int upload_url_ttl;         /* seconds a pre-signed PUT stays valid */
-    int download_url_ttl;       /* seconds a pre-signed GET stays valid */
-    int presence_ttl;           /* seconds without a poll/heartbeat before offline */
-    int poll_timeout_max;       /* longest long-poll timeout a client may ask for, seconds */
-    char *log_level;            /* debug | info | warn | error */
+    char *s3_secret_key;      /* embedded store in development: generated if unset */
+    char *s3_addressing;      /* path | virtual */
+    char *blob_dir;           /* embedded store data directory ("" = <state dir>/blobs) */
+    int attachment_max_bytes; /* largest upload */
+    char *attachment_types;   /* comma-separated allow-list; a subtype of * is a wildcard */
+    int upload_url_ttl;       /* seconds a pre-signed PUT stays valid */
+    int download_url_ttl;     /* seconds a pre-signed GET stays valid */
+    int presence_ttl;         /* seconds without a poll/heartbeat before offline */
+    int poll_timeout_max;     /* longest long-poll timeout a client may ask for, seconds */
+    char *log_level;          /* debug | info | warn | error */
 };
 
 /* Reads the environment through getenv_fn (getenv in production code, a fake in
  * tests) into cfg, applying defaults and validating every value that applies to
  * role. Returns 0, or -1 with an owned message in *err naming the variable.
  * In development a missing NATTER_JWT_SECRET is left NULL (see config_dev_secret). */
-int config_load(struct config *cfg, enum config_role role,
-                const char *(*getenv_fn)(const char *), char **err);
+int config_load(struct config *cfg, enum config_role role, const char *(*getenv_fn)(const char *), char **err);
 void config_free(struct config *cfg);
 
 /* Development only: loads or creates <state_dir>/jwt-secret (0600) into

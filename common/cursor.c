@@ -21,8 +21,8 @@ bool cursor_decode(const char *cur, int64_t *a, int64_t *b)
 {
     unsigned char raw[64];
     size_t len = 0, n = strlen(cur);
-    if (n > CURSOR_MAX || sodium_base642bin(raw, sizeof raw - 1, cur, n, NULL, &len, NULL,
-                                            sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+    if (n > CURSOR_MAX ||
+        sodium_base642bin(raw, sizeof raw - 1, cur, n, NULL, &len, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
         return false;
     raw[len] = '\0';
     char *dot = strchr((char *)raw, '.');

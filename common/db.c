@@ -32,7 +32,7 @@ struct db_pool {
     char *conninfo;
     int size;
     int in_use;
-    PGconn **conns;   /* NULL slot = not connected */
+    PGconn **conns; /* NULL slot = not connected */
     bool *busy;
     struct stmt_cache *caches; /* per slot; emptied whenever the slot reconnects */
 };

@@ -32,15 +32,15 @@ int jobs_push_message(struct redis_pool *p, int64_t chat_id, int64_t seq)
 
 json_t *job_push_flush_new(int64_t user_id, const char *flush_id)
 {
-    return json_pack("{s:s,s:I,s:s,s:I}", "type", JOB_PUSH_FLUSH, "user_id", (json_int_t)user_id, "flush_id",
-                     flush_id, "enq_ms", (json_int_t)wall_time_ms());
+    return json_pack("{s:s,s:I,s:s,s:I}", "type", JOB_PUSH_FLUSH, "user_id", (json_int_t)user_id, "flush_id", flush_id,
+                     "enq_ms", (json_int_t)wall_time_ms());
 }
 
 json_t *job_push_send_new(int64_t user_id, int64_t device_id, const char *flush_id, int64_t count, int64_t chat_id,
                           int64_t seq, int64_t badge, int64_t first_ms)
 {
-    return json_pack("{s:s,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "type", JOB_PUSH_SEND, "user_id",
-                     (json_int_t)user_id, "device_id", (json_int_t)device_id, "flush_id", flush_id, "count",
-                     (json_int_t)count, "chat_id", (json_int_t)chat_id, "seq", (json_int_t)seq, "badge",
-                     (json_int_t)badge, "first_ms", (json_int_t)first_ms, "enq_ms", (json_int_t)wall_time_ms());
+    return json_pack("{s:s,s:I,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "type", JOB_PUSH_SEND, "user_id", (json_int_t)user_id,
+                     "device_id", (json_int_t)device_id, "flush_id", flush_id, "count", (json_int_t)count, "chat_id",
+                     (json_int_t)chat_id, "seq", (json_int_t)seq, "badge", (json_int_t)badge, "first_ms",
+                     (json_int_t)first_ms, "enq_ms", (json_int_t)wall_time_ms());
 }

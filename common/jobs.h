@@ -24,7 +24,10 @@
 #define JOBS_LATENCY_HASH KEY_JOB_LATENCY
 
 /* Latency histogram bucket bounds, seconds (shared by writer and reader). */
-#define JOBS_LATENCY_BUCKETS {0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+#define JOBS_LATENCY_BUCKETS                             \
+    {                                                    \
+        0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300 \
+    }
 #define JOBS_LATENCY_NBUCKETS 11
 
 /* Adds one job (JSON text) to the stream. 0, or -1 when Redis is unreachable. */

@@ -35,8 +35,7 @@ static int check_one(const json_t *v, const struct jfield *f, struct jsonv_error
         long long chars = (long long)utf8_chars(s, bytes);
         if (chars < f->min || chars > f->max)
             return fail(err, f->name, "must be %lld to %lld characters long", f->min, f->max);
-        if ((f->flags & JF_NO_CONTROL) && utf8_has_control(s, bytes))
-        {
+        if ((f->flags & JF_NO_CONTROL) && utf8_has_control(s, bytes)) {
             err->field = f->name;
             snprintf(err->reason, sizeof err->reason, "must not contain control characters");
             return -1;

@@ -27,10 +27,10 @@ enum jtype { JT_STRING, JT_INT, JT_BOOL, JT_ARRAY, JT_OBJECT };
 struct jfield {
     const char *name;
     enum jtype type;
-    int required;      /* bool */
-    long long min;     /* string: chars; int: value; array: items */
+    int required;  /* bool */
+    long long min; /* string: chars; int: value; array: items */
     long long max;
-    unsigned flags;    /* JF_* */
+    unsigned flags; /* JF_* */
 };
 
 struct jsonv_error {

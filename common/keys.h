@@ -20,12 +20,12 @@
 #define KEY_RL_LOGIN_USER_PREFIX "natter:rl:login:user:" /* + lower-cased username */
 
 /* the job queue (common/jobs.c, workers/jobs.c) */
-#define KEY_JOBS_STREAM "natter:jobs"             /* stream; field `job` holds the JSON */
-#define KEY_JOBS_DELAYED "natter:jobs:delayed"    /* sorted set: retries by due time, ms */
-#define KEY_JOBS_DEAD "natter:jobs:dead"          /* stream of dead letters */
-#define KEY_METRIC_PREFIX "natter:metrics:"       /* + counter name: totals for /metrics */
+#define KEY_JOBS_STREAM "natter:jobs"                /* stream; field `job` holds the JSON */
+#define KEY_JOBS_DELAYED "natter:jobs:delayed"       /* sorted set: retries by due time, ms */
+#define KEY_JOBS_DEAD "natter:jobs:dead"             /* stream of dead letters */
+#define KEY_METRIC_PREFIX "natter:metrics:"          /* + counter name: totals for /metrics */
 #define KEY_JOB_LATENCY "natter:metrics:job_latency" /* hash: latency histogram */
-#define KEY_WORKERS_PREFIX "natter:workers:"      /* + pid@host: a live worker's heartbeat */
+#define KEY_WORKERS_PREFIX "natter:workers:"         /* + pid@host: a live worker's heartbeat */
 
 /* push coalescing (workers/push.c) */
 #define KEY_PUSH_SEEN_PREFIX "natter:push:seen:"         /* + user:chat:seq: counted once */

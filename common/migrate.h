@@ -13,8 +13,8 @@
 #include <libpq-fe.h>
 
 struct embedded_file {
-    const char *name;   /* file name, e.g. "001_initial.sql" */
-    const char *data;   /* NUL-terminated contents */
+    const char *name; /* file name, e.g. "001_initial.sql" */
+    const char *data; /* NUL-terminated contents */
     unsigned long len;
 };
 

@@ -37,8 +37,8 @@ out:
     return out;
 }
 
-enum jwt_status natter_jwt_verify(const char *secret, const char *token, int64_t now,
-                                  int64_t *user_id, int64_t *device_id)
+enum jwt_status natter_jwt_verify(const char *secret, const char *token, int64_t now, int64_t *user_id,
+                                  int64_t *device_id)
 {
     jwt_t *jwt = NULL;
     enum jwt_status st = JWT_INVALID;

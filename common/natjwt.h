@@ -14,14 +14,14 @@
 
 enum jwt_status {
     JWT_OK = 0,
-    JWT_INVALID,   /* malformed, bad signature, wrong alg, missing/bad claims */
-    JWT_EXPIRED,   /* valid signature, exp <= now */
+    JWT_INVALID, /* malformed, bad signature, wrong alg, missing/bad claims */
+    JWT_EXPIRED, /* valid signature, exp <= now */
 };
 
 /* Returns an owned token string, or NULL on failure. */
 char *natter_jwt_sign(const char *secret, int64_t user_id, int64_t device_id, int64_t now, int ttl);
 /* Verifies token against secret at time now; on JWT_OK fills the ids. */
-enum jwt_status natter_jwt_verify(const char *secret, const char *token, int64_t now,
-                                  int64_t *user_id, int64_t *device_id);
+enum jwt_status natter_jwt_verify(const char *secret, const char *token, int64_t now, int64_t *user_id,
+                                  int64_t *device_id);
 
 #endif

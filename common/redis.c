@@ -14,16 +14,16 @@
 
 struct redis_pool {
     pthread_mutex_t mu;
-    char *host;          /* TCP host, or NULL for a unix socket */
-    char *path;          /* unix socket path */
+    char *host; /* TCP host, or NULL for a unix socket */
+    char *path; /* unix socket path */
     int port;
-    char *password;      /* AUTH, or NULL */
+    char *password; /* AUTH, or NULL */
     int db;
-    int size;            /* max idle contexts kept */
+    int size; /* max idle contexts kept */
     int nidle;
     redisContext **idle;
     uint64_t last_fail_log_us;
-    uint64_t down_until_us;  /* connect attempts are skipped until then */
+    uint64_t down_until_us; /* connect attempts are skipped until then */
 };
 
 static int parse_url(struct redis_pool *p, const char *url, char **err)

@@ -43,14 +43,14 @@
 #define SIGV4_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 #define SIGV4_SIGNATURE_PARAM "X-Amz-Signature"
 
-#define SIGV4_MAX_EXPIRES 604800    /* 7 days, S3's limit */
-#define SIGV4_MAX_SKEW 900          /* seconds X-Amz-Date may lie in the future */
-#define SIGV4_MAX_ITEMS 64          /* query parameters, or headers, in one request */
-#define SIGV4_MAX_FIELD 8192        /* bytes of one name, value or path */
-#define SIGV4_MAX_KEY 1024          /* bytes of an object key (S3's limit) */
-#define SIGV4_MAX_SECRET 256        /* bytes of a secret key */
-#define SIGV4_MAX_ID 128            /* bytes of an access key, region or bucket */
-#define SIGV4_MAX_AUTHORITY 300     /* bytes of the endpoint's host[:port] */
+#define SIGV4_MAX_EXPIRES 604800             /* 7 days, S3's limit */
+#define SIGV4_MAX_SKEW 900                   /* seconds X-Amz-Date may lie in the future */
+#define SIGV4_MAX_ITEMS 64                   /* query parameters, or headers, in one request */
+#define SIGV4_MAX_FIELD 8192                 /* bytes of one name, value or path */
+#define SIGV4_MAX_KEY 1024                   /* bytes of an object key (S3's limit) */
+#define SIGV4_MAX_SECRET 256                 /* bytes of a secret key */
+#define SIGV4_MAX_ID 128                     /* bytes of an access key, region or bucket */
+#define SIGV4_MAX_AUTHORITY 300              /* bytes of the endpoint's host[:port] */
 #define SIGV4_MAX_TIME INT64_C(253402300799) /* 9999-12-31T23:59:59Z */
 
 /* ------------------------------------------------------------ growable string */
@@ -97,8 +97,8 @@ static char *sb_take(struct sbuf *b)
 
 static bool is_unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_' || c == '.' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+           c == '.' || c == '~';
 }
 
 static bool is_digit(char c)
@@ -576,9 +576,9 @@ static bool locate(const struct s3_target *t, const char *key, struct s3_loc *lo
 /* The query parameters sigv4 sets itself; callers may not pass them. */
 static bool reserved_param(const char *name)
 {
-    static const char *const names[] = {"X-Amz-Algorithm",     "X-Amz-Credential", "X-Amz-Date",
-                                        "X-Amz-Expires",       "X-Amz-SignedHeaders",
-                                        SIGV4_SIGNATURE_PARAM, "X-Amz-Security-Token"};
+    static const char *const names[] = {"X-Amz-Algorithm",     "X-Amz-Credential",    "X-Amz-Date",
+                                        "X-Amz-Expires",       "X-Amz-SignedHeaders", SIGV4_SIGNATURE_PARAM,
+                                        "X-Amz-Security-Token"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcasecmp(name, names[i]) == 0)
             return true;
@@ -642,7 +642,7 @@ static char *presign(const struct s3_target *t, const char *method, const char *
     canon_headers = canonical_headers(hv, nheaders + 1, &signed_headers);
 
     const struct sigv4_kv auth[] = {
-        {"X-Amz-Algorithm", SIGV4_ALGORITHM}, {"X-Amz-Credential", credential}, {"X-Amz-Date", amz_date},
+        {"X-Amz-Algorithm", SIGV4_ALGORITHM}, {"X-Amz-Credential", credential},        {"X-Amz-Date", amz_date},
         {"X-Amz-Expires", expires_s},         {"X-Amz-SignedHeaders", signed_headers},
     };
     size_t nauth = sizeof auth / sizeof auth[0];
@@ -716,14 +716,15 @@ int sigv4_sign_request(const struct s3_target *t, const char *method, const char
         *amz_date = NULL;
     if (content_sha256)
         *content_sha256 = NULL;
-    if (!url || !authorization || !amz_date || !content_sha256 || !method_ok(method) ||
-        !format_amz_date(now, date) || !locate(t, key, &loc))
+    if (!url || !authorization || !amz_date || !content_sha256 || !method_ok(method) || !format_amz_date(now, date) ||
+        !locate(t, key, &loc))
         goto out;
     memcpy(date8, date, 8);
     date8[8] = '\0';
     scope = xasprintf("%s/%s/" SIGV4_SERVICE "/" SIGV4_TERMINATOR, date8, t->region);
-    const struct sigv4_kv hv[] = {
-        {"host", loc.host}, {"x-amz-content-sha256", SIGV4_UNSIGNED_PAYLOAD}, {"x-amz-date", date}};
+    const struct sigv4_kv hv[] = {{"host", loc.host},
+                                  {"x-amz-content-sha256", SIGV4_UNSIGNED_PAYLOAD},
+                                  {"x-amz-date", date}};
     canon_headers = canonical_headers(hv, sizeof hv / sizeof hv[0], &signed_headers);
     creq = canonical_request(method, loc.uri, "", canon_headers, signed_headers, SIGV4_UNSIGNED_PAYLOAD);
     sts = string_to_sign(date, scope, creq);
@@ -802,7 +803,7 @@ static enum sigv4_verdict verify(const struct s3_target *t, const struct sigv4_r
     struct {
         const char *name;
         const char **slot;
-    } wanted[] = {{"X-Amz-Algorithm", &alg}, {"X-Amz-Credential", &cred}, {"X-Amz-Date", &date},
+    } wanted[] = {{"X-Amz-Algorithm", &alg}, {"X-Amz-Credential", &cred},  {"X-Amz-Date", &date},
                   {"X-Amz-Expires", &exp},   {"X-Amz-SignedHeaders", &sh}, {SIGV4_SIGNATURE_PARAM, &sig}};
     for (size_t i = 0; i < rq->nquery; i++) {
         const struct sigv4_kv *q = &rq->query[i];
@@ -850,8 +851,8 @@ static enum sigv4_verdict verify(const struct s3_target *t, const struct sigv4_r
             goto out; /* an empty part, or not exactly five */
         p = slash ? slash + 1 : p + plen[np];
     }
-    if (plen[4] != strlen(SIGV4_TERMINATOR) || memcmp(part[4], SIGV4_TERMINATOR, plen[4]) != 0 ||
-        plen[1] != 8 || memcmp(part[1], date, 8) != 0)
+    if (plen[4] != strlen(SIGV4_TERMINATOR) || memcmp(part[4], SIGV4_TERMINATOR, plen[4]) != 0 || plen[1] != 8 ||
+        memcmp(part[1], date, 8) != 0)
         goto out;
     if (!parse_signed_headers(sh, names, &nnames))
         goto out;

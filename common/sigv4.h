@@ -17,16 +17,16 @@
 #include <stdint.h>
 
 struct s3_target {
-    const char *endpoint;    /* scheme://host[:port], no trailing slash, no path */
+    const char *endpoint; /* scheme://host[:port], no trailing slash, no path */
     const char *bucket;
-    const char *region;      /* e.g. us-east-1 */
+    const char *region; /* e.g. us-east-1 */
     const char *access_key;
     const char *secret_key;
-    bool virtual_host;       /* true: https://bucket.host/key; false: path style host/bucket/key */
+    bool virtual_host; /* true: https://bucket.host/key; false: path style host/bucket/key */
 };
 
 struct sigv4_kv {
-    const char *name;        /* headers: lowercase name; query: parameter name */
+    const char *name; /* headers: lowercase name; query: parameter name */
     const char *value;
 };
 
@@ -48,8 +48,8 @@ int sigv4_sign_request(const struct s3_target *t, const char *method, const char
 /* One request as the embedded store saw it. */
 struct sigv4_request {
     const char *method;
-    const char *path;                 /* decoded path, e.g. /natter/att/1/abc (path style) */
-    const struct sigv4_kv *query;     /* decoded query parameters, any order */
+    const char *path;             /* decoded path, e.g. /natter/att/1/abc (path style) */
+    const struct sigv4_kv *query; /* decoded query parameters, any order */
     size_t nquery;
     const char *(*header)(void *ctx, const char *lowercase_name); /* request header lookup */
     void *header_ctx;
@@ -57,12 +57,12 @@ struct sigv4_request {
 
 enum sigv4_verdict {
     SIGV4_OK = 0,
-    SIGV4_MISSING,           /* not a pre-signed request (no X-Amz-Signature / algorithm) */
-    SIGV4_MALFORMED,         /* bad date, expires, credential, signed headers list */
-    SIGV4_WRONG_KEY,         /* unknown access key, or credential scope not ours */
-    SIGV4_EXPIRED,           /* now > X-Amz-Date + X-Amz-Expires, or X-Amz-Date in the future (> 15 min) */
-    SIGV4_BAD_SIGNATURE,     /* signature mismatch (constant-time compare) */
-    SIGV4_HEADER_UNSIGNED,   /* a header the store requires signed (e.g. content-length on PUT) is not */
+    SIGV4_MISSING,         /* not a pre-signed request (no X-Amz-Signature / algorithm) */
+    SIGV4_MALFORMED,       /* bad date, expires, credential, signed headers list */
+    SIGV4_WRONG_KEY,       /* unknown access key, or credential scope not ours */
+    SIGV4_EXPIRED,         /* now > X-Amz-Date + X-Amz-Expires, or X-Amz-Date in the future (> 15 min) */
+    SIGV4_BAD_SIGNATURE,   /* signature mismatch (constant-time compare) */
+    SIGV4_HEADER_UNSIGNED, /* a header the store requires signed (e.g. content-length on PUT) is not */
 };
 
 /* Verifies a pre-signed (query-string) request against the target's access

@@ -19,11 +19,11 @@ char *xstrndup(const char *s, size_t n);
 /* printf into a new, owned string. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-uint64_t now_us(void);          /* monotonic clock, microseconds */
+uint64_t now_us(void); /* monotonic clock, microseconds */
 /* *ts = the clock's now + us (for pthread_cond_timedwait with that clock). */
 void timespec_after(clockid_t clock, uint64_t us, struct timespec *ts);
-int64_t wall_time_s(void);      /* realtime clock, seconds since the epoch */
-int64_t wall_time_ms(void);     /* realtime clock, milliseconds since the epoch */
+int64_t wall_time_s(void);  /* realtime clock, seconds since the epoch */
+int64_t wall_time_ms(void); /* realtime clock, milliseconds since the epoch */
 /* Writes epoch milliseconds ms as 2026-11-21T09:10:31.123Z into buf (>= 32 bytes). */
 void rfc3339_ms(int64_t ms, char *buf, size_t len);
 /* Writes the current UTC time as 2026-11-21T09:10:31.123Z into buf (>= 32 bytes). */

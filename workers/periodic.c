@@ -35,15 +35,15 @@
 
 struct task {
     const char *name;
-    int interval_ms;                       /* 0 = NATTER_CLEANUP_INTERVAL */
-    long long (*run)(struct periodic *p);  /* returns rows affected, -1 on failure */
+    int interval_ms;                      /* 0 = NATTER_CLEANUP_INTERVAL */
+    long long (*run)(struct periodic *p); /* returns rows affected, -1 on failure */
 };
 
 struct periodic {
     const struct config *cfg;
     struct redis_pool *redis;
     PGconn *db;
-    CURL *curl;       /* object store requests */
+    CURL *curl; /* object store requests */
     char owner[64];
 };
 
@@ -85,11 +85,13 @@ static long long batched(struct periodic *p, const char *sql, int n, const char 
 static const char sql_inbox_acked[] =
     "WITH acked AS (SELECT user_id, min(acked_seq) AS upto FROM devices WHERE revoked_at IS NULL GROUP BY user_id),"
     " doomed AS (SELECT i.user_id, i.seq FROM inbox i JOIN acked a ON a.user_id = i.user_id"
-    "            WHERE i.seq <= a.upto LIMIT " BATCH ")"
+    "            WHERE i.seq <= a.upto LIMIT " BATCH
+    ")"
     "DELETE FROM inbox i USING doomed d WHERE i.user_id = d.user_id AND i.seq = d.seq";
 static const char sql_inbox_expired[] =
     "WITH doomed AS (SELECT user_id, seq FROM inbox WHERE created_at < now() - make_interval(secs => $1)"
-    "                LIMIT " BATCH ")"
+    "                LIMIT " BATCH
+    ")"
     "DELETE FROM inbox i USING doomed d WHERE i.user_id = d.user_id AND i.seq = d.seq";
 
 static long long inbox_cleanup(struct periodic *p)
@@ -103,7 +105,8 @@ static long long inbox_cleanup(struct periodic *p)
 }
 
 static const char sql_tokens[] =
-    "WITH doomed AS (SELECT user_id, token_hash FROM refresh_tokens WHERE expires_at < now() LIMIT " BATCH ")"
+    "WITH doomed AS (SELECT user_id, token_hash FROM refresh_tokens WHERE expires_at < now() LIMIT " BATCH
+    ")"
     "DELETE FROM refresh_tokens t USING doomed d WHERE t.user_id = d.user_id AND t.token_hash = d.token_hash";
 
 static long long tokens_cleanup(struct periodic *p)
@@ -147,8 +150,7 @@ static long long attachments_cleanup(struct periodic *p)
     return n;
 }
 
-static const char sql_due[] =
-    "SELECT chat_id, seq FROM push_outbox WHERE due_at < now() ORDER BY due_at LIMIT 1000";
+static const char sql_due[] = "SELECT chat_id, seq FROM push_outbox WHERE due_at < now() ORDER BY due_at LIMIT 1000";
 static const char sql_postpone[] =
     "UPDATE push_outbox SET due_at = now() + interval '60 seconds' WHERE chat_id = $1 AND seq = $2";
 
@@ -237,8 +239,8 @@ void periodic_tick(struct periodic *p)
         if (n >= 0)
             nlog(LOG_INFO, "periodic task done",
                  json_pack("{s:s,s:I,s:s,s:s,s:f,s:s}", "task", t->name, "deleted", (json_int_t)n, "started_at",
-                           started, "finished_at", finished, "duration_ms", (double)(now_us() - t0) / 1000.0,
-                           "owner", p->owner));
+                           started, "finished_at", finished, "duration_ms", (double)(now_us() - t0) / 1000.0, "owner",
+                           p->owner));
         else
             nlog(LOG_WARN, "periodic task failed; retrying next interval", json_pack("{s:s}", "task", t->name));
         redisReply *nr = redis_cmd(p->redis, "SET natter:next:%s 1 PX %d", t->name, interval);

@@ -48,8 +48,8 @@ static PGresult *q(struct wctx *w, const char *sql, int n, const char *const *va
         return NULL;
     PGresult *r = PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
     if (!db_res_ok(r)) {
-        nlog(LOG_WARN, "worker query failed", json_pack("{s:i,s:s}", "thread", w->index, "error",
-                                                         PQresultErrorMessage(r)));
+        nlog(LOG_WARN, "worker query failed",
+             json_pack("{s:i,s:s}", "thread", w->index, "error", PQresultErrorMessage(r)));
         PQclear(r);
         return NULL;
     }
@@ -251,8 +251,9 @@ static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errl
     case PUSH_OK:
         drop(wcmd(w, "SET %s 1 EX %d", marker, MARKER_TTL_S));
         jobs_count(w, "pushes_sent_total", 1);
-        nlog(LOG_INFO, "push sent", json_pack("{s:i,s:s,s:s,s:I}", "thread", w->index, "push_id", pid, "provider",
-                                              prov->name, "count", (json_int_t)msg.count));
+        nlog(LOG_INFO, "push sent",
+             json_pack("{s:i,s:s,s:s,s:I}", "thread", w->index, "push_id", pid, "provider", prov->name, "count",
+                       (json_int_t)msg.count));
         break;
     case PUSH_INVALID_TOKEN: {
         const char *v3[3] = {u, d, msg.token};
@@ -284,8 +285,8 @@ static const char take_script[] =
     "  redis.call('RENAME', KEYS[1], KEYS[2]) "
     "  redis.call('EXPIRE', KEYS[2], 86400) end "
     "return redis.call('HGETALL', KEYS[2])";
-static const char sql_badge[] =
-    "SELECT coalesce(sum(" CHAT_SQL_UNREAD "), 0) FROM chat_members cm WHERE cm.user_id = $1";
+static const char sql_badge[] = "SELECT coalesce(sum(" CHAT_SQL_UNREAD
+                                "), 0) FROM chat_members cm WHERE cm.user_id = $1";
 static const char sql_devices[] =
     "SELECT id FROM devices WHERE user_id = $1 AND revoked_at IS NULL AND push_token IS NOT NULL ORDER BY id";
 

@@ -26,21 +26,21 @@
 struct wctx {
     int index;
     const struct config *cfg;
-    struct redis_pool *redis;   /* shared pool: short commands */
-    redisContext *rc;           /* this thread's own context: blocking reads + job commands */
-    PGconn *db;                 /* this thread's connection */
-    CURL *curl;                 /* this thread's handle (keeps provider connections alive) */
-    char consumer[160];         /* consumer name in the group: host:pid:thread */
-    const char *job_id;         /* stream id of the job being run, or NULL */
-    uint64_t claimed_us;        /* when the job's claim was last renewed */
+    struct redis_pool *redis; /* shared pool: short commands */
+    redisContext *rc;         /* this thread's own context: blocking reads + job commands */
+    PGconn *db;               /* this thread's connection */
+    CURL *curl;               /* this thread's handle (keeps provider connections alive) */
+    char consumer[160];       /* consumer name in the group: host:pid:thread */
+    const char *job_id;       /* stream id of the job being run, or NULL */
+    uint64_t claimed_us;      /* when the job's claim was last renewed */
 };
 
 /* Outcome of running a job. */
 enum job_rc {
-    JOB_DONE,     /* finished (or nothing to do): ack */
-    JOB_RETRY,    /* transient failure: retry later with backoff, then dead letter */
-    JOB_DEAD,     /* permanent failure: dead letter now */
-    JOB_ABANDON,  /* our infrastructure failed (DB/Redis): leave it pending for reclaim */
+    JOB_DONE,    /* finished (or nothing to do): ack */
+    JOB_RETRY,   /* transient failure: retry later with backoff, then dead letter */
+    JOB_DEAD,    /* permanent failure: dead letter now */
+    JOB_ABANDON, /* our infrastructure failed (DB/Redis): leave it pending for reclaim */
 };
 
 /* Runs one job; err receives a reason for RETRY/DEAD. */

@@ -33,8 +33,8 @@
 
 struct blob {
     char key[KEY_MAX + 1];
-    char base[PATH_MAX_LEN];    /* <dir>/<sha256(key)> */
-    char tmp[PATH_MAX_LEN];     /* temp file while a PUT streams in, "" otherwise */
+    char base[PATH_MAX_LEN]; /* <dir>/<sha256(key)> */
+    char tmp[PATH_MAX_LEN];  /* temp file while a PUT streams in, "" otherwise */
     int fd;
     int64_t expected, received;
     char content_type[256];
@@ -140,8 +140,9 @@ static void blob_begin(struct req *r)
     r->raw_state = b;
     const char *key = r->path + 2 + strlen(cfg->s3_bucket);
     if (!key_ok(key))
-        return (void)reply_problem(r, 400, "invalid_key", "object keys are 1-512 characters of A-Z a-z 0-9 . _ - /"
-                                                          " without empty, '.' or '..' segments");
+        return (void)reply_problem(r, 400, "invalid_key",
+                                   "object keys are 1-512 characters of A-Z a-z 0-9 . _ - /"
+                                   " without empty, '.' or '..' segments");
     snprintf(b->key, sizeof b->key, "%s", key);
     char h[65];
     sha256_hex(key, strlen(key), h);
@@ -217,8 +218,8 @@ static int blob_write(struct req *r, const char *data, size_t n)
             continue;
         if (w <= 0) {
             b->failed = true;
-            nlog(LOG_ERROR, "blob write failed", json_pack("{s:s,s:s}", "request_id", r->request_id, "error",
-                                                            strerror(errno)));
+            nlog(LOG_ERROR, "blob write failed",
+                 json_pack("{s:s,s:s}", "request_id", r->request_id, "error", strerror(errno)));
             return -1;
         }
         off += (size_t)w;

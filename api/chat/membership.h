@@ -27,11 +27,11 @@ struct req;
 /* The caller's membership of one chat. */
 struct member {
     int64_t chat_id;
-    char role[8];         /* owner | admin | member */
-    int64_t joined_seq;   /* sees messages with seq > joined_seq */
+    char role[8];       /* owner | admin | member */
+    int64_t joined_seq; /* sees messages with seq > joined_seq */
     int64_t last_read_seq;
-    int64_t last_seq;     /* the chat's newest seq when loaded */
-    bool direct;          /* kind == direct */
+    int64_t last_seq; /* the chat's newest seq when loaded */
+    bool direct;      /* kind == direct */
 };
 
 /* Parses path param i as a chat id and loads the caller's membership.

@@ -17,6 +17,8 @@ struct req;
 
 /* Column list selecting a message as msg_json() expects; $ME is the caller's
  * user id parameter (for reactions[].me). Use FROM messages (no alias). */
+/* one SQL line per source line, wider than the column limit: */
+/* clang-format off */
 #define MSG_COLS(ME)                                                                                        \
     "messages.chat_id, messages.seq, messages.sender_id, messages.client_msg_id, messages.kind, "            \
     "messages.body, to_json(messages.mentions), messages.reply_to_seq, to_json(messages.attachment_ids), "  \
@@ -29,6 +31,7 @@ struct req;
     "a.content_type, 'size', a.size) ORDER BY array_position(messages.attachment_ids, a.id)), '[]') "      \
     "FROM attachments a WHERE a.chat_id = messages.chat_id AND a.id = ANY (messages.attachment_ids)), "   \
     "octet_length(messages.body)"
+/* clang-format on */
 #define MSG_NCOLS 16
 #define MSG_COL_BYTES 15
 

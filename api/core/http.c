@@ -62,8 +62,8 @@ static void run_handler(struct req *r)
 {
     r->route->handler(r);
     if (!r->replied && !r->suspended) {
-        nlog(LOG_ERROR, "handler returned without a reply", json_pack("{s:s,s:s}", "request_id", r->request_id,
-                                                                       "route", r->route->pattern));
+        nlog(LOG_ERROR, "handler returned without a reply",
+             json_pack("{s:s,s:s}", "request_id", r->request_id, "route", r->route->pattern));
         reply_problem(r, 500, "internal_error", "no reply was produced");
     }
     /* the reply is decided: give the connection back now, not when MHD
@@ -152,8 +152,8 @@ static void set_request_id(struct req *r)
         bool ok = n > 0 && n <= 64;
         for (size_t i = 0; ok && i < n; i++) {
             char c = in[i];
-            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                 c == '_' || c == '.';
+            ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+                 c == '.';
         }
         if (ok) {
             memcpy(r->request_id, in, n + 1);
@@ -301,8 +301,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     int status = r->status ? r->status : 499; /* client went away before any reply */
     metrics_observe(r->label, r->method, status, secs);
     json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method, "path",
-                          r->path, "route", r->label, "status", status,
-                          "duration_ms", secs * 1000.0, "ip", r->client_ip);
+                          r->path, "route", r->label, "status", status, "duration_ms", secs * 1000.0, "ip",
+                          r->client_ip);
     if (r->user_id)
         json_object_set_new(f, "user_id", json_integer(r->user_id));
     if (r->device_id)
@@ -369,11 +369,11 @@ int http_start(struct server *s)
     s->cors = cors_new(s->cfg->cors_origins);
     s->offload = offload_new(s->cfg->hash_threads, s->cfg->hash_queue, offload_run);
     unsigned limit = connection_limit(s->cfg);
-    s->daemon = MHD_start_daemon(
-        flags, (uint16_t)s->cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT, limit,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)s->cfg->conn_timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(flags, (uint16_t)s->cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+                                 (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg->http_threads,
+                                 MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg->conn_timeout,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->daemon) {
         nlog(LOG_ERROR, "cannot start HTTP server (address in use?)",
              json_pack("{s:s,s:i}", "addr", s->cfg->listen_addr, "port", s->cfg->port));
@@ -384,8 +384,9 @@ int http_start(struct server *s)
         s->cors = NULL;
         return -1;
     }
-    nlog(LOG_INFO, "listening", json_pack("{s:s,s:i,s:i,s:i}", "addr", s->cfg->listen_addr, "port", s->cfg->port,
-                                          "threads", s->cfg->http_threads, "connection_limit", (int)limit));
+    nlog(LOG_INFO, "listening",
+         json_pack("{s:s,s:i,s:i,s:i}", "addr", s->cfg->listen_addr, "port", s->cfg->port, "threads",
+                   s->cfg->http_threads, "connection_limit", (int)limit));
     return 0;
 }
 

@@ -43,7 +43,7 @@
 #include "router.h"
 
 struct req;
-struct app;     /* the application's state: handlers read r->app; the transport never looks inside */
+struct app; /* the application's state: handlers read r->app; the transport never looks inside */
 struct server;
 struct tx_note; /* tx.h */
 
@@ -56,11 +56,11 @@ struct tx_note; /* tx.h */
 /* A second application on the same port: it claims requests by path before
  * routing and gets the body as it streams (never buffered whole). */
 struct raw_handler {
-    const char *label;                           /* route label in metrics and logs */
-    bool (*claims)(const char *path);            /* first call: is this request mine? */
-    void (*begin)(struct req *r);                /* first call: may reply at once (an error) */
+    const char *label;                                       /* route label in metrics and logs */
+    bool (*claims)(const char *path);                        /* first call: is this request mine? */
+    void (*begin)(struct req *r);                            /* first call: may reply at once (an error) */
     int (*write)(struct req *r, const char *data, size_t n); /* each body chunk; -1: discard the rest */
-    void (*finish)(struct req *r);               /* last call: must reply */
+    void (*finish)(struct req *r);                           /* last call: must reply */
 };
 
 struct deferred {
@@ -70,30 +70,30 @@ struct deferred {
 
 struct req {
     struct server *srv;
-    struct app *app;               /* srv->app */
+    struct app *app; /* srv->app */
     struct MHD_Connection *conn;
-    const char *method;            /* borrowed from MHD */
-    char *path;                    /* owned: URL path without query */
-    const struct route *route;     /* matched route, NULL until routed */
-    const char *label;             /* metrics/log label: route pattern, raw handler, "unmatched" */
+    const char *method;                  /* borrowed from MHD */
+    char *path;                          /* owned: URL path without query */
+    const struct route *route;           /* matched route, NULL until routed */
+    const char *label;                   /* metrics/log label: route pattern, raw handler, "unmatched" */
     const char *params[HTTP_MAX_PARAMS]; /* path params, owned by the request */
     int nparams;
-    char *body;                    /* owned request body (NUL-terminated) */
+    char *body; /* owned request body (NUL-terminated) */
     size_t body_len, body_cap, body_limit;
-    bool too_large;                /* body passed body_limit: 413 at the end */
-    size_t discarded;              /* bytes thrown away after too_large */
-    json_t *json;                  /* parsed body (object) or NULL; owned */
-    int64_t user_id;               /* authenticated user, 0 if none */
-    int64_t device_id;             /* authenticated device, 0 if none */
+    bool too_large;    /* body passed body_limit: 413 at the end */
+    size_t discarded;  /* bytes thrown away after too_large */
+    json_t *json;      /* parsed body (object) or NULL; owned */
+    int64_t user_id;   /* authenticated user, 0 if none */
+    int64_t device_id; /* authenticated device, 0 if none */
     char request_id[72];
     char client_ip[64];
-    const char *cors_origin;       /* allowed Origin to echo, borrowed from MHD */
+    const char *cors_origin; /* allowed Origin to echo, borrowed from MHD */
     uint64_t start_us;
-    int status;                    /* status of the reply, 0 until replied */
-    const char *problem_code;      /* code of an error reply, for the access log */
+    int status;               /* status of the reply, 0 until replied */
+    const char *problem_code; /* code of an error reply, for the access log */
     bool replied;
-    bool offloaded;                /* running on the offload pool: reply is parked */
-    struct MHD_Response *parked;   /* reply built off-thread, queued on resume */
+    bool offloaded;              /* running on the offload pool: reply is parked */
+    struct MHD_Response *parked; /* reply built off-thread, queued on resume */
     bool dispatched;
     const struct raw_handler *raw; /* set when the raw handler claimed the request */
     void *raw_state;               /* the raw handler's per-request state, borrowed */
@@ -101,12 +101,12 @@ struct req {
     int db_slot;                   /* its pool slot (prepared-statement cache) */
     struct tx_note *notes;         /* what the open transaction wrote, for post-commit hooks (tx.c) */
     size_t nnotes, cap_notes;
-    handler_fn resume_fn;          /* long-poll: called when a suspended request resumes */
-    bool suspended;                /* suspended by req_suspend, not yet resumed */
-    void *ctx;                     /* handler state across suspension (e.g. struct waiter) */
+    handler_fn resume_fn; /* long-poll: called when a suspended request resumes */
+    bool suspended;       /* suspended by req_suspend, not yet resumed */
+    void *ctx;            /* handler state across suspension (e.g. struct waiter) */
     char *hdr_name[HTTP_MAX_HEADERS], *hdr_val[HTTP_MAX_HEADERS]; /* extra reply headers, owned */
     int nhdr;
-    struct deferred *defers;       /* cleanups run at completion, in reverse order */
+    struct deferred *defers; /* cleanups run at completion, in reverse order */
     size_t ndefers, cap_defers;
 };
 
@@ -143,7 +143,7 @@ int req_query_int(struct req *r, const char *name, int64_t min, int64_t max, int
 
 /* ---- request-lifetime resources ---- */
 void req_defer(struct req *r, void (*fn)(void *), void *ptr);
-char *req_own(struct req *r, char *s);   /* frees s at request end; returns s */
+char *req_own(struct req *r, char *s); /* frees s at request end; returns s */
 json_t *req_own_json(struct req *r, json_t *j);
 /* A query result cleared at request end, or earlier by req_suspend. */
 void req_own_result(struct req *r, PGresult *res);
@@ -159,13 +159,13 @@ void req_resume(struct req *r);
 struct server {
     /* set by the application before http_start */
     const struct config *cfg;
-    struct db_pool *db;               /* requests' database sessions (tx.h) */
-    struct app *app;                  /* copied into every request */
+    struct db_pool *db; /* requests' database sessions (tx.h) */
+    struct app *app;    /* copied into every request */
     const struct route *routes;
     size_t nroutes;
     /* R_AUTH: sets r->user_id and r->device_id; 0, or -1 after replying */
     int (*authenticate)(struct req *r);
-    const struct raw_handler *raw;    /* optional */
+    const struct raw_handler *raw; /* optional */
     /* called by http_stop once new requests are refused, before it waits for
      * the dispatched ones (the application ends its long-polls here) */
     void (*before_stop)(void);

@@ -71,32 +71,36 @@ void metrics_observe(const char *label, const char *method, int status, double s
 
 void http_metrics_render(struct strbuf *sb)
 {
-    strbuf_add(sb, "# HELP natter_http_requests_total HTTP requests by route, method and status.\n"
-                   "# TYPE natter_http_requests_total counter\n");
+    strbuf_add(sb,
+               "# HELP natter_http_requests_total HTTP requests by route, method and status.\n"
+               "# TYPE natter_http_requests_total counter\n");
     pthread_mutex_lock(&metrics_mu);
     for (int i = 0; i < nmetrics; i++) {
         const struct metric *e = &metrics[i];
         strbuf_printf(sb, "natter_http_requests_total{method=\"%s\",route=\"%s\",status=\"%d\"} %llu\n", e->method,
                       e->label, e->status, (unsigned long long)e->count);
     }
-    strbuf_add(sb, "# HELP natter_http_request_duration_seconds HTTP request latency by route, method and status.\n"
-                   "# TYPE natter_http_request_duration_seconds histogram\n");
+    strbuf_add(sb,
+               "# HELP natter_http_request_duration_seconds HTTP request latency by route, method and status.\n"
+               "# TYPE natter_http_request_duration_seconds histogram\n");
     for (int i = 0; i < nmetrics; i++) {
         const struct metric *e = &metrics[i];
         const char *route = e->label;
         uint64_t cum = 0;
         for (size_t b = 0; b < NBUCKETS; b++) {
             cum += e->le[b];
-            strbuf_printf(sb,
-                          "natter_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",status=\"%d\",le=\"%g\"} %llu\n",
-                          e->method, route, e->status, buckets[b], (unsigned long long)cum);
+            strbuf_printf(
+                sb,
+                "natter_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",status=\"%d\",le=\"%g\"} %llu\n",
+                e->method, route, e->status, buckets[b], (unsigned long long)cum);
         }
-        strbuf_printf(sb,
-                      "natter_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",status=\"%d\",le=\"+Inf\"} %llu\n"
-                      "natter_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\",status=\"%d\"} %.6f\n"
-                      "natter_http_request_duration_seconds_count{method=\"%s\",route=\"%s\",status=\"%d\"} %llu\n",
-                      e->method, route, e->status, (unsigned long long)e->count, e->method, route, e->status, e->sum,
-                      e->method, route, e->status, (unsigned long long)e->count);
+        strbuf_printf(
+            sb,
+            "natter_http_request_duration_seconds_bucket{method=\"%s\",route=\"%s\",status=\"%d\",le=\"+Inf\"} %llu\n"
+            "natter_http_request_duration_seconds_sum{method=\"%s\",route=\"%s\",status=\"%d\"} %.6f\n"
+            "natter_http_request_duration_seconds_count{method=\"%s\",route=\"%s\",status=\"%d\"} %llu\n",
+            e->method, route, e->status, (unsigned long long)e->count, e->method, route, e->status, e->sum, e->method,
+            route, e->status, (unsigned long long)e->count);
     }
     pthread_mutex_unlock(&metrics_mu);
     strbuf_printf(sb,

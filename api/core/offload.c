@@ -14,9 +14,9 @@ struct offload {
     pthread_cond_t cv;
     pthread_t *threads;
     int nthreads;
-    struct req **q;      /* ring buffer of queue_max entries */
+    struct req **q; /* ring buffer of queue_max entries */
     int qmax, head, len;
-    int reserved;        /* slots promised to callers that have not submitted yet */
+    int reserved; /* slots promised to callers that have not submitted yet */
     bool stopping;
     void (*run)(struct req *r);
 };

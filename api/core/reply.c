@@ -47,8 +47,8 @@ void req_send_response(struct req *r, int status, struct MHD_Response *resp)
 
 int reply_text(struct req *r, int status, const char *content_type, const char *body, size_t len, bool copy)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        len, (void *)body, copy ? MHD_RESPMEM_MUST_COPY : MHD_RESPMEM_PERSISTENT);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body,
+                                                                copy ? MHD_RESPMEM_MUST_COPY : MHD_RESPMEM_PERSISTENT);
     if (content_type)
         MHD_add_response_header(resp, "Content-Type", content_type);
     req_send_response(r, status, resp);
@@ -84,19 +84,32 @@ int reply_empty(struct req *r, int status)
 static const char *title_of(int status)
 {
     switch (status) {
-    case 400: return "Bad request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not found";
-    case 405: return "Method not allowed";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 413: return "Payload too large";
-    case 415: return "Unsupported media type";
-    case 422: return "Unprocessable content";
-    case 429: return "Too many requests";
-    case 503: return "Service unavailable";
-    default: return status >= 500 ? "Internal error" : "Error";
+    case 400:
+        return "Bad request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not found";
+    case 405:
+        return "Method not allowed";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 413:
+        return "Payload too large";
+    case 415:
+        return "Unsupported media type";
+    case 422:
+        return "Unprocessable content";
+    case 429:
+        return "Too many requests";
+    case 503:
+        return "Service unavailable";
+    default:
+        return status >= 500 ? "Internal error" : "Error";
     }
 }
 
@@ -134,11 +147,10 @@ static int vproblem(struct req *r, int status, const char *code, json_t *extra_n
     snprintf(type, sizeof type, "urn:natter:problem:%s", code);
     uri_path(r->path ? r->path : "/", instance, sizeof instance);
     json_t *p = json_pack("{s:s,s:s,s:i,s:s,s:s,s:s,s:s}", "type", type, "title", title_of(status), "status", status,
-                          "detail", detail, "instance", instance, "code", code, "request_id",
-                          r->request_id);
+                          "detail", detail, "instance", instance, "code", code, "request_id", r->request_id);
     if (!p) /* detail with invalid UTF-8 cannot happen with our formats; be safe */
-        p = json_pack("{s:s,s:s,s:i,s:s,s:s}", "type", type, "title", title_of(status), "status", status, "code",
-                      code, "request_id", r->request_id);
+        p = json_pack("{s:s,s:s,s:i,s:s,s:s}", "type", type, "title", title_of(status), "status", status, "code", code,
+                      "request_id", r->request_id);
     if (extra_new)
         json_object_update(p, extra_new);
     json_decref(extra_new);

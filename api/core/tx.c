@@ -51,8 +51,8 @@ PGresult *req_sql(struct req *r, const char *allow, const char *sql, int n, cons
     if (allow && *state && strstr(allow, state))
         return res;
     if (PQstatus(c) != CONNECTION_OK || !res || strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0) {
-        nlog(LOG_ERROR, "database unavailable", json_pack("{s:s,s:s}", "request_id", r->request_id, "error",
-                                                          PQerrorMessage(c)));
+        nlog(LOG_ERROR, "database unavailable",
+             json_pack("{s:s,s:s}", "request_id", r->request_id, "error", PQerrorMessage(c)));
         reply_unavailable(r, "the database is unavailable; retry shortly");
         return NULL;
     }
@@ -63,8 +63,9 @@ PGresult *req_sql(struct req *r, const char *allow, const char *sql, int n, cons
         reply_unavailable(r, "a concurrent update conflicted; retry");
         return NULL;
     }
-    nlog(LOG_ERROR, "query failed", json_pack("{s:s,s:s,s:s}", "request_id", r->request_id, "sqlstate", state,
-                                              "error", PQresultErrorMessage(res)));
+    nlog(LOG_ERROR, "query failed",
+         json_pack("{s:s,s:s,s:s}", "request_id", r->request_id, "sqlstate", state, "error",
+                   PQresultErrorMessage(res)));
     reply_problem(r, 500, "internal_error", "unexpected database error");
     return NULL;
 }

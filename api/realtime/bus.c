@@ -120,7 +120,8 @@ static void apply(const char *text, size_t len)
     json_t *e = json_object_get(m, "e");
     if (e) {
         json_t *ev = json_object_get(e, "ev");
-        json_array_foreach(json_object_get(e, "u"), i, it) hub_ephemeral(json_integer_value(it), ev);
+        json_array_foreach(json_object_get(e, "u"), i, it)
+            hub_ephemeral(json_integer_value(it), ev);
     }
     json_t *r = json_object_get(m, "r");
     if (json_is_array(r))

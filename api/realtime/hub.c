@@ -19,11 +19,11 @@
 #include "log.h"
 #include "util.h"
 
-#define NBUCKETS 4096           /* users hash into these; each has a wake generation */
-#define PEEK_EVERY_US 2000000u  /* how often suspended sockets are checked for EOF */
-#define EPH_KEEP 32             /* recent ephemeral events kept per user ... */
-#define EPH_KEEP_US 3000000u    /* ... for this long, for devices between two polls */
-#define EPH_DEVICES 8           /* devices per user whose last delivered event is tracked */
+#define NBUCKETS 4096          /* users hash into these; each has a wake generation */
+#define PEEK_EVERY_US 2000000u /* how often suspended sockets are checked for EOF */
+#define EPH_KEEP 32            /* recent ephemeral events kept per user ... */
+#define EPH_KEEP_US 3000000u   /* ... for this long, for devices between two polls */
+#define EPH_DEVICES 8          /* devices per user whose last delivered event is tracked */
 
 /* Ephemeral events are not stored, but a device that is between two polls
  * (its previous poll just answered) must not miss one: the user's recent
@@ -38,12 +38,12 @@ struct eph_event {
 struct eph_user {
     int64_t user_id;
     struct eph_event ring[EPH_KEEP];
-    size_t n, head;                     /* ring: oldest at head */
+    size_t n, head; /* ring: oldest at head */
     struct {
         int64_t device_id;
-        uint64_t last_id;               /* newest event id this device received */
+        uint64_t last_id; /* newest event id this device received */
     } dev[EPH_DEVICES];
-    size_t ndev_next;                   /* round-robin slot to reuse */
+    size_t ndev_next; /* round-robin slot to reuse */
     struct eph_user *next;
 };
 
@@ -58,7 +58,7 @@ static uint64_t eph_next_id = 1;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t timer_cv;
 static struct bucket buckets[NBUCKETS];
-static struct deadlines heap;   /* waiters by deadline (deadlines.h) */
+static struct deadlines heap; /* waiters by deadline (deadlines.h) */
 static bool stopping, timer_running;
 static pthread_t timer_thread;
 

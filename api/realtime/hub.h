@@ -37,24 +37,24 @@ struct req;
 
 enum waiter_state {
     W_WAITING = 0,
-    W_WOKEN,        /* events committed (or ephemeral events attached) */
-    W_TIMEOUT,      /* deadline passed */
-    W_REPLACED,     /* the same device polled again */
-    W_REVOKED,      /* the device was signed out */
-    W_GONE,         /* the client closed its connection */
-    W_SHUTDOWN,     /* the server is stopping */
+    W_WOKEN,    /* events committed (or ephemeral events attached) */
+    W_TIMEOUT,  /* deadline passed */
+    W_REPLACED, /* the same device polled again */
+    W_REVOKED,  /* the device was signed out */
+    W_GONE,     /* the client closed its connection */
+    W_SHUTDOWN, /* the server is stopping */
 };
 
 struct waiter {
     struct req *r;
     int64_t user_id, device_id;
-    int64_t since;            /* events after this seq are wanted */
+    int64_t since; /* events after this seq are wanted */
     int limit;
     uint64_t deadline_us;
     size_t heap_idx;
-    struct waiter *next;      /* in the user's bucket */
+    struct waiter *next; /* in the user's bucket */
     enum waiter_state state;
-    json_t *ephemeral;        /* array of not-stored events, or NULL (owned) */
+    json_t *ephemeral; /* array of not-stored events, or NULL (owned) */
 };
 
 void hub_init(void);
@@ -65,11 +65,11 @@ void hub_stop(void);
 
 uint64_t hub_gen(int64_t user_id);
 enum hub_block {
-    HUB_SUSPENDED,  /* the waiter is registered and the connection suspended */
-    HUB_MOVED,      /* the generation moved since hub_gen(): query again */
-    HUB_MISSED,     /* not suspended: ephemeral events the device missed
-                     * between polls are in w->ephemeral (answer now) */
-    HUB_STOPPING,   /* shutting down: answer empty */
+    HUB_SUSPENDED, /* the waiter is registered and the connection suspended */
+    HUB_MOVED,     /* the generation moved since hub_gen(): query again */
+    HUB_MISSED,    /* not suspended: ephemeral events the device missed
+                    * between polls are in w->ephemeral (answer now) */
+    HUB_STOPPING,  /* shutting down: answer empty */
 };
 enum hub_block hub_block(struct req *r, struct waiter *w, uint64_t gen, int timeout_s);
 void hub_wake(int64_t user_id, int64_t seq);

@@ -43,8 +43,8 @@ static void announce(PGconn *c, int64_t user, bool online, int64_t seen_ms)
     if (!to)
         return;
     rfc3339_ms(seen_ms, ts, sizeof ts);
-    json_t *ev = json_pack("{s:n,s:s,s:n,s:s,s:{s:I,s:b,s:s}}", "seq", "type", "presence", "chat_id", "created_at",
-                           ts, "data", "user_id", (json_int_t)user, "online", online, "last_seen_at", ts);
+    json_t *ev = json_pack("{s:n,s:s,s:n,s:s,s:{s:I,s:b,s:s}}", "seq", "type", "presence", "chat_id", "created_at", ts,
+                           "data", "user_id", (json_int_t)user, "online", online, "last_seen_at", ts);
     bus_ephemeral(to, n, ev);
     json_decref(ev);
     free(to);
@@ -134,7 +134,7 @@ static void refresh_waiting(void)
     for (size_t off = 0; off < n; off += 500) {
         size_t k = n - off < 500 ? n - off : 500;
         const char **argv = xcalloc(2 + 2 * k, sizeof *argv);
-        char (*ids)[24] = xcalloc(k, 24);
+        char(*ids)[24] = xcalloc(k, 24);
         argv[0] = "ZADD";
         argv[1] = PRESENCE_KEY;
         for (size_t i = 0; i < k; i++) {
@@ -172,7 +172,7 @@ void presence_seen(const int64_t *users, size_t n, int64_t *seen_ms)
     if (!c)
         return;
     const char **argv = xcalloc(n + 2, sizeof *argv);
-    char (*ids)[24] = xcalloc(n, 24);
+    char(*ids)[24] = xcalloc(n, 24);
     argv[0] = "ZMSCORE";
     argv[1] = PRESENCE_KEY;
     for (size_t i = 0; i < n; i++)

@@ -17,9 +17,9 @@ struct redis_pool;
 
 struct rt_env {
     const struct config *cfg;
-    struct db_pool *db;         /* short borrowed connections (presence announcements) */
+    struct db_pool *db; /* short borrowed connections (presence announcements) */
     struct redis_pool *redis;
-    const char *instance_id;    /* tells this process's own pub/sub messages apart */
+    const char *instance_id; /* tells this process's own pub/sub messages apart */
     /* Who hears of user's presence changes, read on c: an owned array of *n
      * user ids, or NULL when there is nobody (or the query failed). */
     int64_t *(*contacts)(PGconn *c, int64_t user, size_t *n);

@@ -26,14 +26,14 @@
 #include "http.h"
 #include "jsonv.h"
 #include "resources.h"
-#include "tx.h"
 #include "sigv4.h"
 #include "store.h"
+#include "tx.h"
 #include "util.h"
 
-#define ATTACHMENT_COLS                                                                                     \
-    "a.id, a.chat_id, a.uploader_id, a.filename, a.content_type, a.size, a.status, " DB_TS("a.created_at") \
-    ", " DB_TS("a.uploaded_at") ", a.object_key"
+#define ATTACHMENT_COLS                                                                                                \
+    "a.id, a.chat_id, a.uploader_id, a.filename, a.content_type, a.size, a.status, " DB_TS("a.created_at") ", " DB_TS( \
+        "a.uploaded_at") ", a.object_key"
 
 static json_t *attachment_json(const PGresult *res, int i)
 {
@@ -102,8 +102,8 @@ static const char sql_create[] =
     "WITH g AS (SELECT gen_random_uuid() AS id)"
     "INSERT INTO attachments (chat_id, id, uploader_id, object_key, filename, content_type, size)"
     " SELECT $1::bigint, g.id, $2::bigint, 'att/' || $1::bigint || '/' || g.id, $3, $4, $5::bigint FROM g"
-    " RETURNING id, chat_id, uploader_id, filename, content_type, size, status, " DB_TS("created_at")
-    ", " DB_TS("uploaded_at") ", object_key";
+    " RETURNING id, chat_id, uploader_id, filename, content_type, size, status, " DB_TS("created_at") ", " DB_TS(
+        "uploaded_at") ", object_key";
 
 int attachments_create(struct req *r)
 {
@@ -131,9 +131,9 @@ int attachments_create(struct req *r)
         return reply_problem_ext(r, 422, "content_type_not_allowed", json_pack("{s:s}", "field", "content_type"),
                                  "%s is not an allowed attachment type", ct);
     if (size > r->app->cfg->attachment_max_bytes)
-        return reply_problem_ext(r, 422, "attachment_too_large", json_pack("{s:s,s:i}", "field", "size",
-                                                                           "max_bytes",
-                                                                           r->app->cfg->attachment_max_bytes),
+        return reply_problem_ext(r, 422, "attachment_too_large",
+                                 json_pack("{s:s,s:i}", "field", "size", "max_bytes",
+                                           r->app->cfg->attachment_max_bytes),
                                  "attachments are at most %d bytes", r->app->cfg->attachment_max_bytes);
     char c[24], u[24], sz[24];
     const char *vals[5] = {i64s(c, m.chat_id), i64s(u, r->user_id), filename, ct, i64s(sz, size)};
@@ -152,9 +152,10 @@ int attachments_create(struct req *r)
     expiry_text(now, ttl, exp, sizeof exp);
     snprintf(loc, sizeof loc, "/v1/attachments/%s", PQgetvalue(res, 0, 0));
     req_add_header(r, "Location", loc);
-    return reply_json(r, 201, json_pack("{s:o,s:{s:s,s:s,s:{s:s,s:s},s:s}}", "attachment", attachment_json(res, 0),
-                                        "upload", "method", "PUT", "url", url, "headers", "Content-Type", ct,
-                                        "Content-Length", sz, "expires_at", exp));
+    return reply_json(r, 201,
+                      json_pack("{s:o,s:{s:s,s:s,s:{s:s,s:s},s:s}}", "attachment", attachment_json(res, 0), "upload",
+                                "method", "PUT", "url", url, "headers", "Content-Type", ct, "Content-Length", sz,
+                                "expires_at", exp));
 }
 
 /* ======================================================================
@@ -162,7 +163,8 @@ int attachments_create(struct req *r)
  * ====================================================================== */
 
 static const char sql_load[] =
-    "SELECT " ATTACHMENT_COLS " FROM attachments a"
+    "SELECT " ATTACHMENT_COLS
+    " FROM attachments a"
     " JOIN chat_members cm ON cm.chat_id = a.chat_id AND cm.user_id = $2 WHERE a.id = $1::uuid";
 
 /* The attachment of path param 0 if the caller is a member of its chat; -1 after 404. */
@@ -185,8 +187,8 @@ static PGresult *load(struct req *r)
 
 static const char sql_uploaded[] =
     "UPDATE attachments SET status = 'uploaded', uploaded_at = now() WHERE chat_id = $1 AND id = $2::uuid"
-    " RETURNING id, chat_id, uploader_id, filename, content_type, size, status, " DB_TS("created_at")
-    ", " DB_TS("uploaded_at") ", object_key";
+    " RETURNING id, chat_id, uploader_id, filename, content_type, size, status, " DB_TS("created_at") ", " DB_TS(
+        "uploaded_at") ", object_key";
 
 /* Runs on the offload pool: it waits for the store's answer. */
 int attachments_complete(struct req *r)
@@ -230,7 +232,9 @@ static char *content_disposition(const char *filename)
     char *ascii = xmalloc(n + 1);
     for (size_t i = 0; i <= n; i++) {
         unsigned char c = (unsigned char)filename[i];
-        ascii[i] = (c == 0) ? 0 : (c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == ';' || c == '%') ? '_' : (char)c;
+        ascii[i] = (c == 0)                                                                   ? 0
+                   : (c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == ';' || c == '%') ? '_'
+                                                                                              : (char)c;
     }
     char *enc = sigv4_uri_encode(filename, false);
     char *out = xasprintf("attachment; filename=\"%s\"; filename*=UTF-8''%s", ascii, enc ? enc : "");
@@ -262,6 +266,7 @@ int attachments_get(struct req *r)
     }
     char exp[40];
     expiry_text(now, ttl, exp, sizeof exp);
-    return reply_json(r, 200, json_pack("{s:o,s:{s:s,s:s}}", "attachment", attachment_json(a, 0), "download", "url",
-                                        url, "expires_at", exp));
+    return reply_json(r, 200,
+                      json_pack("{s:o,s:{s:s,s:s}}", "attachment", attachment_json(a, 0), "download", "url", url,
+                                "expires_at", exp));
 }

@@ -23,8 +23,8 @@
 #include "http.h"
 #include "jsonv.h"
 #include "keys.h"
-#include "natjwt.h"
 #include "log.h"
+#include "natjwt.h"
 #include "redis.h"
 #include "tx.h"
 #include "util.h"
@@ -63,10 +63,10 @@ int auth_hash_password(const char *pw, size_t len, char *out)
 
 /* A short list of the passwords every credential-stuffing list starts with. */
 static const char *const common_passwords[] = {
-    "password", "password1", "password123", "12345678", "123456789", "1234567890", "qwertyuiop", "qwerty123",
-    "11111111", "iloveyou", "sunshine", "princess", "football", "baseball", "welcome1", "abc12345",
-    "letmein1", "trustno1", "passw0rd", "superman", "starwars", "whatever", "dragon12", "monkey12",
-    "asdfghjkl", "zxcvbnm1", "qwertyui", "1q2w3e4r", "00000000", "87654321", "changeme",
+    "password",  "password1", "password123", "12345678", "123456789", "1234567890", "qwertyuiop", "qwerty123",
+    "11111111",  "iloveyou",  "sunshine",    "princess", "football",  "baseball",   "welcome1",   "abc12345",
+    "letmein1",  "trustno1",  "passw0rd",    "superman", "starwars",  "whatever",   "dragon12",   "monkey12",
+    "asdfghjkl", "zxcvbnm1",  "qwertyui",    "1q2w3e4r", "00000000",  "87654321",   "changeme",
 };
 
 const char *auth_password_weakness(const char *pw, const char *username)
@@ -227,8 +227,7 @@ int auth_register(struct req *r)
     }
     const char *weak = auth_password_weakness(password, username);
     if (weak)
-        return reply_problem_ext(r, 422, "weak_password", json_pack("{s:s}", "field", "password"), "password %s",
-                                 weak);
+        return reply_problem_ext(r, 422, "weak_password", json_pack("{s:s}", "field", "password"), "password %s", weak);
     char hash[crypto_pwhash_STRBYTES];
     if (auth_hash_password(password, strlen(password), hash) < 0)
         return reply_problem(r, 500, "internal_error", "password hashing failed");
@@ -242,18 +241,18 @@ int auth_register(struct req *r)
     char loc[48];
     snprintf(loc, sizeof loc, "/v1/users/%s", PQgetvalue(res, 0, 0));
     req_add_header(r, "Location", loc);
-    return reply_json(r, 201, user_json(PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                                        PQgetvalue(res, 0, 3)));
+    return reply_json(r, 201,
+                      user_json(PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+                                PQgetvalue(res, 0, 3)));
 }
 
 /* ======================================================================
  * Sessions: login, refresh, logout
  * ====================================================================== */
 
-static const char sql_login_user[] =
-    "SELECT id, username, display_name, " DB_TS("created_at") ", password_hash FROM users WHERE lower(username) = lower($1)";
-static const char sql_new_device[] =
-    "INSERT INTO devices (user_id, name, platform) VALUES ($1, $2, $3) RETURNING id";
+static const char sql_login_user[] = "SELECT id, username, display_name, " DB_TS(
+    "created_at") ", password_hash FROM users WHERE lower(username) = lower($1)";
+static const char sql_new_device[] = "INSERT INTO devices (user_id, name, platform) VALUES ($1, $2, $3) RETURNING id";
 static const char sql_new_refresh[] =
     "INSERT INTO refresh_tokens (user_id, token_hash, device_id, expires_at)"
     " VALUES ($1, $2, $3, now() + make_interval(secs => $4))";
@@ -278,9 +277,10 @@ static int issue_tokens(struct req *r, const char *uid, const char *did, json_t 
     if (!jwt)
         return reply_problem(r, 500, "internal_error", "token signing failed");
     req_own(r, jwt);
-    return reply_json(r, 200, json_pack("{s:s,s:s,s:i,s:s,s:I,s:O}", "access_token", jwt, "token_type", "Bearer",
-                                        "expires_in", r->app->cfg->access_token_ttl, "refresh_token", token,
-                                        "device_id", (json_int_t)d, "user", user_new));
+    return reply_json(r, 200,
+                      json_pack("{s:s,s:s,s:i,s:s,s:I,s:O}", "access_token", jwt, "token_type", "Bearer", "expires_in",
+                                r->app->cfg->access_token_ttl, "refresh_token", token, "device_id", (json_int_t)d,
+                                "user", user_new));
 }
 
 int auth_login(struct req *r)
@@ -328,8 +328,8 @@ int auth_login(struct req *r)
     PGresult *d = req_sql(r, NULL, sql_new_device, 3, v2);
     if (!d)
         return -1;
-    nlog(LOG_INFO, "login", json_pack("{s:s,s:s,s:s}", "request_id", r->request_id, "user_id", uid, "device_id",
-                                      PQgetvalue(d, 0, 0)));
+    nlog(LOG_INFO, "login",
+         json_pack("{s:s,s:s,s:s}", "request_id", r->request_id, "user_id", uid, "device_id", PQgetvalue(d, 0, 0)));
     return issue_tokens(r, uid, PQgetvalue(d, 0, 0),
                         user_json(uid, PQgetvalue(u, 0, 1), PQgetvalue(u, 0, 2), PQgetvalue(u, 0, 3)));
 }

@@ -68,8 +68,8 @@ static json_t *chat_json(const PGresult *res, int i)
                      (json_int_t)db_i64(res, i, 5), "member_count", (json_int_t)db_i64(res, i, 6), "my_role",
                      PQgetvalue(res, i, 7), "muted", PQgetvalue(res, i, 8)[0] == 't', "last_read_seq",
                      (json_int_t)db_i64(res, i, 9), "unread_count", (json_int_t)unread, "unread_mentions",
-                     (json_int_t)db_i64(res, i, 11), "has_unread", unread > 0, "last_message", last,
-                     "other_user", other);
+                     (json_int_t)db_i64(res, i, 11), "has_unread", unread > 0, "last_message", last, "other_user",
+                     other);
 }
 
 /* Replies status with the Chat object of chat_id as seen by the caller. */
@@ -140,9 +140,9 @@ static int create_direct(struct req *r)
     const char *vm[3] = {i64s(c, chat_id), lo, hi};
     if (!req_sql(r, NULL, sql_direct_members, 3, vm))
         return -1;
-    json_t *ev = req_own_json(r, json_pack("{s:I,s:s,s:[I,I],s:I}", "chat_id", (json_int_t)chat_id, "action",
-                                           "joined", "user_ids", (json_int_t)pair[0], (json_int_t)pair[1],
-                                           "actor_id", (json_int_t)r->user_id));
+    json_t *ev = req_own_json(r, json_pack("{s:I,s:s,s:[I,I],s:I}", "chat_id", (json_int_t)chat_id, "action", "joined",
+                                           "user_ids", (json_int_t)pair[0], (json_int_t)pair[1], "actor_id",
+                                           (json_int_t)r->user_id));
     if (inbox_emit(r, chat_id, "membership", INBOX_MEMBERS, NULL, ev) < 0 || req_commit(r) < 0)
         return -1;
     return reply_chat(r, 201, chat_id);
@@ -170,8 +170,7 @@ static int create_group(struct req *r)
             ids[k++] = ids[i];
     n = k;
     if (n + 1 > GROUP_MAX_MEMBERS)
-        return reply_problem(r, 409, "member_limit_reached", "a group has at most %d members",
-                             GROUP_MAX_MEMBERS);
+        return reply_problem(r, 409, "member_limit_reached", "a group has at most %d members", GROUP_MAX_MEMBERS);
     if (n > 0 && check_users_exist(r, req_id_array(r, ids, (size_t)n), (size_t)n, "member_ids") < 0)
         return -1;
     ids[n++] = r->user_id;

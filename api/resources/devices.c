@@ -4,8 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "db.h"
 #include "bus.h"
+#include "db.h"
 #include "http.h"
 #include "jsonv.h"
 #include "resources.h"
@@ -14,8 +14,8 @@
 
 #define DEVICE_COLS "id, name, platform, " DB_TS("created_at") ", " DB_TS("last_active_at") ", push_provider"
 
-static const char sql_list[] =
-    "SELECT " DEVICE_COLS " FROM devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id DESC LIMIT 1000";
+static const char sql_list[] = "SELECT " DEVICE_COLS
+                               " FROM devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id DESC LIMIT 1000";
 static const char sql_set_push[] =
     "UPDATE devices SET push_provider = $3, push_token = $4, push_updated_at = now()"
     " WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING " DEVICE_COLS;
@@ -27,8 +27,8 @@ static json_t *device_json(const PGresult *res, int i, int64_t current)
 {
     int64_t id = 0;
     parse_i64(PQgetvalue(res, i, 0), &id);
-    return json_pack("{s:I,s:s,s:s,s:s,s:s,s:b,s:o}", "id", (json_int_t)id, "name", PQgetvalue(res, i, 1),
-                     "platform", PQgetvalue(res, i, 2), "created_at", PQgetvalue(res, i, 3), "last_active_at",
+    return json_pack("{s:I,s:s,s:s,s:s,s:s,s:b,s:o}", "id", (json_int_t)id, "name", PQgetvalue(res, i, 1), "platform",
+                     PQgetvalue(res, i, 2), "created_at", PQgetvalue(res, i, 3), "last_active_at",
                      PQgetvalue(res, i, 4), "current", id == current, "push_provider",
                      PQgetisnull(res, i, 5) ? json_null() : json_string(PQgetvalue(res, i, 5)));
 }

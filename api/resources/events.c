@@ -22,8 +22,8 @@
 #include "db.h"
 #include "http.h"
 #include "hub.h"
-#include "presence.h"
 #include "jsonv.h"
+#include "presence.h"
 #include "resources.h"
 #include "tx.h"
 #include "util.h"
@@ -99,7 +99,8 @@ static int ack(struct req *r, int64_t since)
             /* "{1,2}" + "{2,5}" -> "{1,2,2,5}": duplicates are harmless in ANY() */
             size_t len = 3, k;
             json_t *it;
-            json_array_foreach(all, k, it) len += json_string_length(it) + 1;
+            json_array_foreach(all, k, it)
+                len += json_string_length(it) + 1;
             char *un = req_own(r, xmalloc(len)), *p = un;
             *p++ = '{';
             json_array_foreach(all, k, it) {
@@ -119,9 +120,9 @@ static int ack(struct req *r, int64_t since)
             if (!to[i])
                 continue;
             int64_t chat_id = db_i64(chats, i, 0), seq = db_i64(chats, i, 1);
-            json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:s,s:I}", "chat_id", (json_int_t)chat_id, "user_id",
-                                                   (json_int_t)r->user_id, "kind", "delivered", "seq",
-                                                   (json_int_t)seq));
+            json_t *ev = req_own_json(r,
+                                      json_pack("{s:I,s:I,s:s,s:I}", "chat_id", (json_int_t)chat_id, "user_id",
+                                                (json_int_t)r->user_id, "kind", "delivered", "seq", (json_int_t)seq));
             if (inbox_emit(r, chat_id, "receipt", INBOX_EXTRA_ONLY, to[i], ev) < 0)
                 return -1;
         }
@@ -180,7 +181,8 @@ static int events_resume(struct req *r)
     struct poll *pl = r->ctx;
     struct waiter *w = &pl->w;
     if (w->state != W_REVOKED)
-        presence_mark_polling(r->user_id, r->device_id, wall_time_ms() + ONLINE_GRACE_MS); /* re-polls within the grace */
+        presence_mark_polling(r->user_id, r->device_id,
+                              wall_time_ms() + ONLINE_GRACE_MS); /* re-polls within the grace */
     json_t *arr = json_array();
     int64_t next = w->since;
     switch (w->state) {

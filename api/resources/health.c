@@ -53,8 +53,9 @@ static void jobs_metrics(struct app *a, struct strbuf *sb)
     redisAppendCommand(c, "XPENDING " JOBS_STREAM " " JOBS_GROUP);
     redisAppendCommand(c, "ZCARD " JOBS_DELAYED);
     redisAppendCommand(c, "XLEN " JOBS_DEAD);
-    redisAppendCommand(c, "MGET " JOBS_METRIC_PREFIX "jobs_done_total " JOBS_METRIC_PREFIX "jobs_retried_total "
-                          JOBS_METRIC_PREFIX "jobs_dead_total " JOBS_METRIC_PREFIX "pushes_sent_total");
+    redisAppendCommand(c, "MGET " JOBS_METRIC_PREFIX "jobs_done_total " JOBS_METRIC_PREFIX
+                          "jobs_retried_total " JOBS_METRIC_PREFIX "jobs_dead_total " JOBS_METRIC_PREFIX
+                          "pushes_sent_total");
     redisAppendCommand(c, "HGETALL " JOBS_LATENCY_HASH);
     redisReply *rep[6] = {0};
     bool ok = true;
@@ -74,24 +75,23 @@ static void jobs_metrics(struct app *a, struct strbuf *sb)
         for (size_t i = 0; i < 4 && rep[4]->type == REDIS_REPLY_ARRAY && i < rep[4]->elements; i++)
             if (rep[4]->element[i]->type == REDIS_REPLY_STRING)
                 counters[i] = atoll(rep[4]->element[i]->str);
-        strbuf_printf(
-            sb,
-            "# HELP natter_jobs_queue_depth Jobs in the stream not yet delivered to a worker.\n"
-            "# TYPE natter_jobs_queue_depth gauge\nnatter_jobs_queue_depth %lld\n"
-            "# HELP natter_jobs_pending Jobs delivered to a worker and not yet acknowledged.\n"
-            "# TYPE natter_jobs_pending gauge\nnatter_jobs_pending %lld\n"
-            "# HELP natter_jobs_delayed Jobs waiting for a retry.\n"
-            "# TYPE natter_jobs_delayed gauge\nnatter_jobs_delayed %lld\n"
-            "# HELP natter_jobs_dead Jobs in the dead-letter stream.\n"
-            "# TYPE natter_jobs_dead gauge\nnatter_jobs_dead %lld\n"
-            "# TYPE natter_jobs_done_total counter\nnatter_jobs_done_total %lld\n"
-            "# TYPE natter_jobs_retried_total counter\nnatter_jobs_retried_total %lld\n"
-            "# TYPE natter_jobs_dead_total counter\nnatter_jobs_dead_total %lld\n"
-            "# TYPE natter_pushes_sent_total counter\nnatter_pushes_sent_total %lld\n"
-            "# HELP natter_job_latency_seconds Time from enqueue to a job's outcome.\n"
-            "# TYPE natter_job_latency_seconds histogram\n",
-            xlen - pending > 0 ? xlen - pending : 0, pending, delayed, dead, counters[0], counters[1], counters[2],
-            counters[3]);
+        strbuf_printf(sb,
+                      "# HELP natter_jobs_queue_depth Jobs in the stream not yet delivered to a worker.\n"
+                      "# TYPE natter_jobs_queue_depth gauge\nnatter_jobs_queue_depth %lld\n"
+                      "# HELP natter_jobs_pending Jobs delivered to a worker and not yet acknowledged.\n"
+                      "# TYPE natter_jobs_pending gauge\nnatter_jobs_pending %lld\n"
+                      "# HELP natter_jobs_delayed Jobs waiting for a retry.\n"
+                      "# TYPE natter_jobs_delayed gauge\nnatter_jobs_delayed %lld\n"
+                      "# HELP natter_jobs_dead Jobs in the dead-letter stream.\n"
+                      "# TYPE natter_jobs_dead gauge\nnatter_jobs_dead %lld\n"
+                      "# TYPE natter_jobs_done_total counter\nnatter_jobs_done_total %lld\n"
+                      "# TYPE natter_jobs_retried_total counter\nnatter_jobs_retried_total %lld\n"
+                      "# TYPE natter_jobs_dead_total counter\nnatter_jobs_dead_total %lld\n"
+                      "# TYPE natter_pushes_sent_total counter\nnatter_pushes_sent_total %lld\n"
+                      "# HELP natter_job_latency_seconds Time from enqueue to a job's outcome.\n"
+                      "# TYPE natter_job_latency_seconds histogram\n",
+                      xlen - pending > 0 ? xlen - pending : 0, pending, delayed, dead, counters[0], counters[1],
+                      counters[2], counters[3]);
         long long cum = 0, count = 0;
         double sum = 0;
         redisReply *h = rep[5];

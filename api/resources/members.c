@@ -16,12 +16,13 @@
 #include "tx.h"
 #include "util.h"
 
-#define MEMBER_COLS                                                                                   \
-    "u.id, u.username, u.display_name, " DB_TS("u.created_at") ", cm.role, " DB_TS("cm.joined_at") \
-    ", cm.last_read_seq, cm.last_delivered_seq"
+#define MEMBER_COLS                                                                 \
+    "u.id, u.username, u.display_name, " DB_TS("u.created_at") ", cm.role, " DB_TS( \
+        "cm.joined_at") ", cm.last_read_seq, cm.last_delivered_seq"
 
 static const char sql_members[] =
-    "SELECT " MEMBER_COLS " FROM chat_members cm JOIN users u ON u.id = cm.user_id"
+    "SELECT " MEMBER_COLS
+    " FROM chat_members cm JOIN users u ON u.id = cm.user_id"
     " WHERE cm.chat_id = $1 AND ($2::bigint[] IS NULL OR cm.user_id = ANY($2::bigint[])) ORDER BY u.id";
 
 static json_t *member_json(const PGresult *res, int i)
@@ -113,8 +114,8 @@ int members_add(struct req *r)
     if (!req_sql(r, NULL, sql_add_members, 3, v3))
         return -1;
     json_t *uids = ids_json(added, (size_t)nf);
-    json_t *sys = json_pack("{s:s,s:I,s:O}", "event", "members_added", "actor_id", (json_int_t)r->user_id,
-                            "user_ids", uids);
+    json_t *sys = json_pack("{s:s,s:I,s:O}", "event", "members_added", "actor_id", (json_int_t)r->user_id, "user_ids",
+                            uids);
     json_t *ev = req_own_json(r, json_pack("{s:I,s:s,s:O,s:I}", "chat_id", (json_int_t)m.chat_id, "action", "added",
                                            "user_ids", uids, "actor_id", (json_int_t)r->user_id));
     json_decref(uids);
@@ -260,4 +261,3 @@ int members_set_role(struct req *r)
         return reply_problem(r, 404, "member_not_found", "that user is not a member of this chat");
     return reply_json(r, 200, member_json(res, 0));
 }
-

@@ -178,7 +178,8 @@ int messages_send(struct req *r)
         if (!mm)
             return -1;
         if ((size_t)db_i64(mm, 0, 0) != nm)
-            return reply_field(r, 422, "validation_failed", "mentions", "%s", "every mentioned user must be a member of the chat");
+            return reply_field(r, 422, "validation_failed", "mentions", "%s",
+                               "every mentioned user must be a member of the chat");
     }
     if (reply) {
         const char *vr[3] = {c, i64s(rt, json_integer_value(reply)), i64s(js, m.joined_seq)};
@@ -186,7 +187,8 @@ int messages_send(struct req *r)
         if (!rr)
             return -1;
         if (PQntuples(rr) != 1)
-            return reply_field(r, 422, "validation_failed", "reply_to_seq", "%s", "reply_to_seq must name a message of this chat you can see");
+            return reply_field(r, 422, "validation_failed", "reply_to_seq", "%s",
+                               "reply_to_seq must name a message of this chat you can see");
     }
     if (na > 0) {
         const char *va[3] = {c, atts, u};
@@ -194,7 +196,8 @@ int messages_send(struct req *r)
         if (!ar)
             return -1;
         if (db_i64(ar, 0, 0) != na)
-            return reply_field(r, 422, "validation_failed", "attachment_ids", "%s", "attachments must be uploaded by you to this chat");
+            return reply_field(r, 422, "validation_failed", "attachment_ids", "%s",
+                               "attachments must be uploaded by you to this chat");
     }
 
     if (req_begin(r) < 0)
@@ -307,8 +310,7 @@ int messages_list(struct req *r)
     return reply_json(r, 200, json_pack("{s:o,s:o,s:o}", "messages", arr, "prev_cursor", prev, "next_cursor", next));
 }
 
-static const char sql_one[] =
-    "SELECT " MSG_COLS("$4") " FROM messages WHERE chat_id = $1 AND seq = $2 AND seq > $3";
+static const char sql_one[] = "SELECT " MSG_COLS("$4") " FROM messages WHERE chat_id = $1 AND seq = $2 AND seq > $3";
 
 int messages_get(struct req *r)
 {
@@ -365,7 +367,8 @@ int messages_edit(struct req *r)
     json_t *shared = req_own_json(r, json_deep_copy(msg));
     size_t i;
     json_t *it;
-    json_array_foreach(json_object_get(shared, "reactions"), i, it) json_object_del(it, "me");
+    json_array_foreach(json_object_get(shared, "reactions"), i, it)
+        json_object_del(it, "me");
     json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)m.chat_id, "message", shared));
     if (inbox_emit(r, m.chat_id, "edit", INBOX_MEMBERS, NULL, ev) < 0 || req_commit(r) < 0)
         return -1;

@@ -48,7 +48,8 @@ static int react(struct req *r, bool add)
         return -1;
     const char *emoji = req_param(r, 2);
     if (!emoji_ok(emoji))
-        return reply_field(r, 422, "validation_failed", "emoji", "%s", "emoji must be 1 to 32 characters without spaces or control characters");
+        return reply_field(r, 422, "validation_failed", "emoji", "%s",
+                           "emoji must be 1 to 32 characters without spaces or control characters");
     if (req_begin(r) < 0 || lock_message(r, &m, seq, &lm) < 0)
         return -1;
     if (lm.deleted)
@@ -69,7 +70,8 @@ static int react(struct req *r, bool add)
         json_t *counts = req_own_json(r, json_deep_copy(reactions));
         size_t i;
         json_t *it;
-        json_array_foreach(counts, i, it) json_object_del(it, "me");
+        json_array_foreach(counts, i, it)
+            json_object_del(it, "me");
         json_t *ev = req_own_json(r, json_pack("{s:I,s:I,s:I,s:s,s:s,s:O}", "chat_id", (json_int_t)m.chat_id, "seq",
                                                (json_int_t)seq, "user_id", (json_int_t)r->user_id, "emoji", emoji,
                                                "action", add ? "added" : "removed", "reactions", counts));

@@ -24,9 +24,8 @@ static const char sql_mark_read[] =
 static const char sql_read_senders[] =
     "SELECT coalesce(array_agg(DISTINCT sender_id), '{}') FROM messages"
     " WHERE chat_id = $1 AND seq > $2 AND seq <= $3 AND kind = 'text' AND sender_id IS NOT NULL AND sender_id <> $4";
-static const char sql_unread[] =
-    "SELECT cm.last_read_seq, " CHAT_SQL_UNREAD ", " CHAT_SQL_UNREAD_MENTIONS
-    " FROM chat_members cm WHERE cm.chat_id = $1 AND cm.user_id = $2";
+static const char sql_unread[] = "SELECT cm.last_read_seq, " CHAT_SQL_UNREAD ", " CHAT_SQL_UNREAD_MENTIONS
+                                 " FROM chat_members cm WHERE cm.chat_id = $1 AND cm.user_id = $2";
 
 int chats_read(struct req *r)
 {
@@ -67,9 +66,10 @@ int chats_read(struct req *r)
         return -1;
     if (PQntuples(un) != 1)
         return reply_problem(r, 404, "chat_not_found", "no such chat");
-    return reply_json(r, 200, json_pack("{s:I,s:I,s:I,s:I}", "chat_id", (json_int_t)m.chat_id, "last_read_seq",
-                                        (json_int_t)db_i64(un, 0, 0), "unread_count", (json_int_t)db_i64(un, 0, 1),
-                                        "unread_mentions", (json_int_t)db_i64(un, 0, 2)));
+    return reply_json(r, 200,
+                      json_pack("{s:I,s:I,s:I,s:I}", "chat_id", (json_int_t)m.chat_id, "last_read_seq",
+                                (json_int_t)db_i64(un, 0, 0), "unread_count", (json_int_t)db_i64(un, 0, 1),
+                                "unread_mentions", (json_int_t)db_i64(un, 0, 2)));
 }
 
 static const char sql_receipts[] =
@@ -87,9 +87,8 @@ int chats_receipts(struct req *r)
         return -1;
     json_t *arr = json_array();
     for (int i = 0; i < PQntuples(res); i++)
-        json_array_append_new(arr, json_pack("{s:I,s:I,s:I}", "user_id", (json_int_t)db_i64(res, i, 0),
-                                             "last_delivered_seq", (json_int_t)db_i64(res, i, 1), "last_read_seq",
-                                             (json_int_t)db_i64(res, i, 2)));
+        json_array_append_new(arr,
+                              json_pack("{s:I,s:I,s:I}", "user_id", (json_int_t)db_i64(res, i, 0), "last_delivered_seq",
+                                        (json_int_t)db_i64(res, i, 1), "last_read_seq", (json_int_t)db_i64(res, i, 2)));
     return reply_json(r, 200, json_pack("{s:o}", "receipts", arr));
 }
-

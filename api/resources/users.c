@@ -24,8 +24,9 @@ static int reply_user_row(struct req *r, PGresult *res)
 {
     if (PQntuples(res) != 1)
         return reply_problem(r, 404, "user_not_found", "no such user");
-    return reply_json(r, 200, user_json(PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                                        PQgetvalue(res, 0, 3)));
+    return reply_json(r, 200,
+                      user_json(PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+                                PQgetvalue(res, 0, 3)));
 }
 
 static int load_user(struct req *r, int64_t id)

@@ -213,8 +213,7 @@ int main(int argc, char **argv)
             rc = usage("bad option");
             goto out;
         }
-        char *url = sigv4_presign(&t, argv[2], argv[3], now, (int)expires, a.headers, a.nheaders, a.query,
-                                  a.nquery);
+        char *url = sigv4_presign(&t, argv[2], argv[3], now, (int)expires, a.headers, a.nheaders, a.query, a.nquery);
         if (url) {
             printf("%s\n", url);
             rc = 0;

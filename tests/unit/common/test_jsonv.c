@@ -34,16 +34,16 @@ void suite_jsonv(void)
     const char *f;
     CHECK(check("{\"name\":\"abc\"}", &f) == 0);
     CHECK(check("{\"name\":\"abc\",\"age\":3,\"tags\":[1],\"ok\":true,\"note\":null}", &f) == 0);
-    CHECK(check("{}", &f) == -1 && strcmp(f, "name") == 0);                       /* missing */
-    CHECK(check("{\"name\":\"abc\",\"x\":1}", &f) == -1 && strcmp(f, "x") == 0);  /* unknown */
-    CHECK(check("{\"name\":1}", &f) == -1 && strcmp(f, "name") == 0);             /* type */
-    CHECK(check("{\"name\":null}", &f) == -1 && strcmp(f, "name") == 0);          /* null */
-    CHECK(check("{\"name\":\"\"}", &f) == -1);                                    /* too short */
-    CHECK(check("{\"name\":\"abcdef\"}", &f) == -1);                              /* too long */
+    CHECK(check("{}", &f) == -1 && strcmp(f, "name") == 0);                      /* missing */
+    CHECK(check("{\"name\":\"abc\",\"x\":1}", &f) == -1 && strcmp(f, "x") == 0); /* unknown */
+    CHECK(check("{\"name\":1}", &f) == -1 && strcmp(f, "name") == 0);            /* type */
+    CHECK(check("{\"name\":null}", &f) == -1 && strcmp(f, "name") == 0);         /* null */
+    CHECK(check("{\"name\":\"\"}", &f) == -1);                                   /* too short */
+    CHECK(check("{\"name\":\"abcdef\"}", &f) == -1);                             /* too long */
     /* five characters, fifteen bytes: lengths count characters */
     CHECK(check("{\"name\":\"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\"}", &f) == 0);
     CHECK(check("{\"name\":\"\\ud83d\\ude00\\ud83d\\ude00\"}", &f) == 0);
-    CHECK(check("{\"name\":\"a\\tb\"}", &f) == -1);                               /* control */
+    CHECK(check("{\"name\":\"a\\tb\"}", &f) == -1); /* control */
     CHECK(check("{\"name\":\"a\",\"age\":151}", &f) == -1 && strcmp(f, "age") == 0);
     CHECK(check("{\"name\":\"a\",\"age\":1.5}", &f) == -1 && strcmp(f, "age") == 0);
     CHECK(check("{\"name\":\"a\",\"age\":\"1\"}", &f) == -1);

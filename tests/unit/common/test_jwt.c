@@ -37,9 +37,9 @@ void suite_jwt(void)
     CHECK(t != NULL);
     CHECK(natter_jwt_verify(secret, t, 1000, &u, &d) == JWT_OK && u == 42 && d == 7);
     CHECK(natter_jwt_verify(secret, t, 1899, &u, &d) == JWT_OK);
-    CHECK(natter_jwt_verify(secret, t, 1900, &u, &d) == JWT_EXPIRED);   /* exp enforced */
+    CHECK(natter_jwt_verify(secret, t, 1900, &u, &d) == JWT_EXPIRED); /* exp enforced */
     CHECK(natter_jwt_verify("another-secret-another-secret-xx", t, 1000, &u, &d) == JWT_INVALID);
-    CHECK(natter_jwt_verify(NULL, t, 1000, &u, &d) == JWT_INVALID);     /* never a NULL key */
+    CHECK(natter_jwt_verify(NULL, t, 1000, &u, &d) == JWT_INVALID); /* never a NULL key */
 
     /* tamper with the payload: signature must fail */
     char *tampered = strdup(t);

@@ -160,7 +160,7 @@ static enum sigv4_verdict check_url(const struct s3_target *t, const char *metho
 {
     struct parsed p;
     if (!parse_url(url, &p))
-        return (enum sigv4_verdict)-1;
+        return (enum sigv4_verdict) - 1;
     struct hdrs hs = {h, nh};
     struct sigv4_request rq = {method, p.path, p.q, p.nq, hdr_lookup, &hs};
     enum sigv4_verdict v = sigv4_verify_presigned(t, &rq, now, req, nreq);
@@ -174,23 +174,26 @@ static void aws_query_example(void)
 {
     char *creq = NULL, *sts = NULL;
     char *url = presign(&aws_example, "GET", "test.txt", T20130524, 86400, NULL, 0, NULL, 0, &creq, &sts);
-    CHECK(streq(creq, "GET\n"
-                      "/test.txt\n"
-                      "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%"
-                      "2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\n"
-                      "host:examplebucket.s3.amazonaws.com\n"
-                      "\n"
-                      "host\n"
-                      "UNSIGNED-PAYLOAD"));
-    CHECK(streq(sts, "AWS4-HMAC-SHA256\n"
-                     "20130524T000000Z\n"
-                     "20130524/us-east-1/s3/aws4_request\n"
-                     "3bfa292879f6447bbcda7001decf97f4a54dc650c8942174ae0a9121cf58ad04"));
-    CHECK(streq(url, "https://examplebucket.s3.amazonaws.com/test.txt"
-                     "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-                     "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
-                     "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
-                     "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"));
+    CHECK(streq(creq,
+                "GET\n"
+                "/test.txt\n"
+                "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%"
+                "2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\n"
+                "host:examplebucket.s3.amazonaws.com\n"
+                "\n"
+                "host\n"
+                "UNSIGNED-PAYLOAD"));
+    CHECK(streq(sts,
+                "AWS4-HMAC-SHA256\n"
+                "20130524T000000Z\n"
+                "20130524/us-east-1/s3/aws4_request\n"
+                "3bfa292879f6447bbcda7001decf97f4a54dc650c8942174ae0a9121cf58ad04"));
+    CHECK(streq(url,
+                "https://examplebucket.s3.amazonaws.com/test.txt"
+                "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+                "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+                "&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"));
 
     /* the verifier rebuilds the same canonical request from what a server sees */
     const struct sigv4_kv h[] = {{"host", "examplebucket.s3.amazonaws.com"}};
@@ -220,20 +223,22 @@ static void aws_header_example(void)
     char *ch = canonical_headers(h, 4, &signed_headers);
     CHECK(streq(signed_headers, "host;range;x-amz-content-sha256;x-amz-date"));
     char *creq = canonical_request("GET", "/test.txt", "", ch, signed_headers, EMPTY_SHA256);
-    CHECK(streq(creq, "GET\n"
-                      "/test.txt\n"
-                      "\n"
-                      "host:examplebucket.s3.amazonaws.com\n"
-                      "range:bytes=0-9\n"
-                      "x-amz-content-sha256:" EMPTY_SHA256 "\n"
-                      "x-amz-date:20130524T000000Z\n"
-                      "\n"
-                      "host;range;x-amz-content-sha256;x-amz-date\n" EMPTY_SHA256));
+    CHECK(streq(creq,
+                "GET\n"
+                "/test.txt\n"
+                "\n"
+                "host:examplebucket.s3.amazonaws.com\n"
+                "range:bytes=0-9\n"
+                "x-amz-content-sha256:" EMPTY_SHA256 "\n"
+                "x-amz-date:20130524T000000Z\n"
+                "\n"
+                "host;range;x-amz-content-sha256;x-amz-date\n" EMPTY_SHA256));
     char *sts = string_to_sign("20130524T000000Z", "20130524/us-east-1/s3/aws4_request", creq);
-    CHECK(streq(sts, "AWS4-HMAC-SHA256\n"
-                     "20130524T000000Z\n"
-                     "20130524/us-east-1/s3/aws4_request\n"
-                     "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"));
+    CHECK(streq(sts,
+                "AWS4-HMAC-SHA256\n"
+                "20130524T000000Z\n"
+                "20130524/us-east-1/s3/aws4_request\n"
+                "7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"));
     char sig[65] = "";
     CHECK(sign_hex(sig, AWS_SK, "20130524", "us-east-1", sts));
     CHECK(streq(sig, "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"));
@@ -271,34 +276,37 @@ static void botocore_vectors(void)
     const struct sigv4_kv q[] = {{"response-content-disposition", DISPOSITION},
                                  {"response-content-type", "text/plain"}};
     char *url = sigv4_presign(&local, "GET", ODD_KEY, T20130524, 900, NULL, 0, q, 2);
-    CHECK(streq(url, "http://127.0.0.1:9000/natter/att/1/a%20b%2Bc~d/%C3%A9%E2%82%AC%F0%9F%98%80%20%22q%22.txt"
-                     "?response-content-disposition=attachment%3B%20filename%3D%22r%C3%A9sum%C3%A9%20%5C%22x%5C%22.pdf%"
-                     "22%3B%20filename%2A%3DUTF-8%27%27r%25C3%25A9sum%25C3%25A9.pdf"
-                     "&response-content-type=text%2Fplain&X-Amz-Algorithm=AWS4-HMAC-SHA256"
-                     "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
-                     "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host"
-                     "&X-Amz-Signature=396ab0abfc75711679a8d27a5c92cc1d6a7b2f3210bcd8e3b99380a58513b64b"));
+    CHECK(streq(url,
+                "http://127.0.0.1:9000/natter/att/1/a%20b%2Bc~d/%C3%A9%E2%82%AC%F0%9F%98%80%20%22q%22.txt"
+                "?response-content-disposition=attachment%3B%20filename%3D%22r%C3%A9sum%C3%A9%20%5C%22x%5C%22.pdf%"
+                "22%3B%20filename%2A%3DUTF-8%27%27r%25C3%25A9sum%25C3%25A9.pdf"
+                "&response-content-type=text%2Fplain&X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+                "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host"
+                "&X-Amz-Signature=396ab0abfc75711679a8d27a5c92cc1d6a7b2f3210bcd8e3b99380a58513b64b"));
     free(url);
 
     /* generate_presigned_url('put_object', Params={Bucket, Key, ContentType, ContentLength}):
        botocore signs content-length;content-type;host */
     const struct sigv4_kv h[] = {{"content-type", "image/png"}, {"content-length", "1234"}};
     url = sigv4_presign(&local, "PUT", "att/1/x.bin", T20130524, 900, h, 2, NULL, 0);
-    CHECK(streq(url, "http://127.0.0.1:9000/natter/att/1/x.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-                     "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
-                     "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=900"
-                     "&X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost"
-                     "&X-Amz-Signature=ec6dccd1fc2244b492e7966c5ad99c6ca569f0c331059d4de6391016b80f5974"));
+    CHECK(streq(url,
+                "http://127.0.0.1:9000/natter/att/1/x.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+                "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=900"
+                "&X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost"
+                "&X-Amz-Signature=ec6dccd1fc2244b492e7966c5ad99c6ca569f0c331059d4de6391016b80f5974"));
     free(url);
 
     /* S3SigV4Auth with s3.payload_signing_enabled=False (x-amz-content-sha256: UNSIGNED-PAYLOAD) */
     char *u = NULL, *auth = NULL, *date = NULL, *sha = NULL;
     CHECK(sigv4_sign_request(&aws_example, "HEAD", "test.txt", T20130524, &u, &auth, &date, &sha) == 0);
     CHECK(streq(u, "https://examplebucket.s3.amazonaws.com/test.txt"));
-    CHECK(streq(auth, "Authorization: AWS4-HMAC-SHA256 "
-                      "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
-                      "SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
-                      "Signature=d87e7522a61b978adb612e68e294c9e5866b71099af0096ec7ce81fc05a5b715"));
+    CHECK(streq(auth,
+                "Authorization: AWS4-HMAC-SHA256 "
+                "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+                "SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+                "Signature=d87e7522a61b978adb612e68e294c9e5866b71099af0096ec7ce81fc05a5b715"));
     CHECK(streq(date, "x-amz-date: 20130524T000000Z"));
     CHECK(streq(sha, "x-amz-content-sha256: UNSIGNED-PAYLOAD"));
     free(u);
@@ -307,10 +315,11 @@ static void botocore_vectors(void)
     free(sha);
     CHECK(sigv4_sign_request(&local, "DELETE", "att/1/a b.txt", T20130524, &u, &auth, &date, &sha) == 0);
     CHECK(streq(u, "http://127.0.0.1:9000/natter/att/1/a%20b.txt"));
-    CHECK(streq(auth, "Authorization: AWS4-HMAC-SHA256 "
-                      "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
-                      "SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
-                      "Signature=2920ebddc7bdda176082ebb237749d12aaa11aa99231b174791cb6994c01182e"));
+    CHECK(streq(auth,
+                "Authorization: AWS4-HMAC-SHA256 "
+                "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+                "SignedHeaders=host;x-amz-content-sha256;x-amz-date, "
+                "Signature=2920ebddc7bdda176082ebb237749d12aaa11aa99231b174791cb6994c01182e"));
     free(u);
     free(auth);
     free(date);
@@ -349,8 +358,9 @@ static void encoding(void)
     CHECK(sigv4_uri_encode(NULL, true) == NULL);
 
     /* sorted by encoded name, then encoded value; X-Amz-Signature left out */
-    const struct sigv4_kv q[] = {{"b", "2"},     {"a", "z"}, {"a", "y"}, {"A", "1"},
-                                 {"a b", "x/y"}, {"X-Amz-Signature", "00"}, {"e", ""}};
+    const struct sigv4_kv q[] = {{"b", "2"}, {"a", "z"},     {"a", "y"},
+                                 {"A", "1"}, {"a b", "x/y"}, {"X-Amz-Signature", "00"},
+                                 {"e", ""}};
     s = canonical_query(q, 7, SIGV4_SIGNATURE_PARAM);
     CHECK(streq(s, "A=1&a=y&a=z&a%20b=x%2Fy&b=2&e="));
     free(s);
@@ -480,9 +490,9 @@ static void bad_input(void)
     free(ok);
 
     static const char *const bad_endpoints[] = {
-        "127.0.0.1:9000", "ftp://h",         "http://",          "http://h/",      "http://h/path",
-        "http://h:",      "http://h:0",      "http://h:65536",   "http://h:9x",    "http://u@h",
-        "http://h?x",     "http://[::1",     "http://[]:9000",   "http://h h",     "http://h:1:2",
+        "127.0.0.1:9000", "ftp://h",     "http://",        "http://h/",   "http://h/path",
+        "http://h:",      "http://h:0",  "http://h:65536", "http://h:9x", "http://u@h",
+        "http://h?x",     "http://[::1", "http://[]:9000", "http://h h",  "http://h:1:2",
     };
     for (size_t i = 0; i < sizeof bad_endpoints / sizeof bad_endpoints[0]; i++) {
         struct s3_target t = local;
@@ -642,14 +652,17 @@ static void verification(void)
     /* PUT: content-type and content-length signed and required */
     const char *const required[] = {"content-length", "content-type"};
     const struct sigv4_kv put_sign[] = {{"content-type", "image/png"}, {"content-length", "1234"}};
-    const struct sigv4_kv put_h[] = {{"content-length", "1234"}, {"host", "127.0.0.1:9000"},
+    const struct sigv4_kv put_h[] = {{"content-length", "1234"},
+                                     {"host", "127.0.0.1:9000"},
                                      {"content-type", "image/png"}};
     url = sigv4_presign(&local, "PUT", "att/1/x.bin", now, 900, put_sign, 2, NULL, 0);
     CHECK(check_url(&local, "PUT", url, put_h, 3, now, required, 2) == SIGV4_OK);
-    const struct sigv4_kv longer[] = {{"content-length", "1235"}, {"host", "127.0.0.1:9000"},
+    const struct sigv4_kv longer[] = {{"content-length", "1235"},
+                                      {"host", "127.0.0.1:9000"},
                                       {"content-type", "image/png"}};
     CHECK(check_url(&local, "PUT", url, longer, 3, now, required, 2) == SIGV4_BAD_SIGNATURE);
-    const struct sigv4_kv other_type[] = {{"content-length", "1234"}, {"host", "127.0.0.1:9000"},
+    const struct sigv4_kv other_type[] = {{"content-length", "1234"},
+                                          {"host", "127.0.0.1:9000"},
                                           {"content-type", "text/html"}};
     CHECK(check_url(&local, "PUT", url, other_type, 3, now, required, 2) == SIGV4_BAD_SIGNATURE);
     CHECK(check_url(&local, "PUT", url, get_h, 1, now, required, 2) == SIGV4_BAD_SIGNATURE); /* not sent */

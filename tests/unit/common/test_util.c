@@ -19,22 +19,22 @@ void suite_util(void)
     CHECK(!parse_i64(NULL, &v));
 
     CHECK(utf8_chars("abc", 3) == 3);
-    CHECK(utf8_chars("h\xc3\xa9llo", 6) == 5);          /* é */
-    CHECK(utf8_chars("\xf0\x9f\x98\x80", 4) == 1);      /* 😀 */
+    CHECK(utf8_chars("h\xc3\xa9llo", 6) == 5);     /* é */
+    CHECK(utf8_chars("\xf0\x9f\x98\x80", 4) == 1); /* 😀 */
 
     CHECK(utf8_valid("abc", 3));
     CHECK(utf8_valid("\xf0\x9f\x98\x80", 4));
     CHECK(!utf8_valid("\xff", 1));
-    CHECK(!utf8_valid("\xc0\xaf", 2));                  /* overlong '/' */
-    CHECK(!utf8_valid("\xed\xa0\x80", 3));              /* surrogate */
-    CHECK(!utf8_valid("\xf4\x90\x80\x80", 4));          /* > U+10FFFF */
-    CHECK(!utf8_valid("\xe2\x82", 2));                  /* truncated */
-    CHECK(!utf8_valid("a\0b", 3));                      /* NUL */
+    CHECK(!utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+    CHECK(!utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    CHECK(!utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+    CHECK(!utf8_valid("\xe2\x82", 2));         /* truncated */
+    CHECK(!utf8_valid("a\0b", 3));             /* NUL */
 
     CHECK(!utf8_has_control("plain text \xc3\xa9", 13));
     CHECK(utf8_has_control("tab\there", 8));
     CHECK(utf8_has_control("del\x7f", 4));
-    CHECK(utf8_has_control("c1\xc2\x85", 4));           /* U+0085 NEL */
+    CHECK(utf8_has_control("c1\xc2\x85", 4)); /* U+0085 NEL */
 
     char h[65];
     sha256_hex("abc", 3, h);
