@@ -1,6 +1,6 @@
 /*
- * app.h — natter-api's own state, filled by main.c and read by the resources
- * through r->app. The transport only carries the pointer (http.h); the
+ * app.h — natter-api's own state, filled by main.c (api/) and read by the
+ * resources through r->app. The transport only carries the pointer (http.h); the
  * realtime layer gets what it needs in struct rt_env.
  */
 #ifndef NATTER_APP_H

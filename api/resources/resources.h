@@ -1,7 +1,7 @@
 /*
  * resources.h — every handler of natter-api, one file per resource. The
  * route table is in api/routes.c; handlers reach the application's state
- * through r->app (api/app.h).
+ * through r->app (app.h).
  */
 #ifndef NATTER_RESOURCES_H
 #define NATTER_RESOURCES_H
