@@ -25,6 +25,7 @@
 #include "hub.h"
 #include "log.h"
 #include "migrate.h"
+#include "pipeline.h"
 #include "realtime.h"
 #include "redis.h"
 #include "resources.h"
@@ -69,6 +70,14 @@ static int check_schema(struct config *cfg)
         return -1;
     }
     return 0;
+}
+
+/* http_stop's hook, once new requests are refused: every queued send is
+ * committed and answered, then every waiting poll answers */
+static void before_stop(void)
+{
+    pipeline_stop();
+    hub_stop();
 }
 
 static int serve(struct config *cfg)
@@ -122,11 +131,15 @@ static int serve(struct config *cfg)
         .nroutes = routes_count,
         .authenticate = auth_authenticate,
         .raw = config_embedded_store(cfg) ? &blob_handler : NULL,
-        .before_stop = hub_stop, /* waiting polls answer before the transport drains */
+        .before_stop = before_stop,
     };
     hub_init();
-    if (bus_init(&rt) < 0 || hub_start() < 0 || http_start(&srv) < 0)
+    if (bus_init(&rt) < 0 || hub_start() < 0 || pipeline_start(cfg, app.redis) < 0)
         goto out;
+    if (http_start(&srv) < 0) {
+        pipeline_stop();
+        goto out;
+    }
     if (bus_start() < 0) {
         http_stop(&srv);
         goto out;

@@ -3,6 +3,7 @@
  */
 #include "jobs.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,15 +20,51 @@ int jobs_enqueue(struct redis_pool *p, const char *json)
     return ok ? 0 : -1;
 }
 
-int jobs_push_message(struct redis_pool *p, int64_t chat_id, int64_t seq)
+static char *push_message_json(int64_t chat_id, int64_t seq)
 {
     json_t *j = json_pack("{s:s,s:I,s:I,s:I}", "type", JOB_PUSH_MESSAGE, "chat_id", (json_int_t)chat_id, "seq",
                           (json_int_t)seq, "enq_ms", (json_int_t)wall_time_ms());
     char *text = json_dumps(j, JSON_COMPACT);
     json_decref(j);
+    return text;
+}
+
+int jobs_push_message(struct redis_pool *p, int64_t chat_id, int64_t seq)
+{
+    char *text = push_message_json(chat_id, seq);
     int rc = text ? jobs_enqueue(p, text) : -1;
     free(text);
     return rc;
+}
+
+int jobs_push_messages(struct redis_pool *p, const int64_t *chat_ids, const int64_t *seqs, size_t n)
+{
+    if (n == 0)
+        return 0;
+    redisContext *c = redis_acquire(p);
+    if (!c)
+        return -1;
+    size_t sent = 0;
+    for (; sent < n; sent++) {
+        char *text = push_message_json(chat_ids[sent], seqs[sent]);
+        int rc = text ? redisAppendCommand(c, "XADD " JOBS_STREAM " MAXLEN ~ 1000000 * job %b", text, strlen(text))
+                      : REDIS_ERR;
+        free(text);
+        if (rc != REDIS_OK)
+            break;
+    }
+    bool ok = sent == n;
+    for (size_t i = 0; i < sent; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
+            ok = false;
+            break; /* the connection is unusable: the rest cannot be read */
+        }
+        ok = ok && r->type == REDIS_REPLY_STRING;
+        freeReplyObject(r);
+    }
+    redis_release(p, c, !ok);
+    return ok ? 0 : -1;
 }
 
 json_t *job_push_flush_new(int64_t user_id, const char *flush_id)

@@ -41,6 +41,8 @@ int jobs_enqueue(struct redis_pool *p, const char *json);
 
 /* The producers: each builds its job and enqueues it (0 or -1 as jobs_enqueue). */
 int jobs_push_message(struct redis_pool *p, int64_t chat_id, int64_t seq);
+/* n push_message jobs, (chat_ids[i], seqs[i]), in one round trip. 0 or -1. */
+int jobs_push_messages(struct redis_pool *p, const int64_t *chat_ids, const int64_t *seqs, size_t n);
 /* For the worker, which enqueues or schedules what it builds: new references. */
 json_t *job_push_flush_new(int64_t user_id, const char *flush_id);
 json_t *job_push_send_new(int64_t user_id, int64_t device_id, const char *flush_id, int64_t count, int64_t chat_id,

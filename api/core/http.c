@@ -60,7 +60,12 @@ static void route_request(struct req *r, char *allow, size_t allow_len)
 
 static void run_handler(struct req *r)
 {
+    bool was_offloaded = r->offloaded;
     r->route->handler(r);
+    /* a handler that handed its request off (req_hand_off) must not read it:
+     * the other thread may be replying right now */
+    if (r->offloaded && !was_offloaded)
+        return;
     if (!r->replied && !r->suspended) {
         nlog(LOG_ERROR, "handler returned without a reply",
              json_pack("{s:s,s:s}", "request_id", r->request_id, "route", r->route->pattern));

@@ -155,6 +155,14 @@ void req_suspend(struct req *r);
 /* Resumes a suspended connection from any thread; MHD then calls r->resume_fn. */
 void req_resume(struct req *r);
 
+/* ---- handing a request to another thread ---- */
+/* Inside the handler: suspends the connection and gives back its database
+ * connection; the handler then returns 0 without replying. Another thread
+ * owns the request from here: it replies (the reply is parked) and calls
+ * req_hand_back, after which it must not touch the request again. */
+void req_hand_off(struct req *r);
+void req_hand_back(struct req *r);
+
 /* ---- server ---- */
 struct server {
     /* set by the application before http_start */

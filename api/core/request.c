@@ -94,3 +94,15 @@ void req_resume(struct req *r)
 {
     MHD_resume_connection(r->conn);
 }
+
+void req_hand_off(struct req *r)
+{
+    req_release_db(r);
+    r->offloaded = true; /* replies are parked until the connection resumes (http.c) */
+    MHD_suspend_connection(r->conn);
+}
+
+void req_hand_back(struct req *r)
+{
+    MHD_resume_connection(r->conn);
+}

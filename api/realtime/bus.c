@@ -67,15 +67,25 @@ static void publish(json_t *msg_new)
     free(text);
 }
 
-/* The post-commit hook (tx.h): each note is (user, inbox seq). */
-static void after_commit(const struct tx_note *wakes, size_t n)
+void bus_wake_local(const struct tx_note *wakes, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        hub_wake(wakes[i].a, wakes[i].b);
+}
+
+void bus_publish_wakes(const struct tx_note *wakes, size_t n)
 {
     json_t *w = json_array();
-    for (size_t i = 0; i < n; i++) {
-        hub_wake(wakes[i].a, wakes[i].b);
+    for (size_t i = 0; i < n; i++)
         json_array_append_new(w, json_pack("[I,I]", (json_int_t)wakes[i].a, (json_int_t)wakes[i].b));
-    }
     publish(json_pack("{s:o}", "w", w));
+}
+
+/* The post-commit hook (tx.h): each note is (user, inbox seq). */
+void bus_wake_committed(const struct tx_note *wakes, size_t n)
+{
+    bus_wake_local(wakes, n);
+    bus_publish_wakes(wakes, n);
 }
 
 void bus_note_wake(struct req *r, int64_t user_id, int64_t seq)
@@ -273,7 +283,7 @@ int bus_init(const struct rt_env *e)
 {
     env = e;
     presence_init(e);
-    wake_kind = tx_on_commit(after_commit);
+    wake_kind = tx_on_commit(bus_wake_committed);
     return wake_kind < 0 ? -1 : 0;
 }
 

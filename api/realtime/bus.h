@@ -37,6 +37,14 @@ void bus_stop(void);
 
 /* In r's open transaction: user_id's inbox got seq (woken after COMMIT). */
 void bus_note_wake(struct req *r, int64_t user_id, int64_t seq);
+/* After a COMMIT made outside a request (the send pipeline): wakes[i].a's
+ * inbox got wakes[i].b. bus_wake_committed wakes local waiters and publishes
+ * one message for the other instances; the two halves exist on their own so
+ * that the local wake-up need not wait for Redis. */
+struct tx_note;
+void bus_wake_committed(const struct tx_note *wakes, size_t n);
+void bus_wake_local(const struct tx_note *wakes, size_t n);
+void bus_publish_wakes(const struct tx_note *wakes, size_t n);
 /* ev is borrowed */
 void bus_ephemeral(const int64_t *users, size_t n, json_t *ev);
 void bus_revoke(int64_t user, int64_t device);

@@ -11,6 +11,7 @@
 #include "hub.h"
 #include "jobs.h"
 #include "metrics.h"
+#include "pipeline.h"
 #include "redis.h"
 #include "resources.h"
 #include "strbuf.h"
@@ -137,6 +138,17 @@ int health_metrics(struct req *r)
                   "# HELP natter_longpoll_waiting Long-polls suspended in this process.\n"
                   "# TYPE natter_longpoll_waiting gauge\nnatter_longpoll_waiting %zu\n",
                   hub_count());
+    strbuf_printf(&sb,
+                  "# HELP natter_send_batches_total Transactions of the send pipeline.\n"
+                  "# TYPE natter_send_batches_total counter\nnatter_send_batches_total %llu\n"
+                  "# HELP natter_send_batched_total Sends those transactions held.\n"
+                  "# TYPE natter_send_batched_total counter\nnatter_send_batched_total %llu\n"
+                  "# HELP natter_send_queue_depth Sends waiting for the pipeline's committer.\n"
+                  "# TYPE natter_send_queue_depth gauge\nnatter_send_queue_depth %zu\n"
+                  "# HELP natter_send_posts_dropped_total Committed batches whose publish and push jobs were"
+                  " dropped (Redis fell behind).\n"
+                  "# TYPE natter_send_posts_dropped_total counter\nnatter_send_posts_dropped_total %llu\n",
+                  pipeline_batches(), pipeline_sends(), pipeline_depth(), pipeline_posts_dropped());
     jobs_metrics(r->app, &sb);
     size_t len;
     char *buf = req_own(r, strbuf_take(&sb, &len));

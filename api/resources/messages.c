@@ -3,14 +3,14 @@
  * with keyset pagination bounded by count and bytes, edit, delete
  * (tombstones). Reactions are in reactions.c.
  *
- * Send protocol (invariants 1–3 of DESIGN.md):
- *   1. a retry of a known client_msg_id is answered from the stored message
- *      (200, or 409 if the content differs) without taking any lock;
- *   2. otherwise, in one transaction: bump chats.last_seq (the chat row lock
- *      orders all sends of a chat), re-check membership, insert with
- *      ON CONFLICT DO NOTHING (a racing retry that committed first wins and we
- *      roll back, leaving no gap), move the sender's read marker, fan out the
- *      `message` inbox event; commit; only then 201.
+ * Send protocol (invariants 1–3 of DESIGN.md): the handler validates the
+ * body at the edge; a message that mentions, replies or attaches has those
+ * checked here against the member's view of the chat (a retry of a stored
+ * message is answered first). Then the send goes to the commit pipeline
+ * (chat/pipeline.h), which writes it with everything else that queued in one
+ * transaction — idempotency, membership, the chat's next seq, the message,
+ * outbox and inbox rows, the read marker — and answers after COMMIT: 201, 200
+ * for a retry (409 if the content differs), 404 for a non-member.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +20,9 @@
 #include "chat.h"
 #include "db.h"
 #include "http.h"
-#include "jobs.h"
 #include "jsonv.h"
+#include "log.h"
+#include "pipeline.h"
 #include "resources.h"
 #include "tx.h"
 #include "util.h"
@@ -39,22 +40,6 @@
 static const char sql_existing[] =
     "SELECT body_sha256, " MSG_COLS("$3") " FROM messages"
     " WHERE chat_id = $1 AND sender_id = $3 AND client_msg_id = $2";
-static const char sql_bump[] =
-    "UPDATE chats SET last_seq = last_seq + 1, last_message_at = now() WHERE id = $1 RETURNING last_seq";
-static const char sql_still_member[] = "SELECT 1 FROM chat_members WHERE chat_id = $1 AND user_id = $2";
-static const char sql_insert[] =
-    "INSERT INTO messages (chat_id, seq, sender_id, client_msg_id, kind, body, mentions, reply_to_seq,"
-    "                      attachment_ids, body_sha256)"
-    " VALUES ($1, $2, $3, $4, 'text', $5, $6::bigint[], $7, $8::uuid[], $9)"
-    " ON CONFLICT (chat_id, sender_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING"
-    " RETURNING " MSG_COLS("$3");
-/* the sender has read their own message; and the push outbox row (due in 10 s:
- * the fast path enqueues right after COMMIT, the worker's reconciler later) */
-static const char sql_outbox_and_sender_read[] =
-    "WITH o AS (INSERT INTO push_outbox (chat_id, seq, due_at) VALUES ($1, $3, now() + interval '10 seconds'))"
-    "UPDATE chat_members SET last_read_seq = GREATEST(last_read_seq, $3),"
-    "       last_delivered_seq = GREATEST(last_delivered_seq, $3)"
-    " WHERE chat_id = $1 AND user_id = $2";
 static const char sql_mentions_members[] =
     "SELECT count(*) FROM chat_members WHERE chat_id = $1 AND user_id = ANY($2::bigint[])";
 static const char sql_reply_visible[] = "SELECT 1 FROM messages WHERE chat_id = $1 AND seq = $2 AND seq > $3";
@@ -114,6 +99,52 @@ static const char *uuid_array(struct req *r, json_t *arr, int *n_out)
     return req_own(r, out);
 }
 
+/* The pipeline's answer, on its committer thread (see pipeline.h). */
+static void send_done(struct send *s)
+{
+    struct req *r = s->r;
+    char loc[80];
+    switch (s->status) {
+    case SEND_NEW:
+        snprintf(loc, sizeof loc, "/v1/chats/%lld/messages/%lld", (long long)s->chat_id, (long long)s->seq);
+        req_add_header(r, "Location", loc);
+        reply_json(r, 201, json_incref(s->message));
+        return;
+    case SEND_EXISTING:
+        if (strcmp(s->stored_hash, s->hash) != 0)
+            reply_problem(r, 409, "idempotency_conflict",
+                          "this client_msg_id was already used for a different message");
+        else
+            reply_json(r, 200, json_incref(s->message));
+        return;
+    case SEND_NOT_MEMBER:
+        reply_problem(r, 404, "chat_not_found", "no such chat");
+        return;
+    case SEND_FAILED:
+        nlog(LOG_ERROR, "send failed in its batch",
+             json_pack("{s:s,s:s}", "request_id", r->request_id, "sqlstate", s->sqlstate));
+        if (strncmp(s->sqlstate, "40", 2) == 0 || strncmp(s->sqlstate, "55", 2) == 0) {
+            req_add_header(r, "Retry-After", "1");
+            reply_problem(r, 503, "service_unavailable", "a concurrent update conflicted; retry");
+        } else {
+            reply_problem(r, 500, "internal_error", "the message could not be stored");
+        }
+        return;
+    case SEND_UNAVAILABLE:
+        req_add_header(r, "Retry-After", "1");
+        reply_problem(r, 503, "service_unavailable", "the database is unavailable; retry shortly");
+        return;
+    }
+}
+
+/* Before an input error is answered: a non-member gets 404, as for anything
+ * about a chat they are not in. 0 when the caller may answer its error. */
+static int member_first(struct req *r)
+{
+    struct member m;
+    return load_member(r, 0, &m);
+}
+
 int messages_send(struct req *r)
 {
     static const struct jfield fields[] = {
@@ -123,15 +154,17 @@ int messages_send(struct req *r)
         {"mentions", JT_ARRAY, 0, 0, MAX_MENTIONS, 0},
         {"attachment_ids", JT_ARRAY, 0, 0, MAX_ATTACHMENTS, 0},
     };
-    struct member m;
+    struct member m = {0};
     struct jsonv_error e;
-    if (load_member(r, 0, &m) < 0)
-        return -1;
+    if (!parse_i64(req_param(r, 0), &m.chat_id) || m.chat_id <= 0)
+        return reply_problem(r, 404, "chat_not_found", "no such chat");
     if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
-        return reply_invalid(r, &e);
+        return member_first(r) < 0 ? -1 : reply_invalid(r, &e);
     const char *cmid = json_string_value(json_object_get(r->json, "client_msg_id"));
     if (!uuid_valid(cmid))
-        return reply_field(r, 422, "validation_failed", "client_msg_id", "%s", "client_msg_id must be a UUID");
+        return member_first(r) < 0
+                   ? -1
+                   : reply_field(r, 422, "validation_failed", "client_msg_id", "%s", "client_msg_id must be a UUID");
     const char *text = json_string_value(json_object_get(r->json, "text"));
     json_t *reply = json_object_get(r->json, "reply_to_seq");
     if (json_is_null(reply))
@@ -142,7 +175,9 @@ int messages_send(struct req *r)
     json_t *it, *jm = json_object_get(r->json, "mentions");
     json_array_foreach(jm, i, it) {
         if (!json_is_integer(it) || json_integer_value(it) <= 0)
-            return reply_field(r, 422, "validation_failed", "mentions", "%s", "mentions must be user ids");
+            return member_first(r) < 0
+                       ? -1
+                       : reply_field(r, 422, "validation_failed", "mentions", "%s", "mentions must be user ids");
         int64_t v = json_integer_value(it);
         size_t k = 0;
         while (k < nm && ment[k] < v)
@@ -158,92 +193,74 @@ int messages_send(struct req *r)
     json_t *ja = json_object_get(r->json, "attachment_ids");
     const char *atts = ja ? uuid_array(r, ja, &na) : "{}";
     if (!atts)
-        return reply_field(r, 422, "validation_failed", "attachment_ids", "%s", "attachment_ids must be UUIDs");
-    char hash[65];
+        return member_first(r) < 0
+                   ? -1
+                   : reply_field(r, 422, "validation_failed", "attachment_ids", "%s", "attachment_ids must be UUIDs");
+    char *hash = req_own(r, xmalloc(65));
     content_hash(text, reply, mentions, atts, hash);
 
-    char c[24], u[24], sq[24], rt[24], js[24];
-    i64s(c, m.chat_id);
-    i64s(u, r->user_id);
-    const char *ve[3] = {c, cmid, u};
-    PGresult *ex = req_sql(r, NULL, sql_existing, 3, ve);
-    if (!ex)
-        return -1;
-    if (PQntuples(ex) == 1)
-        return reply_existing(r, ex, hash);
-
-    if (nm > 0) {
-        const char *vm[2] = {c, mentions};
-        PGresult *mm = req_sql(r, NULL, sql_mentions_members, 2, vm);
-        if (!mm)
+    if (nm > 0 || reply || na > 0) {
+        /* what the message refers to is checked here, as the member sees the
+         * chat; a retry of a stored message is answered first, as always */
+        char c[24], u[24], rt[24], js[24];
+        if (load_member(r, 0, &m) < 0)
             return -1;
-        if ((size_t)db_i64(mm, 0, 0) != nm)
-            return reply_field(r, 422, "validation_failed", "mentions", "%s",
-                               "every mentioned user must be a member of the chat");
-    }
-    if (reply) {
-        const char *vr[3] = {c, i64s(rt, json_integer_value(reply)), i64s(js, m.joined_seq)};
-        PGresult *rr = req_sql(r, NULL, sql_reply_visible, 3, vr);
-        if (!rr)
-            return -1;
-        if (PQntuples(rr) != 1)
-            return reply_field(r, 422, "validation_failed", "reply_to_seq", "%s",
-                               "reply_to_seq must name a message of this chat you can see");
-    }
-    if (na > 0) {
-        const char *va[3] = {c, atts, u};
-        PGresult *ar = req_sql(r, NULL, sql_attachments_ok, 3, va);
-        if (!ar)
-            return -1;
-        if (db_i64(ar, 0, 0) != na)
-            return reply_field(r, 422, "validation_failed", "attachment_ids", "%s",
-                               "attachments must be uploaded by you to this chat");
-    }
-
-    if (req_begin(r) < 0)
-        return -1;
-    const char *vb[1] = {c};
-    PGresult *b = req_sql(r, NULL, sql_bump, 1, vb);
-    if (!b)
-        return -1;
-    if (PQntuples(b) != 1)
-        return reply_problem(r, 404, "chat_not_found", "no such chat");
-    int64_t seq = db_i64(b, 0, 0);
-    i64s(sq, seq);
-    const char *vs[2] = {c, u};
-    PGresult *still = req_sql(r, NULL, sql_still_member, 2, vs);
-    if (!still)
-        return -1;
-    if (PQntuples(still) != 1)
-        return reply_problem(r, 404, "chat_not_found", "no such chat");
-    const char *vi[9] = {c, sq, u, cmid, text, mentions, reply ? rt : NULL, atts, hash};
-    PGresult *ins = req_sql(r, NULL, sql_insert, 9, vi);
-    if (!ins)
-        return -1;
-    if (PQntuples(ins) == 0) {
-        /* a concurrent retry committed first: undo our seq, answer as a retry */
-        if (req_rollback(r) < 0)
-            return -1;
-        ex = req_sql(r, NULL, sql_existing, 3, ve);
+        i64s(c, m.chat_id);
+        i64s(u, r->user_id);
+        const char *ve[3] = {c, cmid, u};
+        PGresult *ex = req_sql(r, NULL, sql_existing, 3, ve);
         if (!ex)
             return -1;
-        if (PQntuples(ex) != 1)
-            return reply_problem(r, 500, "internal_error", "message vanished");
-        return reply_existing(r, ex, hash);
+        if (PQntuples(ex) == 1)
+            return reply_existing(r, ex, hash);
+        if (nm > 0) {
+            const char *vm[2] = {c, mentions};
+            PGresult *mm = req_sql(r, NULL, sql_mentions_members, 2, vm);
+            if (!mm)
+                return -1;
+            if ((size_t)db_i64(mm, 0, 0) != nm)
+                return reply_field(r, 422, "validation_failed", "mentions", "%s",
+                                   "every mentioned user must be a member of the chat");
+        }
+        if (reply) {
+            const char *vr[3] = {c, i64s(rt, json_integer_value(reply)), i64s(js, m.joined_seq)};
+            PGresult *rr = req_sql(r, NULL, sql_reply_visible, 3, vr);
+            if (!rr)
+                return -1;
+            if (PQntuples(rr) != 1)
+                return reply_field(r, 422, "validation_failed", "reply_to_seq", "%s",
+                                   "reply_to_seq must name a message of this chat you can see");
+        }
+        if (na > 0) {
+            const char *va[3] = {c, atts, u};
+            PGresult *ar = req_sql(r, NULL, sql_attachments_ok, 3, va);
+            if (!ar)
+                return -1;
+            if (db_i64(ar, 0, 0) != na)
+                return reply_field(r, 422, "validation_failed", "attachment_ids", "%s",
+                                   "attachments must be uploaded by you to this chat");
+        }
     }
-    const char *vr[3] = {c, u, sq};
-    if (!req_sql(r, NULL, sql_outbox_and_sender_read, 3, vr))
-        return -1;
-    json_t *msg = req_own_json(r, msg_json(ins, 0, 0));
-    json_t *ev = req_own_json(r, json_pack("{s:I,s:O}", "chat_id", (json_int_t)m.chat_id, "message", msg));
-    if (inbox_emit(r, m.chat_id, "message", INBOX_MEMBERS, NULL, ev) < 0 || req_commit(r) < 0)
-        return -1;
-    /* after COMMIT: if Redis is down the outbox row stays and is enqueued later */
-    jobs_push_message(r->app->redis, m.chat_id, seq);
-    char loc[80];
-    snprintf(loc, sizeof loc, "/v1/chats/%s/messages/%s", c, sq);
-    req_add_header(r, "Location", loc);
-    return reply_json(r, 201, json_incref(msg));
+
+    struct send *s = xcalloc(1, sizeof *s);
+    req_defer(r, free, s);
+    *s = (struct send){
+        .r = r,
+        .chat_id = m.chat_id,
+        .sender_id = r->user_id,
+        .reply_to = reply ? json_integer_value(reply) : 0,
+        .client_msg_id = cmid,
+        .text = text,
+        .mentions = mentions,
+        .attachments = atts,
+        .hash = hash,
+        .done = send_done,
+    };
+    if (!pipeline_submit(s)) {
+        req_add_header(r, "Retry-After", "1");
+        return reply_problem(r, 503, "service_unavailable", "the server is busy; retry shortly");
+    }
+    return 0; /* handed off: send_done answers */
 }
 
 /* ======================================================================
