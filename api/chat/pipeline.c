@@ -230,9 +230,9 @@ static char *batch_json(struct send **v, size_t n)
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
         struct send *s = v[i];
-        json_t *e = json_pack("{s:i,s:I,s:I,s:s,s:s,s:s}", "i", (int)i, "chat_id", (json_int_t)s->chat_id,
-                              "sender_id", (json_int_t)s->sender_id, "client_msg_id", s->client_msg_id, "body",
-                              s->text, "hash", s->hash);
+        json_t *e = json_pack("{s:i,s:I,s:I,s:s,s:s,s:s}", "i", (int)i, "chat_id", (json_int_t)s->chat_id, "sender_id",
+                              (json_int_t)s->sender_id, "client_msg_id", s->client_msg_id, "body", s->text, "hash",
+                              s->hash);
         json_t *m = json_array(), *a = json_array();
         const char *p, *it;
         size_t len;

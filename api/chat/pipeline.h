@@ -33,9 +33,9 @@ struct config;
 struct redis_pool;
 struct req;
 
-#define PIPELINE_MAX_BATCH 32            /* sends per transaction (each is a subtransaction) */
+#define PIPELINE_MAX_BATCH 32                /* sends per transaction (each is a subtransaction) */
 #define PIPELINE_MAX_BYTES (2 * 1024 * 1024) /* text per transaction (a single send may exceed it) */
-#define PIPELINE_MAX_QUEUE 4096          /* sends waiting; beyond it pipeline_submit refuses */
+#define PIPELINE_MAX_QUEUE 4096              /* sends waiting; beyond it pipeline_submit refuses */
 
 enum send_status {
     SEND_NEW,         /* committed: seq and message are set */
@@ -49,7 +49,7 @@ struct send {
     /* filled by the caller; strings borrowed from the request */
     struct req *r;
     int64_t chat_id, sender_id;
-    int64_t reply_to; /* 0: none */
+    int64_t reply_to;                                          /* 0: none */
     const char *client_msg_id, *text, *mentions, *attachments; /* "{…}" array literals */
     const char *hash;                                          /* content hash (idempotency) */
     /* runs on the committer thread once the outcome is known; must reply */
