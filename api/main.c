@@ -14,6 +14,7 @@
 
 #include <sodium.h>
 
+#include "acks.h"
 #include "app.h"
 #include "auth.h"
 #include "blobstore.h"
@@ -73,10 +74,12 @@ static int check_schema(struct config *cfg)
 }
 
 /* http_stop's hook, once new requests are refused: every queued send is
- * committed and answered, then every waiting poll answers */
+ * committed and answered, the pending acks are flushed, then every waiting
+ * poll answers */
 static void before_stop(void)
 {
     pipeline_stop();
+    acks_stop();
     hub_stop();
 }
 
@@ -136,8 +139,13 @@ static int serve(struct config *cfg)
     hub_init();
     if (bus_init(&rt) < 0 || hub_start() < 0 || pipeline_start(cfg, app.redis) < 0)
         goto out;
+    if (acks_start(cfg) < 0) {
+        pipeline_stop();
+        goto out;
+    }
     if (http_start(&srv) < 0) {
         pipeline_stop();
+        acks_stop();
         goto out;
     }
     if (bus_start() < 0) {

@@ -81,6 +81,8 @@ static const struct config_item items[] = {
      "seconds without a poll or heartbeat after which a user is offline"},
     {"NATTER_POLL_TIMEOUT_MAX", CT_INT, F(poll_timeout_max), "60", 1, 300, NULL, ROLE_API, false,
      "longest long-poll timeout a client may ask for, seconds"},
+    {"NATTER_ACK_FLUSH_MS", CT_INT, F(ack_flush_ms), "20", 1, 10000, NULL, ROLE_API, false,
+     "poll acks gather this long (ms) before one transaction writes them and their delivered receipts"},
     {"NATTER_WORKER_THREADS", CT_INT, F(worker_threads), "4", 1, 256, NULL, ROLE_WORKER, false,
      "natter-worker threads"},
     {"NATTER_PUSH_WEBHOOK_URL", CT_STR, F(push_webhook_url), "", 0, 0, NULL, ROLE_WORKER, false,

@@ -61,6 +61,7 @@ struct config {
     int download_url_ttl;     /* seconds a pre-signed GET stays valid */
     int presence_ttl;         /* seconds without a poll/heartbeat before offline */
     int poll_timeout_max;     /* longest long-poll timeout a client may ask for, seconds */
+    int ack_flush_ms;         /* how long poll acks gather before one flush writes them */
     char *log_level;          /* debug | info | warn | error */
 };
 

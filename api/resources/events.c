@@ -1,9 +1,10 @@
 /*
  * events.c — long-poll receive: GET /v1/events?since=N&timeout=S&limit=L
  *
- * A poll with `since` first acks N for the calling device (forward only),
- * which moves the member's delivered marker of every chat whose messages it
- * covers and sends `receipt` (delivered) events to their senders. Then it
+ * A poll with `since` first acks N for the calling device: the ack is noted
+ * in memory and flushed with every other device's in one transaction a few
+ * ms later (acks.h), which moves delivered markers and sends `receipt`
+ * (delivered) events to the senders, one per (chat, sender). Then it
  * answers at once with the events after N, or suspends in the hub (hub.c)
  * until an event is committed for the user, an ephemeral event arrives, the
  * timeout passes, the device polls again or is revoked.
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acks.h"
 #include "app.h"
 #include "bus.h"
 #include "chat.h"
@@ -32,103 +34,6 @@
 #define POLL_DEFAULT_LIMIT 100
 #define POLL_MAX_LIMIT 500
 #define ONLINE_GRACE_MS 10000 /* a device that just got its answer counts as connected */
-
-/* ======================================================================
- * Acks and delivered receipts
- * ====================================================================== */
-
-static const char sql_ack[] =
-    "WITH old AS (SELECT acked_seq FROM devices WHERE user_id = $1 AND id = $2 FOR NO KEY UPDATE)"
-    "UPDATE devices d SET acked_seq = $3 FROM old"
-    " WHERE d.user_id = $1 AND d.id = $2 AND old.acked_seq < $3 RETURNING old.acked_seq";
-/* the newest message of each chat that the acked range of the inbox covers */
-static const char sql_acked_chats[] =
-    "SELECT chat_id, max((payload -> 'message' ->> 'seq')::bigint) FROM inbox"
-    " WHERE user_id = $1 AND seq > $2 AND seq <= $3 AND type = 'message' AND chat_id IS NOT NULL"
-    " GROUP BY chat_id ORDER BY chat_id";
-static const char sql_mark_delivered[] =
-    "WITH old AS (SELECT last_delivered_seq FROM chat_members WHERE chat_id = $1 AND user_id = $2"
-    "             FOR NO KEY UPDATE)"
-    "UPDATE chat_members cm SET last_delivered_seq = $3 FROM old"
-    " WHERE cm.chat_id = $1 AND cm.user_id = $2 AND old.last_delivered_seq < $3"
-    " RETURNING old.last_delivered_seq";
-static const char sql_delivered_senders[] =
-    "SELECT coalesce(array_agg(DISTINCT sender_id), '{}') FROM messages"
-    " WHERE chat_id = $1 AND seq > $2 AND seq <= $3 AND kind = 'text' AND sender_id IS NOT NULL"
-    "   AND sender_id <> $4";
-
-/* Records `since` as the device's ack and moves delivered markers. 0 or -1. */
-static int ack(struct req *r, int64_t since)
-{
-    char u[24], d[24], s[24];
-    const char *vals[3] = {i64s(u, r->user_id), i64s(d, r->device_id), i64s(s, since)};
-    if (req_begin(r) < 0)
-        return -1;
-    PGresult *moved = req_sql(r, NULL, sql_ack, 3, vals);
-    if (!moved)
-        return -1;
-    if (PQntuples(moved) == 1) {
-        const char *cv[3] = {u, PQgetvalue(moved, 0, 0), s};
-        PGresult *chats = req_sql(r, NULL, sql_acked_chats, 3, cv);
-        if (!chats)
-            return -1;
-        /* first move every marker and learn who gets a receipt; then lock all
-         * those users at once, in id order (chat.h), and only then write */
-        int n = PQntuples(chats);
-        const char **to = xcalloc((size_t)n + 1, sizeof *to);
-        req_defer(r, free, to);
-        json_t *all = req_own_json(r, json_array());
-        for (int i = 0; i < n; i++) {
-            const char *chat = PQgetvalue(chats, i, 0), *upto = PQgetvalue(chats, i, 1);
-            const char *mv[3] = {chat, u, upto};
-            PGresult *md = req_sql(r, NULL, sql_mark_delivered, 3, mv);
-            if (!md)
-                return -1;
-            if (PQntuples(md) != 1)
-                continue;
-            const char *sv[4] = {chat, PQgetvalue(md, 0, 0), upto, u};
-            PGresult *snd = req_sql(r, NULL, sql_delivered_senders, 4, sv);
-            if (!snd)
-                return -1;
-            if (strcmp(PQgetvalue(snd, 0, 0), "{}") == 0)
-                continue;
-            to[i] = PQgetvalue(snd, 0, 0);
-            json_array_append_new(all, json_string(to[i]));
-        }
-        if (json_array_size(all) > 0) {
-            /* "{1,2}" + "{2,5}" -> "{1,2,2,5}": duplicates are harmless in ANY() */
-            size_t len = 3, k;
-            json_t *it;
-            json_array_foreach(all, k, it)
-                len += json_string_length(it) + 1;
-            char *un = req_own(r, xmalloc(len)), *p = un;
-            *p++ = '{';
-            json_array_foreach(all, k, it) {
-                const char *a = json_string_value(it);
-                size_t l = strlen(a) - 2;
-                if (p > un + 1)
-                    *p++ = ',';
-                memcpy(p, a + 1, l);
-                p += l;
-            }
-            *p++ = '}';
-            *p = '\0';
-            if (lock_users(r, 0, INBOX_EXTRA_ONLY, un) < 0)
-                return -1;
-        }
-        for (int i = 0; i < n; i++) {
-            if (!to[i])
-                continue;
-            int64_t chat_id = db_i64(chats, i, 0), seq = db_i64(chats, i, 1);
-            json_t *ev = req_own_json(r,
-                                      json_pack("{s:I,s:I,s:s,s:I}", "chat_id", (json_int_t)chat_id, "user_id",
-                                                (json_int_t)r->user_id, "kind", "delivered", "seq", (json_int_t)seq));
-            if (inbox_emit(r, chat_id, "receipt", INBOX_EXTRA_ONLY, to[i], ev) < 0)
-                return -1;
-        }
-    }
-    return req_commit(r);
-}
 
 /* ======================================================================
  * Long-poll
@@ -230,8 +135,7 @@ int events_poll(struct req *r)
         return reply_problem_ext(r, 410, "cursor_expired", json_pack("{s:I}", "oldest_seq", (json_int_t)first),
                                  "events after %lld are no longer kept; reload state and poll without since",
                                  (long long)since);
-    if (ack(r, since) < 0)
-        return -1;
+    acks_record(r->user_id, r->device_id, since); /* flushed in batches: acks.h */
 
     struct poll *pl = xcalloc(1, sizeof *pl);
     req_defer(r, free_poll, pl);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acks.h"
 #include "app.h"
 #include "db.h"
 #include "http.h"
@@ -149,6 +150,17 @@ int health_metrics(struct req *r)
                   " dropped (Redis fell behind).\n"
                   "# TYPE natter_send_posts_dropped_total counter\nnatter_send_posts_dropped_total %llu\n",
                   pipeline_batches(), pipeline_sends(), pipeline_depth(), pipeline_posts_dropped());
+    strbuf_printf(&sb,
+                  "# HELP natter_ack_flushes_total Transactions that flushed coalesced poll acks.\n"
+                  "# TYPE natter_ack_flushes_total counter\nnatter_ack_flushes_total %llu\n"
+                  "# HELP natter_acks_flushed_total Device acks those transactions carried.\n"
+                  "# TYPE natter_acks_flushed_total counter\nnatter_acks_flushed_total %llu\n"
+                  "# HELP natter_acks_dropped_total Acks not kept (table full or shutting down); the device"
+                  " acks again on its next poll.\n"
+                  "# TYPE natter_acks_dropped_total counter\nnatter_acks_dropped_total %llu\n"
+                  "# HELP natter_ack_flush_failures_total Ack flushes that did not commit (kept and retried).\n"
+                  "# TYPE natter_ack_flush_failures_total counter\nnatter_ack_flush_failures_total %llu\n",
+                  acks_flushes(), acks_flushed(), acks_dropped(), acks_flush_failures());
     jobs_metrics(r->app, &sb);
     size_t len;
     char *buf = req_own(r, strbuf_take(&sb, &len));

@@ -386,6 +386,20 @@ def device_acked_seq(device_id) -> int:
     return psql_int("SELECT acked_seq FROM devices WHERE id = $1", device_id)
 
 
+def wait_acked(device_id, seq: int, within: float = 15.0) -> None:
+    """Polls acks are flushed in batches a few ms later (api/chat/acks.h): wait (bounded)
+    until the device's acked_seq is `seq`; it must never pass it."""
+    deadline = time.monotonic() + within
+    while True:
+        got = device_acked_seq(device_id)
+        assert got <= seq, f"device {device_id} acked {got}, beyond {seq}"
+        if got == seq:
+            return
+        assert time.monotonic() < deadline, \
+            f"device {device_id}: acked_seq {got} did not reach {seq} within {within} s"
+        time.sleep(0.05)
+
+
 def inbox_max_seq(user_id) -> int:
     return psql_int("SELECT coalesce(max(seq), 0) FROM inbox WHERE user_id = $1", user_id)
 

@@ -16,7 +16,7 @@ from chatlib import (add_members, chat_path, edit_raw, events, inbox_rows, make_
                      receipts, send)
 from eventlib import (EVENTS, AsyncPoll, check_batch, device_acked_seq, drain, head,
                       inbox_max_seq, inbox_payloads, of_type, poll, poll_raw, start_poll,
-                      stored, typing, typing_raw, waiter_gauge)
+                      stored, typing, typing_raw, wait_acked, waiter_gauge)
 from natterlib import (Client, assert_problem, assert_status, describe, new_account, psql,
                        wait_for)
 
@@ -326,8 +326,9 @@ def test_ack_moves_delivered_marker_and_sends_receipt(client):
     got = pa.body(within=PROMPT + 20)
     assert pa.answered_at - t0 < PROMPT
     recs = of_type(got["events"], "receipt")
-    assert [e["data"] for e in recs] == [{"chat_id": cid, "user_id": bacct.id,
-                                          "kind": "delivered", "seq": m2["seq"]}], got
+    want = {"chat_id": cid, "user_id": bacct.id, "kind": "delivered", "seq": m2["seq"],
+            "members": [{"user_id": bacct.id, "seq": m2["seq"]}]}
+    assert [e["data"] for e in recs] == [want], got
     assert recs[0]["chat_id"] == cid
     assert receipts(client, ta, cid)[bacct.id]["last_delivered_seq"] == m2["seq"]
     assert device_acked_seq(bacct.device_id) == acked
@@ -337,13 +338,12 @@ def test_ack_moves_delivered_marker_and_sends_receipt(client):
     assert stored(replay["events"])
     assert device_acked_seq(bacct.device_id) == acked
     poll(client, tb2, acked, timeout=0)                     # the other device acks the same
-    assert device_acked_seq(bacct.sessions[1]["device_id"]) == acked
+    wait_acked(bacct.sessions[1]["device_id"], acked)
     assert receipts(client, ta, cid)[bacct.id]["last_delivered_seq"] == m2["seq"]
     time.sleep(0.3)
     delivered = [p for p in events(inbox_rows(a["id"]), "receipt", cid)
                  if p["kind"] == "delivered"]
-    assert delivered == [{"chat_id": cid, "user_id": bacct.id, "kind": "delivered",
-                          "seq": m2["seq"]}], \
+    assert delivered == [want], \
         f"A's inbox should hold exactly one delivered receipt (none for A's own ack): {delivered}"
 
 

@@ -1,0 +1,133 @@
+"""Coalesced poll acks (api/chat/acks.c): a poll's `since` is noted in memory and flushed
+with every other device's in one transaction NATTER_ACK_FLUSH_MS later, which moves the
+delivered markers and writes ONE `delivered` receipt per (chat, sender) listing every
+member that moved. A crash loses only unflushed acks (the device's next poll acks the
+same range again: receipts come late, never wrong, never twice); SIGTERM flushes them.
+These tests run their own natter-api with a long flush window so what they observe does
+not depend on timing. No timed assertions."""
+import signal
+import time
+
+from chatlib import events, inbox_rows, make_direct, make_group, new_users, receipts, send
+from eventlib import device_acked_seq, head, poll, wait_acked
+from natterlib import Client, metric_samples, psql_int, wait_for
+
+WINDOW_MS = 3000
+
+
+def device_of(user) -> int:
+    """The user's (only) device."""
+    return psql_int("SELECT max(id) FROM devices WHERE user_id = $1", user["id"])
+
+
+def delivered_receipts(user_id, cid) -> list[dict]:
+    return [p for p in events(inbox_rows(user_id), "receipt", cid) if p["kind"] == "delivered"]
+
+
+def fetch_then_ack(c, tok, since) -> int:
+    """Receives the events after `since` (acking only `since`), then acks them; the new
+    cursor."""
+    nxt = poll(c, tok, since, timeout=0)["next"]
+    poll(c, tok, nxt, timeout=0)
+    return nxt
+
+
+def test_group_acks_become_one_receipt_per_sender(start_api, spec):
+    """Five members of a group ack A's and C's messages within one flush window: A and C
+    each get ONE delivered receipt listing the four other members at the newest seq (not
+    C in A's: C's own send already moved its marker past A's message; never the sender
+    itself), every marker moved, and a second round of the same acks writes nothing
+    more."""
+    srv = start_api(NATTER_ACK_FLUSH_MS=str(WINDOW_MS))
+    c = Client(srv.base_url, spec)
+    users = new_users(c, 6, prefix="ak")
+    (a, ta), (cu, tc) = users[0], users[1]
+    cid = make_group(c, ta, "acks", [u["id"] for u, _ in users[1:]])["id"]
+    heads = {u["id"]: head(c, tok) for u, tok in users[1:]}
+    m1 = send(c, ta, cid, "from a")
+    m2 = send(c, tc, cid, "from c")
+    recv = [(u, tok) for u, tok in users[1:]]
+
+    t0 = time.monotonic()
+    cursors = {u["id"]: fetch_then_ack(c, tok, heads[u["id"]]) for u, tok in recv}
+    quick = (time.monotonic() - t0) * 1000 < WINDOW_MS
+    for u, _ in recv:
+        wait_acked(device_of(u), cursors[u["id"]])
+    rec = receipts(c, ta, cid)
+    assert all(rec[u["id"]]["last_delivered_seq"] == m2["seq"] for u, _ in recv), rec
+
+    got_a = delivered_receipts(a["id"], cid)
+    got_c = delivered_receipts(cu["id"], cid)
+    want_a = want_c = sorted(u["id"] for u, _ in recv if u["id"] != cu["id"])
+    # every member that moved is listed exactly once over the sender's receipts
+    listed_a = sorted(m["user_id"] for p in got_a for m in p["members"])
+    listed_c = sorted(m["user_id"] for p in got_c for m in p["members"])
+    assert listed_a == want_a, got_a
+    assert listed_c == want_c, got_c
+    assert all(m["seq"] == m2["seq"] for p in got_a + got_c for m in p["members"])
+    assert all(p["seq"] == m2["seq"] and p["user_id"] == p["members"][0]["user_id"] and
+               [m["user_id"] for m in p["members"]] == sorted(m["user_id"] for m in p["members"])
+               for p in got_a + got_c), (got_a, got_c)
+    if quick:   # all five acks were recorded inside one window: one flush, one receipt each
+        assert len(got_a) == 1 and len(got_c) == 1, (got_a, got_c)
+    assert m1["seq"] < m2["seq"]
+
+    # the same acks again (and a second poll of each device): nothing moves, nothing more
+    f1 = metric_samples(c.get("/metrics").text)["natter_ack_flushes_total"]
+    for u, tok in recv:
+        poll(c, tok, cursors[u["id"]], timeout=0)
+    wait_for(lambda: metric_samples(c.get("/metrics").text)["natter_ack_flushes_total"] > f1,
+             WINDOW_MS / 1000 + 20, "the flush of the repeated acks")
+    assert delivered_receipts(a["id"], cid) == got_a
+    assert delivered_receipts(cu["id"], cid) == got_c
+
+
+def test_acks_lost_in_a_crash_are_made_good_by_the_next_poll(start_api, spec):
+    """B acks A's message and natter-api is SIGKILLed inside the flush window: nothing of
+    the ack was written (acked_seq, delivered marker, receipt). B's next poll through a
+    fresh natter-api acks the same range: the marker moves, A gets exactly one receipt
+    with the right seq, and further polls add none."""
+    srv = start_api(NATTER_ACK_FLUSH_MS="10000")
+    c = Client(srv.base_url, spec)
+    (a, ta), (b, tb) = new_users(c, 2, prefix="ac")
+    cid = make_direct(c, ta, b["id"])["id"]
+    hb = head(c, tb)
+    m = send(c, ta, cid, "deliver me")
+    before = device_acked_seq(device_of(b))
+    nxt = fetch_then_ack(c, tb, hb)
+    srv.send_signal(signal.SIGKILL)
+    srv.stop(timeout=10)
+    start_api.__self__.procs.remove(srv)                 # its exit is expected: not a clean one
+    assert device_acked_seq(device_of(b)) == before, "the ack was flushed before the kill"
+    assert delivered_receipts(a["id"], cid) == []
+
+    srv2 = start_api()
+    c2 = Client(srv2.base_url, spec)
+    assert receipts(c2, ta, cid)[b["id"]]["last_delivered_seq"] < m["seq"]
+    poll(c2, tb, nxt, timeout=0)                          # the device's next poll re-acks
+    wait_acked(device_of(b), nxt)
+    assert receipts(c2, ta, cid)[b["id"]]["last_delivered_seq"] == m["seq"]
+    want = [{"chat_id": cid, "user_id": b["id"], "kind": "delivered", "seq": m["seq"],
+             "members": [{"user_id": b["id"], "seq": m["seq"]}]}]
+    assert delivered_receipts(a["id"], cid) == want
+    poll(c2, tb, nxt, timeout=0)
+    poll(c2, tb, nxt, timeout=0)
+    time.sleep(0.3)
+    assert delivered_receipts(a["id"], cid) == want
+
+
+def test_sigterm_flushes_pending_acks(start_api, spec):
+    """Acks waiting in a long flush window are written when natter-api stops on SIGTERM,
+    before it exits cleanly."""
+    srv = start_api(NATTER_ACK_FLUSH_MS="10000")
+    c = Client(srv.base_url, spec)
+    (a, ta), (b, tb) = new_users(c, 2, prefix="as")
+    cid = make_direct(c, ta, b["id"])["id"]
+    hb = head(c, tb)
+    m = send(c, ta, cid, "flush me")
+    nxt = fetch_then_ack(c, tb, hb)
+    srv.stop(signal.SIGTERM)
+    srv.assert_clean_exit()
+    assert device_acked_seq(device_of(b)) == nxt
+    assert [p["seq"] for p in delivered_receipts(a["id"], cid)] == [m["seq"]]
+
