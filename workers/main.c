@@ -99,6 +99,7 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (config_load(&cfg, ROLE_WORKER, env_get, &err) < 0) {
         nlog(LOG_ERROR, "bad configuration", json_pack("{s:s}", "error", err));
+        log_flush(); /* the JSON line first, as written */
         fprintf(stderr, "natter-worker: %s\n", err);
         free(err);
         curl_global_cleanup();

@@ -22,6 +22,7 @@ int main(void)
     suite_cursor();
     suite_router();
     suite_deadlines();
+    suite_log();
     printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;
 }

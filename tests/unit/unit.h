@@ -29,5 +29,6 @@ void suite_sigv4(void);
 void suite_cursor(void);
 void suite_router(void);
 void suite_deadlines(void);
+void suite_log(void);
 
 #endif
