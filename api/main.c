@@ -22,6 +22,7 @@
 #include "chat.h"
 #include "config.h"
 #include "db.h"
+#include "devcache.h"
 #include "http.h"
 #include "hub.h"
 #include "log.h"
@@ -66,6 +67,7 @@ static int check_schema(struct config *cfg)
     if (st > 0) {
         nlog(LOG_ERROR, "schema is behind: run `natter-api migrate` first",
              json_pack("{s:i,s:i}", "database_version", have, "required_version", want));
+        log_flush(); /* the JSON line first, as written */
         fprintf(stderr, "natter-api: schema is behind (database at %d, binary needs %d): run `natter-api migrate`\n",
                 have, want);
         return -1;
@@ -137,6 +139,7 @@ static int serve(struct config *cfg)
         .before_stop = before_stop,
     };
     hub_init();
+    devcache_init(cfg->auth_cache_ttl);
     if (bus_init(&rt) < 0 || hub_start() < 0 || pipeline_start(cfg, app.redis) < 0)
         goto out;
     if (acks_start(cfg) < 0) {
@@ -162,6 +165,7 @@ static int serve(struct config *cfg)
     nlog(LOG_INFO, "stopped", NULL);
     rc = 0;
 out:
+    devcache_free();
     free(err);
     redis_pool_free(app.redis);
     db_pool_free(app.db);
@@ -200,6 +204,7 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (config_load(&cfg, ROLE_API, env_get, &err) < 0) {
         nlog(LOG_ERROR, "bad configuration", json_pack("{s:s}", "error", err));
+        log_flush(); /* the JSON line first, as written */
         fprintf(stderr, "natter-api: %s\n", err);
         free(err);
         curl_global_cleanup();

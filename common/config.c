@@ -83,6 +83,11 @@ static const struct config_item items[] = {
      "longest long-poll timeout a client may ask for, seconds"},
     {"NATTER_ACK_FLUSH_MS", CT_INT, F(ack_flush_ms), "20", 1, 10000, NULL, ROLE_API, false,
      "poll acks gather this long (ms) before one transaction writes them and their delivered receipts"},
+    {"NATTER_WAKE_EVENT_MAX", CT_INT, F(wake_event_max), "8192", 0, 1048576, NULL, ROLE_API, false,
+     "largest event (bytes of JSON) a wake-up carries to waiting polls; bigger ones are read from the database"},
+    {"NATTER_AUTH_CACHE_TTL", CT_INT, F(auth_cache_ttl), "10", 0, 300, NULL, ROLE_API, false,
+     "seconds a device's checked state is reused without a query; a revocation elsewhere reaches this instance"
+     " through Redis at once, or after at most this long; 0 checks every request"},
     {"NATTER_WORKER_THREADS", CT_INT, F(worker_threads), "4", 1, 256, NULL, ROLE_WORKER, false,
      "natter-worker threads"},
     {"NATTER_PUSH_WEBHOOK_URL", CT_STR, F(push_webhook_url), "", 0, 0, NULL, ROLE_WORKER, false,

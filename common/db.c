@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,8 +219,16 @@ char *db_id_array(const int64_t *ids, size_t n)
     return s;
 }
 
+static atomic_ullong statements;
+
+unsigned long long db_statements(void)
+{
+    return atomic_load_explicit(&statements, memory_order_relaxed);
+}
+
 PGresult *db_query(struct db_pool *p, int slot, PGconn *c, const char *sql, int n, const char *const *vals)
 {
+    atomic_fetch_add_explicit(&statements, 1, memory_order_relaxed);
     /* parameterless statements (BEGIN, COMMIT, …) are cheap to parse: not cached */
     if (slot < 0 || slot >= p->size || n == 0)
         return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);

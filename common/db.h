@@ -34,6 +34,8 @@ void db_release(struct db_pool *p, PGconn *c);
  * the cache key) so PostgreSQL parses and plans it once per session. */
 PGresult *db_query(struct db_pool *p, int slot, PGconn *c, const char *sql, int n, const char *const *vals);
 void db_pool_stats(struct db_pool *p, int *size, int *in_use);
+/* Statements run through db_query (by requests) since start. */
+unsigned long long db_statements(void);
 
 /* Opens one standalone connection (for migrations and workers); NULL + log on failure. */
 PGconn *db_connect(const char *conninfo);

@@ -34,10 +34,15 @@ void strbuf_printf(struct strbuf *sb, const char *fmt, ...)
 
 void strbuf_add(struct strbuf *sb, const char *text)
 {
-    size_t n = strlen(text);
+    strbuf_addn(sb, text, strlen(text));
+}
+
+void strbuf_addn(struct strbuf *sb, const char *text, size_t n)
+{
     reserve(sb, n);
-    memcpy(sb->buf + sb->len, text, n + 1);
+    memcpy(sb->buf + sb->len, text, n);
     sb->len += n;
+    sb->buf[sb->len] = '\0';
 }
 
 char *strbuf_take(struct strbuf *sb, size_t *len)

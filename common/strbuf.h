@@ -14,6 +14,8 @@ struct strbuf {
 
 void strbuf_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void strbuf_add(struct strbuf *sb, const char *text);
+/* n bytes of text (which may hold NULs). */
+void strbuf_addn(struct strbuf *sb, const char *text, size_t n);
 /* Hands the text over (never NULL: "" when nothing was appended); sb is empty again. */
 char *strbuf_take(struct strbuf *sb, size_t *len);
 

@@ -14,9 +14,10 @@
 --      over the sender's messages in this flush with their new seq. The
 --      senders are locked in ascending id order (the global order) and their
 --      inbox rows numbered on top of inbox_seq.
--- Returns the inbox rows written (user, seq): the wake-ups.
+-- Returns the inbox rows written, for the wake-ups that carry them: user, seq,
+-- chat, the event's data and its created_at (RFC 3339, UTC, milliseconds).
 CREATE FUNCTION natter_ack_batch(acks_user bigint[], acks_device bigint[], acks_since bigint[])
-RETURNS TABLE (woken_user bigint, woken_seq bigint)
+RETURNS TABLE (woken_user bigint, woken_seq bigint, woken_chat bigint, woken_data text, woken_at text)
 LANGUAGE plpgsql AS $$
 DECLARE
     mv_user bigint[];
@@ -28,6 +29,9 @@ DECLARE
     dl_to bigint[];
     out_user bigint[];
     out_seq bigint[];
+    out_chat bigint[];
+    out_data text[];
+    out_at text[];
 BEGIN
     WITH a AS (SELECT x.u, x.d, max(x.s) AS s FROM unnest(acks_user, acks_device, acks_since) AS x(u, d, s)
                 GROUP BY x.u, x.d),
@@ -81,10 +85,13 @@ BEGIN
                         jsonb_build_object('chat_id', n.chat_id, 'user_id', n.top_member, 'kind', 'delivered',
                                            'seq', n.top, 'members', n.members)
                    FROM n
-                 RETURNING inbox.user_id, inbox.seq)
-    SELECT array_agg(ins.user_id), array_agg(ins.seq) INTO out_user, out_seq FROM ins;
+                 RETURNING inbox.user_id, inbox.seq, inbox.chat_id, inbox.payload::text AS data,
+                           to_char(inbox.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at)
+    SELECT array_agg(ins.user_id), array_agg(ins.seq), array_agg(ins.chat_id), array_agg(ins.data),
+           array_agg(ins.at)
+      INTO out_user, out_seq, out_chat, out_data, out_at FROM ins;
     IF out_user IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM unnest(out_user, out_seq);
+        RETURN QUERY SELECT * FROM unnest(out_user, out_seq, out_chat, out_data, out_at);
     END IF;
 END
 $$;

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "tx.h"
 #include "util.h"
+#include "wake.h"
 
 #define SLOTS (2 * ACKS_MAX_PENDING) /* a power of two: the index stays at most half full */
 #define STOP_ATTEMPTS 3              /* flushes tried at shutdown before pending acks are given up */
@@ -32,8 +33,8 @@ struct ack {
 };
 
 static const char sql_flush[] =
-    "SELECT woken_user, woken_seq FROM natter_ack_batch($1::bigint[], $2::bigint[], "
-    "$3::bigint[])";
+    "SELECT woken_user, woken_seq, woken_chat, woken_data, woken_at"
+    " FROM natter_ack_batch($1::bigint[], $2::bigint[], $3::bigint[])";
 
 static const struct config *cfg;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -167,7 +168,7 @@ static bool flush(const struct ack *v, size_t n)
     free(u);
     free(d);
     free(s);
-    struct tx_note *wakes = NULL;
+    struct wake *wakes = NULL;
     size_t nwakes = 0;
     bool ok = exec_ok("BEGIN");
     if (ok) {
@@ -178,7 +179,9 @@ static bool flush(const struct ack *v, size_t n)
             nwakes = (size_t)PQntuples(res);
             wakes = xmalloc((nwakes ? nwakes : 1) * sizeof *wakes);
             for (size_t i = 0; i < nwakes; i++)
-                wakes[i] = (struct tx_note){0, db_i64(res, (int)i, 0), db_i64(res, (int)i, 1)};
+                wakes[i] = (struct wake){db_i64(res, (int)i, 0), db_i64(res, (int)i, 1),
+                                         evbody_new("receipt", db_i64(res, (int)i, 2), PQgetvalue(res, (int)i, 4),
+                                                    PQgetvalue(res, (int)i, 3), (size_t)PQgetlength(res, (int)i, 3))};
         } else {
             nlog(LOG_WARN, "ack flush failed (kept for the next one)",
                  json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
@@ -192,6 +195,7 @@ static bool flush(const struct ack *v, size_t n)
     if (!ok) {
         if (PQstatus(conn) != CONNECTION_OK || !exec_ok("ROLLBACK"))
             PQfinish(conn), conn = NULL;
+        wakes_unref(wakes, nwakes);
         free(wakes);
         return false;
     }
@@ -199,6 +203,7 @@ static bool flush(const struct ack *v, size_t n)
         bus_wake_local(wakes, nwakes);
         bus_publish_wakes(wakes, nwakes);
     }
+    wakes_unref(wakes, nwakes);
     free(wakes);
     return true;
 }

@@ -4,11 +4,14 @@
  */
 #include "inbox.h"
 
+#include <string.h>
+
 #include "bus.h"
 #include "db.h"
 #include "http.h"
 #include "tx.h"
 #include "util.h"
+#include "wake.h"
 
 /* Users are locked in ascending id order (MATERIALIZED keeps the ordered
  * FOR NO KEY UPDATE a separate step) before their inbox_seq is bumped. The
@@ -23,7 +26,7 @@ static const char sql_inbox_emit[] =
     " u AS (UPDATE users SET inbox_seq = users.inbox_seq + 1 FROM r WHERE users.id = r.id"
     "       RETURNING users.id, users.inbox_seq)"
     "INSERT INTO inbox (user_id, seq, type, chat_id, payload)"
-    " SELECT id, inbox_seq, $2, $1, $3::jsonb FROM u RETURNING user_id, seq";
+    " SELECT id, inbox_seq, $2, $1, $3::jsonb FROM u RETURNING user_id, seq, " DB_TS("created_at");
 
 int inbox_emit(struct req *r, int64_t chat_id, const char *type, unsigned to, const char *extra, json_t *payload)
 {
@@ -36,8 +39,11 @@ int inbox_emit(struct req *r, int64_t chat_id, const char *type, unsigned to, co
     PGresult *res = req_sql(r, NULL, sql_inbox_emit, 5, vals);
     if (!res)
         return -1;
+    /* one body for every recipient (the rows share created_at: now() of the transaction) */
+    struct evbody *ev = PQntuples(res) ? evbody_new(type, chat_id, PQgetvalue(res, 0, 2), text, strlen(text)) : NULL;
     for (int i = 0; i < PQntuples(res); i++)
-        bus_note_wake(r, db_i64(res, i, 0), db_i64(res, i, 1));
+        bus_note_wake(r, db_i64(res, i, 0), db_i64(res, i, 1), evbody_ref(ev));
+    evbody_unref(ev);
     return 0;
 }
 

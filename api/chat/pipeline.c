@@ -24,6 +24,7 @@
 #include "message.h"
 #include "tx.h"
 #include "util.h"
+#include "wake.h"
 
 #define PIPELINE_MAX_POSTS 1024 /* committed batches whose Redis work waits */
 
@@ -49,7 +50,8 @@ static const char sql_fanout[] =
     " up AS (UPDATE users u SET inbox_seq = t.top"
     "          FROM (SELECT n.user_id, max(n.seq) AS top FROM n GROUP BY n.user_id) t WHERE u.id = t.user_id)"
     "INSERT INTO inbox (user_id, seq, type, chat_id, payload)"
-    " SELECT n.user_id, n.seq, 'message', n.chat_id, n.payload FROM n RETURNING user_id, seq";
+    " SELECT n.user_id, n.seq, 'message', n.chat_id, n.payload FROM n"
+    " RETURNING user_id, seq, chat_id, (payload -> 'message' ->> 'seq')::bigint, " DB_TS("created_at");
 
 static const struct config *cfg;
 static struct redis_pool *redis;
@@ -68,7 +70,7 @@ static PGconn *conn; /* the committer's own; NULL until (re)connected */
  * batches are waiting the oldest is dropped and counted (the other instances'
  * re-check and the worker's outbox reconciler cover what it held). */
 struct post {
-    struct tx_note *wakes;
+    struct wake *wakes; /* owns the references to their bodies */
     size_t nwakes;
     int64_t *chats, *seqs; /* the new messages, for their push jobs */
     size_t npush;
@@ -125,6 +127,7 @@ unsigned long long pipeline_posts_dropped(void)
 
 static void post_free(struct post *p)
 {
+    wakes_unref(p->wakes, p->nwakes);
     free(p->wakes);
     free(p->chats);
     free(p->seqs);
@@ -313,17 +316,29 @@ static bool load_messages(struct send **v, size_t n)
     return ok;
 }
 
-/* The inbox rows of the new messages; on success *wakes holds (user, seq) per row. */
-static bool fan_out(struct send **v, size_t n, struct tx_note **wakes, size_t *nwakes)
+/* The index of the new send of the batch whose message is (chat, seq), or -1. */
+static long send_of(struct send **v, size_t n, int64_t chat, int64_t seq)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i]->status == SEND_NEW && v[i]->chat_id == chat && v[i]->seq == seq)
+            return (long)i;
+    return -1;
+}
+
+/* The inbox rows of the new messages; on success *wakes holds (user, seq,
+ * event) per row, each event one reference. */
+static bool fan_out(struct send **v, size_t n, struct wake **wakes, size_t *nwakes)
 {
     json_t *payloads = json_array();
     size_t k = 0;
     int64_t *chat = xmalloc(n * sizeof *chat), *ord = xmalloc(n * sizeof *ord);
+    char **texts = xcalloc(n, sizeof *texts);
     for (size_t i = 0; i < n; i++) {
         if (v[i]->status != SEND_NEW)
             continue;
-        json_array_append_new(payloads,
-                              json_pack("{s:I,s:O}", "chat_id", (json_int_t)v[i]->chat_id, "message", v[i]->message));
+        json_t *p = json_pack("{s:I,s:O}", "chat_id", (json_int_t)v[i]->chat_id, "message", v[i]->message);
+        texts[i] = json_dumps(p, JSON_COMPACT); /* the event's data, for the wake-ups */
+        json_array_append_new(payloads, p);
         chat[k] = v[i]->chat_id;
         ord[k++] = (int64_t)i;
     }
@@ -339,10 +354,25 @@ static bool fan_out(struct send **v, size_t n, struct tx_note **wakes, size_t *n
         PGresult *res = PQexecParams(conn, sql_fanout, 3, NULL, vals, NULL, NULL, 0);
         ok = db_res_ok(res);
         if (ok) {
+            /* one body per message, shared by its recipients */
+            struct evbody **bodies = xcalloc(n, sizeof *bodies);
             *nwakes = (size_t)PQntuples(res);
             *wakes = xmalloc((*nwakes ? *nwakes : 1) * sizeof **wakes);
-            for (size_t i = 0; i < *nwakes; i++)
-                (*wakes)[i] = (struct tx_note){0, db_i64(res, (int)i, 0), db_i64(res, (int)i, 1)};
+            for (size_t i = 0; i < *nwakes; i++) {
+                int row = (int)i;
+                long at = send_of(v, n, db_i64(res, row, 2), db_i64(res, row, 3));
+                struct evbody *ev = NULL;
+                if (at >= 0) {
+                    if (!bodies[at] && texts[at])
+                        bodies[at] = evbody_new("message", v[at]->chat_id, PQgetvalue(res, row, 4), texts[at],
+                                                strlen(texts[at]));
+                    ev = evbody_ref(bodies[at]);
+                }
+                (*wakes)[i] = (struct wake){db_i64(res, row, 0), db_i64(res, row, 1), ev};
+            }
+            for (size_t i = 0; i < n; i++)
+                evbody_unref(bodies[i]);
+            free(bodies);
         } else {
             nlog(LOG_ERROR, "pipeline: inbox fan-out failed",
                  json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
@@ -351,6 +381,9 @@ static bool fan_out(struct send **v, size_t n, struct tx_note **wakes, size_t *n
         free(a);
         free(b);
     }
+    for (size_t i = 0; i < n; i++)
+        free(texts[i]);
+    free(texts);
     free(pj);
     json_decref(payloads);
     free(chat);
@@ -360,7 +393,7 @@ static bool fan_out(struct send **v, size_t n, struct tx_note **wakes, size_t *n
 
 /* BEGIN … COMMIT of one batch; false (rolled back, or the connection lost)
  * when nothing of it can be reported as committed. */
-static bool commit_batch(struct send **v, size_t n, struct tx_note **wakes, size_t *nwakes)
+static bool commit_batch(struct send **v, size_t n, struct wake **wakes, size_t *nwakes)
 {
     *wakes = NULL;
     *nwakes = 0;
@@ -398,6 +431,7 @@ static bool commit_batch(struct send **v, size_t n, struct tx_note **wakes, size
     ok = ok && load_messages(v, n) && fan_out(v, n, wakes, nwakes) && exec_ok("COMMIT");
     free(batch);
     if (!ok) {
+        wakes_unref(*wakes, *nwakes);
         free(*wakes);
         *wakes = NULL;
         *nwakes = 0;
@@ -413,7 +447,7 @@ static void run_batch(struct send *list, size_t n)
     size_t k = 0;
     for (struct send *s = list; s; s = s->next)
         v[k++] = s;
-    struct tx_note *wakes;
+    struct wake *wakes;
     size_t nwakes;
     bool ok = commit_batch(v, n, &wakes, &nwakes);
     atomic_fetch_add(&batches, 1);
@@ -434,7 +468,7 @@ static void run_batch(struct send *list, size_t n)
                 p->seqs[p->npush++] = v[i]->seq;
             }
     } else {
-        free(wakes);
+        free(wakes); /* commit_batch released what it held */
         for (size_t i = 0; i < n; i++) {
             v[i]->status = SEND_UNAVAILABLE;
             v[i]->message = NULL;

@@ -320,6 +320,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
     if (r->parked)
         MHD_destroy_response(r->parked);
+    tx_drop_notes(r); /* a request that ended mid-transaction */
     free(r->notes);
     req_release_db(r);
     for (size_t i = r->ndefers; i > 0; i--)

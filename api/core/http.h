@@ -114,6 +114,8 @@ struct req {
 int reply_json(struct req *r, int status, json_t *body_new);
 int reply_empty(struct req *r, int status);
 int reply_text(struct req *r, int status, const char *content_type, const char *body, size_t len, bool copy);
+/* A malloc'd body the reply takes over (freed once sent). */
+int reply_owned(struct req *r, int status, const char *content_type, char *body_new, size_t len);
 /* RFC 9457 problem+json with a stable code; fmt describes this instance. */
 int reply_problem(struct req *r, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

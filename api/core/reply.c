@@ -55,6 +55,14 @@ int reply_text(struct req *r, int status, const char *content_type, const char *
     return 0;
 }
 
+int reply_owned(struct req *r, int status, const char *content_type, char *body_new, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body_new, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", content_type);
+    req_send_response(r, status, resp);
+    return 0;
+}
+
 static int reply_json_ct(struct req *r, int status, json_t *body_new, const char *ct)
 {
     char *text = json_dumps(body_new, JSON_COMPACT);
@@ -63,10 +71,7 @@ static int reply_json_ct(struct req *r, int status, json_t *body_new, const char
         static const char fallback[] = "{\"status\":500,\"code\":\"internal_error\",\"title\":\"Internal error\"}";
         return reply_text(r, 500, "application/problem+json", fallback, sizeof fallback - 1, false);
     }
-    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(resp, "Content-Type", ct);
-    req_send_response(r, status, resp);
-    return 0;
+    return reply_owned(r, status, ct, text, strlen(text));
 }
 
 int reply_json(struct req *r, int status, json_t *body_new)

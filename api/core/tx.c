@@ -12,14 +12,24 @@
 #include "util.h"
 
 static tx_hook_fn hooks[TX_MAX_HOOKS];
+static void (*releases[TX_MAX_HOOKS])(void *p);
 static int nhooks;
 
-int tx_on_commit(tx_hook_fn fn)
+int tx_on_commit(tx_hook_fn fn, void (*release)(void *p))
 {
     if (nhooks == TX_MAX_HOOKS)
         return -1;
     hooks[nhooks] = fn;
+    releases[nhooks] = release;
     return nhooks++;
+}
+
+void tx_drop_notes(struct req *r)
+{
+    for (size_t i = 0; i < r->nnotes; i++)
+        if (r->notes[i].p && releases[r->notes[i].kind])
+            releases[r->notes[i].kind](r->notes[i].p);
+    r->nnotes = 0;
 }
 
 static int reply_unavailable(struct req *r, const char *detail)
@@ -72,7 +82,7 @@ PGresult *req_sql(struct req *r, const char *allow, const char *sql, int n, cons
 
 int req_begin(struct req *r)
 {
-    r->nnotes = 0;
+    tx_drop_notes(r);
     return req_sql(r, NULL, "BEGIN", 0, NULL) ? 0 : -1;
 }
 
@@ -105,29 +115,28 @@ static void run_hooks(const struct tx_note *notes, size_t n)
 int req_commit(struct req *r)
 {
     if (!req_sql(r, NULL, "COMMIT", 0, NULL)) {
-        r->nnotes = 0;
+        tx_drop_notes(r);
         return -1;
     }
-    size_t n = r->nnotes;
-    r->nnotes = 0;
-    if (n)
-        run_hooks(r->notes, n);
+    if (r->nnotes)
+        run_hooks(r->notes, r->nnotes);
+    tx_drop_notes(r); /* the hooks borrowed the notes' pointers */
     return 0;
 }
 
 int req_rollback(struct req *r)
 {
-    r->nnotes = 0;
+    tx_drop_notes(r);
     return req_sql(r, NULL, "ROLLBACK", 0, NULL) ? 0 : -1;
 }
 
-void tx_note(struct req *r, int kind, int64_t a, int64_t b)
+void tx_note(struct req *r, int kind, int64_t a, int64_t b, void *p)
 {
     if (r->nnotes == r->cap_notes) {
         r->cap_notes = r->cap_notes ? r->cap_notes * 2 : 16;
         r->notes = xrealloc(r->notes, r->cap_notes * sizeof *r->notes);
     }
-    r->notes[r->nnotes++] = (struct tx_note){kind, a, b};
+    r->notes[r->nnotes++] = (struct tx_note){kind, a, b, p};
 }
 
 void req_release_db(struct req *r)

@@ -8,7 +8,7 @@
  * records what it wrote with tx_note(r, kind, a, b); once COMMIT succeeded
  * req_commit calls each hook with the notes of its kind (acknowledged means
  * durable: nothing runs for a rollback or a failed commit). The realtime
- * layer registers the wake-up of waiting long-polls this way (realtime/wake.h).
+ * layer registers the wake-up of waiting long-polls this way (realtime/bus.h).
  */
 #ifndef NATTER_TX_H
 #define NATTER_TX_H
@@ -22,16 +22,21 @@ struct req;
 struct tx_note {
     int kind; /* from tx_on_commit */
     int64_t a, b;
+    void *p; /* owned by the note: given to the kind's release function */
 };
 
-/* Called after COMMIT with the n (>= 1) notes of its kind, in recording order. */
+/* Called after COMMIT with the n (>= 1) notes of its kind, in recording
+ * order. The notes' pointers are borrowed: the hook takes its own reference
+ * to what it keeps. */
 typedef void (*tx_hook_fn)(const struct tx_note *notes, size_t n);
 
 #define TX_MAX_HOOKS 4
 
 /* Registers a post-commit hook and returns its note kind (>= 0), or -1 when
- * TX_MAX_HOOKS are taken. Only at start-up, before http_start. */
-int tx_on_commit(tx_hook_fn fn);
+ * TX_MAX_HOOKS are taken. release (may be NULL) frees a note's p once its
+ * hook ran or the note was dropped (rollback, failed commit, a request that
+ * ended mid-transaction). Only at start-up, before http_start. */
+int tx_on_commit(tx_hook_fn fn, void (*release)(void *p));
 
 /* The request's pooled connection (acquired once, released at request end);
  * NULL after replying 503. */
@@ -47,8 +52,11 @@ PGresult *req_sql(struct req *r, const char *allow, const char *sql, int n, cons
 int req_begin(struct req *r);
 int req_commit(struct req *r);
 int req_rollback(struct req *r);
-/* Records, in the open transaction, a note for the hook of kind. */
-void tx_note(struct req *r, int kind, int64_t a, int64_t b);
+/* Records, in the open transaction, a note for the hook of kind; p (may be
+ * NULL) is owned by the note from here. */
+void tx_note(struct req *r, int kind, int64_t a, int64_t b, void *p);
+/* Drops the notes of the open transaction (http.c, when a request ends). */
+void tx_drop_notes(struct req *r);
 /* Returns the pooled connection early (before suspending a long-poll). */
 void req_release_db(struct req *r);
 /* "{1,2,3}" from an array of ids, a text parameter for `= ANY ($n::bigint[])`;

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "db.h"
+#include "devcache.h"
 #include "http.h"
 #include "hub.h"
 #include "keys.h"
@@ -23,8 +24,10 @@
 #include "redis.h"
 #include "tx.h"
 #include "util.h"
+#include "wake.h"
 
 #define CHANNEL KEY_BUS
+#define PUBLISH_MAX_BODIES (512u * 1024u) /* event bytes in one publish; the rest go id-only */
 #define RECHECK_DOWN_MS 1000
 #define RECHECK_UP_MS 10000
 
@@ -67,30 +70,58 @@ static void publish(json_t *msg_new)
     free(text);
 }
 
-void bus_wake_local(const struct tx_note *wakes, size_t n)
+void bus_wake_local(const struct wake *wakes, size_t n)
 {
+    hub_wake(wakes, n);
+}
+
+void bus_publish_wakes(const struct wake *wakes, size_t n)
+{
+    if (n == 0)
+        return;
+    size_t len;
+    char *text = wakes_encode(env->instance_id, wakes, n, PUBLISH_MAX_BODIES, &len);
+    redisReply *rep = redis_cmd(env->redis, "PUBLISH " CHANNEL " %b", text, len);
+    if (rep)
+        freeReplyObject(rep);
+    free(text);
+}
+
+/* Applies a wake-up frame another instance published (wakes_encode). A
+ * malformed one is dropped whole: the re-check covers what it held. */
+static void apply_wakes(const char *text, size_t len)
+{
+    const char *from;
+    size_t flen;
+    struct wake *w;
+    long n = wakes_decode(text, len, &from, &flen, &w);
+    if (n < 0)
+        return;
+    if (flen != strlen(env->instance_id) || memcmp(from, env->instance_id, flen) != 0)
+        hub_wake(w, (size_t)n); /* not our own: local waiters were woken directly */
+    wakes_unref(w, (size_t)n);
+    free(w);
+}
+
+/* The post-commit hook (tx.h): each note is (user, inbox seq, event body). */
+static void wake_committed(const struct tx_note *notes, size_t n)
+{
+    struct wake *w = xmalloc(n * sizeof *w);
     for (size_t i = 0; i < n; i++)
-        hub_wake(wakes[i].a, wakes[i].b);
+        w[i] = (struct wake){notes[i].a, notes[i].b, notes[i].p};
+    bus_wake_local(w, n);
+    bus_publish_wakes(w, n);
+    free(w); /* the references stay with the notes */
 }
 
-void bus_publish_wakes(const struct tx_note *wakes, size_t n)
+static void release_body(void *p)
 {
-    json_t *w = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(w, json_pack("[I,I]", (json_int_t)wakes[i].a, (json_int_t)wakes[i].b));
-    publish(json_pack("{s:o}", "w", w));
+    evbody_unref(p);
 }
 
-/* The post-commit hook (tx.h): each note is (user, inbox seq). */
-void bus_wake_committed(const struct tx_note *wakes, size_t n)
+void bus_note_wake(struct req *r, int64_t user_id, int64_t seq, struct evbody *ev)
 {
-    bus_wake_local(wakes, n);
-    bus_publish_wakes(wakes, n);
-}
-
-void bus_note_wake(struct req *r, int64_t user_id, int64_t seq)
-{
-    tx_note(r, wake_kind, user_id, seq);
+    tx_note(r, wake_kind, user_id, seq, ev);
 }
 
 void bus_ephemeral(const int64_t *users, size_t n, json_t *ev)
@@ -105,18 +136,23 @@ void bus_ephemeral(const int64_t *users, size_t n, json_t *ev)
 
 void bus_revoke(int64_t user, int64_t device)
 {
+    devcache_revoke(user, device);
     hub_revoke(user, device);
     publish(json_pack("{s:[I,I]}", "r", (json_int_t)user, (json_int_t)device));
 }
 
-void bus_polling(int64_t user, int64_t device)
+void bus_publish_polling(json_t *ends)
 {
-    publish(json_pack("{s:[I,I]}", "p", (json_int_t)user, (json_int_t)device));
+    publish(json_pack("{s:O}", "p", ends));
 }
 
 /* Applies a message another instance published. */
 static void apply(const char *text, size_t len)
 {
+    if (len > 0 && text[0] == 'W') {
+        apply_wakes(text, len);
+        return;
+    }
     json_t *m = json_loadb(text, len, 0, NULL);
     if (!m)
         return;
@@ -125,8 +161,6 @@ static void apply(const char *text, size_t len)
         goto out; /* our own: local waiters were handled directly */
     size_t i;
     json_t *it;
-    json_array_foreach(json_object_get(m, "w"), i, it)
-        hub_wake(json_integer_value(json_array_get(it, 0)), json_integer_value(json_array_get(it, 1)));
     json_t *e = json_object_get(m, "e");
     if (e) {
         json_t *ev = json_object_get(e, "ev");
@@ -134,11 +168,12 @@ static void apply(const char *text, size_t len)
             hub_ephemeral(json_integer_value(it), ev);
     }
     json_t *r = json_object_get(m, "r");
-    if (json_is_array(r))
+    if (json_is_array(r)) {
+        devcache_revoke(json_integer_value(json_array_get(r, 0)), json_integer_value(json_array_get(r, 1)));
         hub_revoke(json_integer_value(json_array_get(r, 0)), json_integer_value(json_array_get(r, 1)));
-    json_t *pl = json_object_get(m, "p");
-    if (json_is_array(pl))
-        hub_replace(json_integer_value(json_array_get(pl, 0)), json_integer_value(json_array_get(pl, 1)));
+    }
+    json_array_foreach(json_object_get(m, "p"), i, it)
+        hub_replace(json_integer_value(json_array_get(it, 0)), json_integer_value(json_array_get(it, 1)));
 out:
     json_decref(m);
 }
@@ -180,6 +215,8 @@ static void *sub_main(void *arg)
             break;
         }
         atomic_store(&sub_up, true);
+        hub_trust(true);  /* every commit's wake-up reaches us from here on */
+        devcache_clear(); /* revocations published while we were away */
         nlog(LOG_INFO, "bus subscribed", json_pack("{s:s}", "channel", CHANNEL));
         request_recheck(); /* anything published while we were away */
         backoff = 100;
@@ -192,6 +229,7 @@ static void *sub_main(void *arg)
             r = NULL;
         }
         atomic_store(&sub_up, false);
+        hub_trust(false); /* publishes may be missed: what we know is no proof */
         pthread_mutex_lock(&mu);
         sub_ctx = NULL;
         pthread_mutex_unlock(&mu);
@@ -212,14 +250,15 @@ static const char sql_heads[] = "SELECT id, inbox_seq FROM users WHERE id = ANY(
 
 static void recheck(PGconn **pc)
 {
-    int64_t *users = NULL, *since = NULL;
-    size_t n = hub_waiting(&users, &since);
+    int64_t *users = NULL;
+    size_t n = hub_waiting(&users);
     if (n == 0)
         goto out;
     if (!*pc)
         *pc = db_connect(env->cfg->database_url);
     if (!*pc)
         goto out;
+    struct hub_ticket t = hub_ticket(0); /* the epoch in which the heads are read */
     char *lit = db_id_array(users, n);
     const char *vals[1] = {lit};
     PGresult *res = PQexecParams(*pc, sql_heads, 1, NULL, vals, NULL, NULL, 0);
@@ -230,20 +269,11 @@ static void recheck(PGconn **pc)
         *pc = NULL;
         goto out;
     }
-    for (int i = 0; i < PQntuples(res); i++) {
-        int64_t u = 0, head = 0;
-        parse_i64(PQgetvalue(res, i, 0), &u);
-        parse_i64(PQgetvalue(res, i, 1), &head);
-        for (size_t k = 0; k < n; k++)
-            if (users[k] == u && since[k] < head) {
-                hub_wake(u, head);
-                break;
-            }
-    }
+    for (int i = 0; i < PQntuples(res); i++)
+        hub_recheck(db_i64(res, i, 0), db_i64(res, i, 1), t);
     PQclear(res);
 out:
     free(users);
-    free(since);
 }
 
 static void *recheck_main(void *arg)
@@ -283,7 +313,8 @@ int bus_init(const struct rt_env *e)
 {
     env = e;
     presence_init(e);
-    wake_kind = tx_on_commit(bus_wake_committed);
+    evbody_set_max((size_t)e->cfg->wake_event_max);
+    wake_kind = tx_on_commit(wake_committed, release_body);
     return wake_kind < 0 ? -1 : 0;
 }
 
@@ -295,7 +326,7 @@ int bus_start(void)
     pthread_cond_init(&cv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_store(&stop_flag, false);
-    if (pthread_create(&sub_thread, NULL, sub_main, NULL) != 0)
+    if (presence_start() < 0 || pthread_create(&sub_thread, NULL, sub_main, NULL) != 0)
         return -1;
     if (pthread_create(&recheck_thread, NULL, recheck_main, NULL) != 0 ||
         pthread_create(&sweep_thread, NULL, sweep_main, NULL) != 0) {
@@ -319,5 +350,6 @@ void bus_stop(void)
     pthread_join(sub_thread, NULL);
     pthread_join(recheck_thread, NULL);
     pthread_join(sweep_thread, NULL);
+    presence_stop();
     started = false;
 }

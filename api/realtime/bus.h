@@ -2,10 +2,12 @@
  * bus.h — how events reach waiting long-polls, on this instance and on every
  * other natter-api instance.
  *
- *   bus_note_wake     inside a transaction: user's inbox got seq. Once the
- *                     transaction commits (a tx.h post-commit hook) local
- *                     waiters are woken and {"w": [[user, seq], …]} is
- *                     published on the Redis channel natter:bus
+ *   bus_note_wake     inside a transaction: user's inbox got seq (and the
+ *                     event, wake.h). Once the transaction commits (a tx.h
+ *                     post-commit hook) local waiters are woken and a frame
+ *                     of (user, seq, event) is published on the Redis
+ *                     channel natter:bus, so that other instances answer
+ *                     their polls from it too
  *   bus_ephemeral     typing / presence: hand to local waiters, publish {"e": …}
  *   bus_revoke        a device was signed out: its poll ends 401, publish {"r": …}
  *
@@ -35,21 +37,23 @@ int bus_init(const struct rt_env *env);
 int bus_start(void);
 void bus_stop(void);
 
-/* In r's open transaction: user_id's inbox got seq (woken after COMMIT). */
-void bus_note_wake(struct req *r, int64_t user_id, int64_t seq);
-/* After a COMMIT made outside a request (the send pipeline): wakes[i].a's
- * inbox got wakes[i].b. bus_wake_committed wakes local waiters and publishes
- * one message for the other instances; the two halves exist on their own so
- * that the local wake-up need not wait for Redis. */
-struct tx_note;
-void bus_wake_committed(const struct tx_note *wakes, size_t n);
-void bus_wake_local(const struct tx_note *wakes, size_t n);
-void bus_publish_wakes(const struct tx_note *wakes, size_t n);
+/* In r's open transaction: user_id's inbox got seq, whose event is ev (one
+ * reference, taken over; NULL for an id-only wake). Woken after COMMIT. */
+struct evbody;
+void bus_note_wake(struct req *r, int64_t user_id, int64_t seq, struct evbody *ev);
+/* After a COMMIT made outside a request (the send pipeline, the ack
+ * flusher): wake this instance's polls, and publish for the other
+ * instances. Two calls, so that the local wake-up need not wait for Redis.
+ * The wakes are borrowed. */
+struct wake;
+void bus_wake_local(const struct wake *wakes, size_t n);
+void bus_publish_wakes(const struct wake *wakes, size_t n);
 /* ev is borrowed */
 void bus_ephemeral(const int64_t *users, size_t n, json_t *ev);
 void bus_revoke(int64_t user, int64_t device);
-/* A poll of this device is now waiting here: end its older poll on other instances. */
-void bus_polling(int64_t user, int64_t device);
+/* Devices whose poll now waits here ([[user, device], …], borrowed): the
+ * other instances end their older polls (presence.c batches them). */
+void bus_publish_polling(json_t *ends);
 /* false while the subscriber is disconnected (polls then rely on re-checks) */
 bool bus_connected(void);
 

@@ -18,12 +18,17 @@
 #include "http.h"
 #include "log.h"
 #include "util.h"
+#include "wake.h"
 
-#define NBUCKETS 4096          /* users hash into these; each has a wake generation */
-#define PEEK_EVERY_US 2000000u /* how often suspended sockets are checked for EOF */
-#define EPH_KEEP 32            /* recent ephemeral events kept per user ... */
-#define EPH_KEEP_US 3000000u   /* ... for this long, for devices between two polls */
-#define EPH_DEVICES 8          /* devices per user whose last delivered event is tracked */
+#define NBUCKETS 16384           /* users hash into these; each has a wake generation */
+#define KNOWN_MAX 262144         /* users whose inbox head and recent events are kept */
+#define KNOWN_IDLE_US 120000000u /* ... forgotten after this long without a poll */
+#define KNOWN_BYTES (64u << 20)  /* event bodies kept by all users together */
+#define KNOWN_DEVICES 4          /* devices per user whose cursor is remembered */
+#define PEEK_EVERY_US 2000000u   /* how often suspended sockets are checked for EOF */
+#define EPH_KEEP 32              /* recent ephemeral events kept per user ... */
+#define EPH_KEEP_US 3000000u     /* ... for this long, for devices between two polls */
+#define EPH_DEVICES 8            /* devices per user whose last delivered event is tracked */
 
 /* Ephemeral events are not stored, but a device that is between two polls
  * (its previous poll just answered) must not miss one: the user's recent
@@ -47,13 +52,36 @@ struct eph_user {
     struct eph_user *next;
 };
 
+/* What this instance knows of one user's inbox (recent.h). */
+struct known {
+    int64_t user_id;
+    struct recent rc;
+    uint64_t epoch;      /* trust epoch in which the head was read from the database */
+    uint64_t learned_us; /* when (or when a re-check last confirmed it) */
+    uint64_t used_us;    /* the user's last poll here */
+    /* The furthest cursor each device was answered with here. Events from
+     * memory go only to a poll at or past it: the rows after it cannot have
+     * been cleaned up (the device never acknowledged them), so memory never
+     * answers where the database would say 410 cursor_expired. */
+    struct {
+        int64_t device_id, next;
+    } dev[KNOWN_DEVICES];
+    unsigned ndev_next; /* round-robin slot to reuse */
+    struct known *next;
+};
+
 struct bucket {
     struct waiter *head;
     struct eph_user *eph;
+    struct known *known;
     uint64_t gen;
 };
 
 static uint64_t eph_next_id = 1;
+static uint64_t epoch = 1; /* moves whenever the bus connects or disconnects */
+static bool trusted;       /* the bus is subscribed: every commit's wake-up reaches us */
+static size_t nknown;
+static struct recent_budget budget = {0, KNOWN_BYTES};
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t timer_cv;
@@ -168,6 +196,76 @@ static void eph_gc(uint64_t now)
         }
 }
 
+/* ---- what is known of users' inboxes (mu held) ---- */
+
+static struct known *known_find(struct bucket *b, int64_t user)
+{
+    for (struct known *k = b->known; k; k = k->next)
+        if (k->user_id == user)
+            return k;
+    return NULL;
+}
+
+/* The head may answer "nothing newer": read from the database in the
+ * current epoch while the bus was subscribed, and not too long ago. */
+static bool known_trusted(const struct known *k, uint64_t now)
+{
+    return trusted && k->epoch == epoch && now - k->learned_us < HUB_TRUST_US;
+}
+
+/* The device's remembered cursor, or NULL. */
+static int64_t *known_cursor(struct known *k, int64_t device, bool create)
+{
+    for (size_t i = 0; i < KNOWN_DEVICES; i++)
+        if (k->dev[i].device_id == device)
+            return &k->dev[i].next;
+    if (!create)
+        return NULL;
+    size_t i = k->ndev_next++ % KNOWN_DEVICES;
+    k->dev[i].device_id = device;
+    k->dev[i].next = 0;
+    return &k->dev[i].next;
+}
+
+static void known_answered(struct known *k, int64_t device, int64_t next)
+{
+    int64_t *c = known_cursor(k, device, true);
+    if (next > *c)
+        *c = next;
+}
+
+static bool has_waiter(const struct bucket *b, int64_t user)
+{
+    for (const struct waiter *w = b->head; w; w = w->next)
+        if (w->user_id == user)
+            return true;
+    return false;
+}
+
+/* Forgets users that have not polled here for a while (timer thread). */
+static void known_gc(uint64_t now, bool all)
+{
+    for (size_t i = 0; i < NBUCKETS; i++)
+        for (struct known **p = &buckets[i].known; *p;) {
+            struct known *k = *p;
+            if (all || (now - k->used_us > KNOWN_IDLE_US && !has_waiter(&buckets[i], k->user_id))) {
+                *p = k->next;
+                recent_clear(&k->rc, &budget);
+                free(k);
+                nknown--;
+            } else {
+                p = &k->next;
+            }
+        }
+}
+
+void hub_events_release(struct hub_events *e)
+{
+    for (int i = 0; i < e->n; i++)
+        evbody_unref(e->ev[i]);
+    e->n = 0;
+}
+
 /* A list of waiters to resume once mu is released. */
 struct resume_list {
     struct waiter *small[64];
@@ -237,6 +335,7 @@ static void *timer_main(void *arg)
             }
             next_peek = now + PEEK_EVERY_US;
             eph_gc(now);
+            known_gc(now, false);
         }
         if (rl.n) {
             pthread_mutex_unlock(&mu);
@@ -293,41 +392,32 @@ void hub_stop(void)
     deadlines_free(&heap);
     pthread_mutex_lock(&mu);
     eph_gc(UINT64_MAX / 2); /* everything is expired now */
+    known_gc(0, true);
     pthread_mutex_unlock(&mu);
 }
 
-uint64_t hub_gen(int64_t user)
+struct hub_ticket hub_ticket(int64_t user)
 {
     pthread_mutex_lock(&mu);
-    uint64_t g = bucket_of(user)->gen;
+    struct hub_ticket t = {bucket_of(user)->gen, epoch};
     pthread_mutex_unlock(&mu);
-    return g;
+    return t;
 }
 
-enum hub_block hub_block(struct req *r, struct waiter *w, uint64_t gen, int timeout_s)
+/* Registers w and suspends its connection (mu held), unless ephemeral events
+ * wait for the device. Older polls of the device go to rl. */
+static enum hub_block block_locked(struct req *r, struct waiter *w, struct bucket *b, int timeout_s,
+                                   struct resume_list *rl)
 {
-    struct resume_list rl = {0};
-    pthread_mutex_lock(&mu);
-    if (stopping) {
-        pthread_mutex_unlock(&mu);
-        return HUB_STOPPING;
-    }
-    struct bucket *b = bucket_of(w->user_id);
-    if (b->gen != gen) {
-        pthread_mutex_unlock(&mu);
-        return HUB_MOVED;
-    }
     struct eph_user *e = eph_find(b, w->user_id, false);
-    if (e && eph_take(e, w, now_us()) > 0) {
-        pthread_mutex_unlock(&mu);
+    if (e && eph_take(e, w, now_us()) > 0)
         return HUB_MISSED; /* ephemeral events arrived while the device was between polls */
-    }
     /* one poll per device: an older one answers now, empty */
     for (struct waiter *o = b->head; o;) {
         struct waiter *next = o->next;
         if (o->user_id == w->user_id && o->device_id == w->device_id) {
             detach(o, W_REPLACED);
-            rl_add(&rl, o);
+            rl_add(rl, o);
         }
         o = next;
     }
@@ -340,27 +430,168 @@ enum hub_block hub_block(struct req *r, struct waiter *w, uint64_t gen, int time
     if (w->heap_idx == 0)
         pthread_cond_signal(&timer_cv);
     req_suspend(r); /* under mu: no wake can come before the suspend */
-    pthread_mutex_unlock(&mu);
-    rl_resume(&rl);
     return HUB_SUSPENDED;
 }
 
-void hub_wake(int64_t user, int64_t seq)
+enum hub_block hub_block(struct req *r, struct waiter *w, struct hub_ticket t, int timeout_s)
 {
     struct resume_list rl = {0};
     pthread_mutex_lock(&mu);
+    if (stopping) {
+        pthread_mutex_unlock(&mu);
+        return HUB_STOPPING;
+    }
+    struct bucket *b = bucket_of(w->user_id);
+    enum hub_block rc = b->gen != t.gen ? HUB_MOVED : block_locked(r, w, b, timeout_s, &rl);
+    pthread_mutex_unlock(&mu);
+    rl_resume(&rl);
+    return rc;
+}
+
+enum hub_block hub_poll(struct req *r, struct waiter *w, int timeout_s, struct hub_events *out)
+{
+    struct resume_list rl = {0};
+    uint64_t now = now_us();
+    enum hub_block rc = HUB_UNKNOWN;
+    out->n = 0;
+    pthread_mutex_lock(&mu);
+    struct bucket *b = bucket_of(w->user_id);
+    struct known *k = stopping ? NULL : known_find(b, w->user_id);
+    if (stopping) {
+        rc = HUB_STOPPING;
+    } else if (k) {
+        k->used_us = now;
+        int limit = w->limit < RECENT_MAX ? w->limit : RECENT_MAX;
+        const int64_t *cursor = known_cursor(k, w->device_id, false);
+        int n = cursor && w->since >= *cursor ? recent_take(&k->rc, w->since, limit, out->ev, out->seq) : -1;
+        if (n > 0) {
+            out->n = n;
+            rc = HUB_EVENTS;
+            known_answered(k, w->device_id, out->seq[n - 1]);
+        } else if (w->since == k->rc.head && known_trusted(k, now)) {
+            rc = timeout_s == 0 ? HUB_NOTHING : block_locked(r, w, b, timeout_s, &rl);
+            known_answered(k, w->device_id, w->since);
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    rl_resume(&rl);
+    return rc;
+}
+
+void hub_answered(int64_t user, int64_t device, int64_t next)
+{
+    pthread_mutex_lock(&mu);
+    struct known *k = known_find(bucket_of(user), user);
+    if (k)
+        known_answered(k, device, next);
+    pthread_mutex_unlock(&mu);
+}
+
+void hub_learn(int64_t user, int64_t head, struct hub_ticket t)
+{
+    uint64_t now = now_us();
+    pthread_mutex_lock(&mu);
     struct bucket *b = bucket_of(user);
-    b->gen++;
+    /* a wake-up since the ticket: the head read may already be behind */
+    if (!stopping && b->gen == t.gen) {
+        struct known *k = known_find(b, user);
+        if (!k && nknown < KNOWN_MAX) {
+            k = xcalloc(1, sizeof *k);
+            k->user_id = user;
+            recent_init(&k->rc, head);
+            k->next = b->known;
+            b->known = k;
+            nknown++;
+        }
+        if (k) {
+            recent_learn(&k->rc, head, &budget);
+            k->epoch = t.epoch;
+            k->learned_us = now;
+            k->used_us = now;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+int hub_take(int64_t user, int64_t device, int64_t since, int limit, struct hub_events *out)
+{
+    int rc = -1;
+    uint64_t now = now_us();
+    out->n = 0;
+    if (limit > RECENT_MAX)
+        limit = RECENT_MAX;
+    pthread_mutex_lock(&mu);
+    struct known *k = known_find(bucket_of(user), user);
+    if (k) {
+        int n = recent_take(&k->rc, since, limit, out->ev, out->seq);
+        if (n > 0) {
+            out->n = n;
+            rc = n;
+            known_answered(k, device, out->seq[n - 1]);
+        } else if (n == 0 && since == k->rc.head && known_trusted(k, now)) {
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&mu);
+    return rc;
+}
+
+/* Wakes user's polls that are behind seq (mu held). */
+static void wake_behind(struct bucket *b, int64_t user, int64_t seq, struct resume_list *rl)
+{
     for (struct waiter *w = b->head; w;) {
         struct waiter *next = w->next;
         if (w->user_id == user && w->since < seq) {
             detach(w, W_WOKEN);
-            rl_add(&rl, w);
+            rl_add(rl, w);
         }
         w = next;
     }
+}
+
+void hub_wake(const struct wake *wk, size_t n)
+{
+    struct resume_list rl = {0};
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < n; i++) {
+        struct bucket *b = bucket_of(wk[i].user);
+        b->gen++;
+        struct known *k = known_find(b, wk[i].user);
+        if (k)
+            recent_add(&k->rc, wk[i].seq, wk[i].ev, &budget);
+        wake_behind(b, wk[i].user, wk[i].seq, &rl);
+    }
     pthread_mutex_unlock(&mu);
     rl_resume(&rl);
+}
+
+void hub_recheck(int64_t user, int64_t head, struct hub_ticket t)
+{
+    struct resume_list rl = {0};
+    uint64_t now = now_us();
+    pthread_mutex_lock(&mu);
+    struct bucket *b = bucket_of(user);
+    struct known *k = known_find(b, user);
+    if (k && head >= k->rc.head) {
+        /* only ever raised: a wake-up applied after the read is newer */
+        if (head > k->rc.head) {
+            b->gen++;
+            recent_learn(&k->rc, head, &budget);
+        }
+        k->epoch = t.epoch;
+        k->learned_us = now;
+    }
+    wake_behind(b, user, head, &rl);
+    pthread_mutex_unlock(&mu);
+    rl_resume(&rl);
+}
+
+void hub_trust(bool up)
+{
+    pthread_mutex_lock(&mu);
+    epoch++;
+    trusted = up;
+    pthread_mutex_unlock(&mu);
 }
 
 void hub_ephemeral(int64_t user, json_t *ev)
@@ -419,16 +650,33 @@ size_t hub_count(void)
     return n;
 }
 
-size_t hub_waiting(int64_t **users, int64_t **since)
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+size_t hub_waiting(int64_t **users)
 {
     pthread_mutex_lock(&mu);
     size_t n = heap.len;
     *users = xmalloc((n ? n : 1) * sizeof **users);
-    *since = xmalloc((n ? n : 1) * sizeof **since);
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         (*users)[i] = heap.v[i]->user_id;
-        (*since)[i] = heap.v[i]->since;
-    }
+    pthread_mutex_unlock(&mu);
+    qsort(*users, n, sizeof **users, cmp_i64);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || (*users)[k - 1] != (*users)[i])
+            (*users)[k++] = (*users)[i];
+    return k;
+}
+
+size_t hub_known(size_t *bytes)
+{
+    pthread_mutex_lock(&mu);
+    size_t n = nknown;
+    *bytes = budget.used;
     pthread_mutex_unlock(&mu);
     return n;
 }

@@ -2,13 +2,26 @@
  * hub.h — long-poll waiters ("blocked clients", after Redis's blocked.c).
  *
  * API overview
- *   hub_gen(user)          read the user's wake generation BEFORE querying the inbox
- *   hub_block(r, …, gen)   inside the access handler: register a waiter and
- *                          MHD_suspend_connection() it, unless the generation moved
- *                          since hub_gen() (an event was committed meanwhile:
- *                          returns HUB_MOVED and the caller queries again). No thread is
- *                          held while suspended.
- *   hub_wake(user, seq)    an inbox event up to seq was committed for user
+ *   hub_poll(r, w, t)      the fast path of a poll, no database: answers from
+ *                          the user's recent events (HUB_EVENTS), or, when this
+ *                          instance knows the user's head and the cursor is at
+ *                          it, suspends (HUB_SUSPENDED) or says there is
+ *                          nothing (HUB_NOTHING, timeout 0); HUB_UNKNOWN sends
+ *                          the caller to the database
+ *   hub_ticket(user)       read BEFORE querying the inbox (the slow path)
+ *   hub_learn(user, h, t)  the database said the head is h (under ticket t)
+ *   hub_block(r, …, t)     inside the access handler: register a waiter and
+ *                          MHD_suspend_connection() it, unless a wake-up came
+ *                          since hub_ticket() (returns HUB_MOVED and the caller
+ *                          queries again). No thread is held while suspended.
+ *   hub_take(user, …)      a woken poll's events from memory (or -1: database)
+ *   hub_wake(wakes, n)     inbox events were committed (each may carry its
+ *                          body: wake.h): kept as the users' recent events,
+ *                          and their waiting polls are woken
+ *   hub_recheck(user,h,t)  the database says the head is h (the re-check):
+ *                          raise what we know and wake polls behind it
+ *   hub_trust(up)          the bus (re)connected or lost Redis: what this
+ *                          instance learned before is no longer proof
  *   hub_ephemeral(user, e) hand a not-stored event (typing, presence) to the
  *                          user's waiting polls; kept ~3 s for devices between
  *                          two polls, then forgotten
@@ -17,6 +30,16 @@
  * A woken waiter is removed from the hub and its connection resumed; MHD then
  * calls the request's resume_fn (events.c), which reads w->state and answers.
  *
+ * What an instance knows of a user's inbox (recent.h): the head and the last
+ * few events, learned from the database and moved by every wake-up. Events
+ * answered from memory are always right (each came with its commit); only
+ * "nothing newer than your cursor" relies on the head being complete, so it
+ * is trusted only while the bus has been connected since the head was read
+ * from the database and for at most HUB_TRUST_US after that read (the bus's
+ * re-check confirms the heads of waiting users every 10 s). A wake-up lost
+ * while the subscription stayed up (a publish that failed) therefore delays
+ * the user's events by at most one re-check, never loses them.
+
  * Every waiter has its own deadline (MHD never times out a suspended
  * connection): a timer thread resumes expired ones, and every 2 s also peeks
  * at each waiter's socket so that a client that went away is freed without
@@ -30,10 +53,17 @@
 #define NATTER_HUB_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "recent.h"
+
 struct req;
+struct wake;
+struct evbody;
+
+#define HUB_TRUST_US 60000000u /* a head read from the database is proof for this long */
 
 enum waiter_state {
     W_WAITING = 0,
@@ -63,23 +93,56 @@ int hub_start(void);
 /* Resumes every waiter (W_SHUTDOWN) and stops the timer thread. */
 void hub_stop(void);
 
-uint64_t hub_gen(int64_t user_id);
+/* The user's bucket generation and the trust epoch, read before a query. */
+struct hub_ticket {
+    uint64_t gen, epoch;
+};
+struct hub_ticket hub_ticket(int64_t user_id);
+
 enum hub_block {
     HUB_SUSPENDED, /* the waiter is registered and the connection suspended */
-    HUB_MOVED,     /* the generation moved since hub_gen(): query again */
+    HUB_MOVED,     /* a wake-up came since hub_ticket(): query again */
     HUB_MISSED,    /* not suspended: ephemeral events the device missed
                     * between polls are in w->ephemeral (answer now) */
     HUB_STOPPING,  /* shutting down: answer empty */
+    HUB_EVENTS,    /* hub_poll: the events after w->since are in the hub_events */
+    HUB_NOTHING,   /* hub_poll with timeout 0: nothing after w->since */
+    HUB_UNKNOWN,   /* hub_poll: not known here, ask the database */
 };
-enum hub_block hub_block(struct req *r, struct waiter *w, uint64_t gen, int timeout_s);
-void hub_wake(int64_t user_id, int64_t seq);
+
+/* Events answered from memory: references the caller gives back with
+ * hub_events_release. */
+struct hub_events {
+    int n;
+    struct evbody *ev[RECENT_MAX];
+    int64_t seq[RECENT_MAX];
+};
+void hub_events_release(struct hub_events *e);
+
+enum hub_block hub_poll(struct req *r, struct waiter *w, int timeout_s, struct hub_events *out);
+enum hub_block hub_block(struct req *r, struct waiter *w, struct hub_ticket t, int timeout_s);
+void hub_learn(int64_t user_id, int64_t head, struct hub_ticket t);
+/* A woken poll's events after since from memory: n >= 1, 0 when nothing
+ * newer exists (trusted), -1 when the database must be asked. */
+int hub_take(int64_t user_id, int64_t device_id, int64_t since, int limit, struct hub_events *out);
+/* The device was answered from the database with cursor next (see
+ * struct known in hub.c: memory answers only polls at or past it). */
+void hub_answered(int64_t user_id, int64_t device_id, int64_t next);
+/* Borrowed wakes (hub takes its own references to the bodies it keeps). */
+void hub_wake(const struct wake *w, size_t n);
+/* The re-check read head from the database under ticket t (only its epoch
+ * matters: a head is only ever raised here). */
+void hub_recheck(int64_t user_id, int64_t head, struct hub_ticket t);
+void hub_trust(bool up);
 /* ev is borrowed (each waiter gets a reference). */
 void hub_ephemeral(int64_t user_id, json_t *ev);
 void hub_revoke(int64_t user_id, int64_t device_id);
 /* The device polls elsewhere (another instance): its poll here answers empty. */
 void hub_replace(int64_t user_id, int64_t device_id);
 size_t hub_count(void);
-/* Snapshot of (user id, smallest since) of waiting users: owned arrays. */
-size_t hub_waiting(int64_t **users, int64_t **since);
+/* Users with a waiting poll (each once): an owned array. */
+size_t hub_waiting(int64_t **users);
+/* Users whose inbox this instance remembers, and bytes of events held. */
+size_t hub_known(size_t *bytes);
 
 #endif

@@ -3,10 +3,13 @@
  */
 #include "presence.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bus.h"
 #include "config.h"
@@ -50,11 +53,60 @@ static void announce(PGconn *c, int64_t user, bool online, int64_t seen_ms)
     free(to);
 }
 
+/* Users this instance marked seen lately: a poll within TOUCH_EVERY of the
+ * last mark skips the ZADD (the sweeper only removes users not seen for the
+ * whole TTL). Direct-mapped: a collision only costs a ZADD. */
+#define TOUCH_SLOTS 65536
+#define TOUCH_STRIPES 64
+static struct {
+    int64_t user, ms;
+} touched[TOUCH_SLOTS];
+static pthread_mutex_t touch_mu[TOUCH_STRIPES];
+static pthread_once_t touch_once = PTHREAD_ONCE_INIT;
+
+static void touch_init(void)
+{
+    for (size_t i = 0; i < TOUCH_STRIPES; i++)
+        pthread_mutex_init(&touch_mu[i], NULL);
+}
+
+static size_t touch_slot(int64_t user)
+{
+    return (size_t)(((uint64_t)user * 0x9E3779B97F4A7C15ull) >> 48) & (TOUCH_SLOTS - 1);
+}
+
+/* Seen recently enough that the presence set needs no write. */
+static bool touched_lately(int64_t user, int64_t now)
+{
+    int64_t every = (int64_t)env->cfg->presence_ttl * 1000 / 4;
+    if (every > 5000)
+        every = 5000;
+    size_t i = touch_slot(user);
+    pthread_mutex_lock(&touch_mu[i % TOUCH_STRIPES]);
+    bool lately = touched[i].user == user && now - touched[i].ms < every;
+    pthread_mutex_unlock(&touch_mu[i % TOUCH_STRIPES]);
+    return lately;
+}
+
+static void touched_now(int64_t user, int64_t now)
+{
+    size_t i = touch_slot(user);
+    pthread_mutex_lock(&touch_mu[i % TOUCH_STRIPES]);
+    touched[i].user = user;
+    touched[i].ms = now;
+    pthread_mutex_unlock(&touch_mu[i % TOUCH_STRIPES]);
+}
+
 void presence_touch(PGconn *db, int64_t user)
 {
     int64_t now = wall_time_ms();
+    pthread_once(&touch_once, touch_init);
+    if (touched_lately(user, now))
+        return;
     redisReply *rep = redis_cmd(env->redis, "ZADD " PRESENCE_KEY " %lld %lld", (long long)now, (long long)user);
     bool came_online = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    if (rep && rep->type == REDIS_REPLY_INTEGER)
+        touched_now(user, now);
     if (rep)
         freeReplyObject(rep);
     if (!came_online)
@@ -127,8 +179,8 @@ out:
  * waiting here marked as seen, so the sweeper never takes them for gone. */
 static void refresh_waiting(void)
 {
-    int64_t *users = NULL, *since = NULL;
-    size_t n = hub_waiting(&users, &since);
+    int64_t *users = NULL;
+    size_t n = hub_waiting(&users);
     char now[24];
     i64s(now, wall_time_ms());
     for (size_t off = 0; off < n; off += 500) {
@@ -150,7 +202,6 @@ static void refresh_waiting(void)
         free(argv);
     }
     free(users);
-    free(since);
 }
 
 void presence_tick(PGconn **pc)
@@ -195,20 +246,158 @@ bool presence_online(int64_t seen_ms)
     return seen_ms >= 0 && seen_ms >= wall_time_ms() - ttl_ms - ONLINE_SLACK_MS;
 }
 
-/* HSET the device's until-time; the key lives as long as its newest mark */
-static const char polling_script[] =
-    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
-    "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end "
-    "return 1";
+/* ======================================================================
+ * Poll marks: what every poll tells Redis, batched
+ *
+ * Each poll that waits (and each answer) moves its device's mark in
+ * natter:polling:<user>, and each poll that waits asks the other instances
+ * to end the device's older poll there. Neither needs to happen before the
+ * poll is answered, so they are queued and written every POLL_NOTES_MS by
+ * one thread: pipelined HSET + PEXPIRE NX + PEXPIRE GT per mark (the key
+ * lives as long as its newest mark) and ONE publish for all the "end your
+ * older poll" notes, instead of two round trips per poll on the HTTP thread.
+ * Bounded: past POLL_NOTES_MAX queued notes new ones are dropped and counted
+ * (a dropped mark can only cause a push to a device that is polling; a
+ * dropped "end" leaves an older poll to its timeout).
+ * ====================================================================== */
+
+struct note {
+    int64_t user, device, until_ms; /* until_ms 0: "end older polls" only */
+};
+
+static pthread_mutex_t nmu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ncv = PTHREAD_COND_INITIALIZER;
+static struct note *notes; /* [POLL_NOTES_MAX], guarded by nmu */
+static size_t nnotes;
+static bool notes_stop;
+static atomic_ullong notes_dropped;
+
+static void note_add(int64_t user, int64_t device, int64_t until_ms)
+{
+    bool dropped = false;
+    pthread_mutex_lock(&nmu);
+    if (!notes) {
+        dropped = true;
+    } else if (nnotes == POLL_NOTES_MAX) {
+        dropped = true;
+    } else {
+        notes[nnotes++] = (struct note){user, device, until_ms};
+        if (nnotes == 1)
+            pthread_cond_signal(&ncv);
+    }
+    pthread_mutex_unlock(&nmu);
+    if (dropped)
+        atomic_fetch_add(&notes_dropped, 1);
+}
 
 void presence_mark_polling(int64_t user, int64_t device, int64_t until_ms)
 {
-    char key[64], dev[24], until[24], ttl[24];
-    snprintf(key, sizeof key, KEY_POLLING_PREFIX "%lld", (long long)user);
-    i64s(dev, device);
-    i64s(until, until_ms);
-    i64s(ttl, until_ms - wall_time_ms() + 1000);
-    redisReply *rep = redis_cmd(env->redis, "EVAL %s 1 %s %s %s %s", polling_script, key, dev, until, ttl);
-    if (rep)
-        freeReplyObject(rep);
+    note_add(user, device, until_ms);
+}
+
+void presence_polling(int64_t user, int64_t device)
+{
+    note_add(user, device, 0);
+}
+
+unsigned long long presence_notes_dropped(void)
+{
+    return atomic_load(&notes_dropped);
+}
+
+/* Writes one batch: the marks pipelined on one context, then one publish. */
+static void notes_write(const struct note *v, size_t n)
+{
+    redisContext *c = redis_acquire(env->redis);
+    if (!c) {
+        atomic_fetch_add(&notes_dropped, n);
+        return;
+    }
+    size_t sent = 0;
+    int64_t now = wall_time_ms();
+    json_t *ends = json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].until_ms == 0) {
+            json_array_append_new(ends, json_pack("[I,I]", (json_int_t)v[i].user, (json_int_t)v[i].device));
+            continue;
+        }
+        char key[64];
+        long long ttl = (long long)(v[i].until_ms - now + 1000);
+        snprintf(key, sizeof key, KEY_POLLING_PREFIX "%lld", (long long)v[i].user);
+        redisAppendCommand(c, "HSET %s %lld %lld", key, (long long)v[i].device, (long long)v[i].until_ms);
+        redisAppendCommand(c, "PEXPIRE %s %lld NX", key, ttl);
+        redisAppendCommand(c, "PEXPIRE %s %lld GT", key, ttl);
+        sent += 3;
+    }
+    bool broken = false;
+    for (size_t i = 0; i < sent && !broken; i++) {
+        void *rep = NULL;
+        broken = redisGetReply(c, &rep) != REDIS_OK;
+        if (rep)
+            freeReplyObject(rep);
+    }
+    redis_release(env->redis, c, broken);
+    if (json_array_size(ends) > 0)
+        bus_publish_polling(ends);
+    json_decref(ends);
+}
+
+static pthread_t notes_thread;
+static bool notes_started;
+
+static void *notes_main(void *arg)
+{
+    (void)arg;
+    struct note *v = xmalloc(POLL_NOTES_MAX * sizeof *v);
+    for (;;) {
+        pthread_mutex_lock(&nmu);
+        while (nnotes == 0 && !notes_stop)
+            pthread_cond_wait(&ncv, &nmu);
+        bool last = notes_stop;
+        pthread_mutex_unlock(&nmu);
+        if (!last) /* gather what comes in meanwhile */
+            usleep(POLL_NOTES_MS * 1000);
+        pthread_mutex_lock(&nmu);
+        size_t n = nnotes;
+        memcpy(v, notes, n * sizeof *v);
+        nnotes = 0;
+        last = notes_stop;
+        pthread_mutex_unlock(&nmu);
+        if (n)
+            notes_write(v, n);
+        if (last)
+            break;
+    }
+    free(v);
+    return NULL;
+}
+
+int presence_start(void)
+{
+    pthread_mutex_lock(&nmu);
+    notes = xmalloc(POLL_NOTES_MAX * sizeof *notes);
+    nnotes = 0;
+    notes_stop = false;
+    pthread_mutex_unlock(&nmu);
+    if (pthread_create(&notes_thread, NULL, notes_main, NULL) != 0)
+        return -1;
+    notes_started = true;
+    return 0;
+}
+
+void presence_stop(void)
+{
+    if (!notes_started)
+        return;
+    pthread_mutex_lock(&nmu);
+    notes_stop = true;
+    pthread_cond_signal(&ncv);
+    pthread_mutex_unlock(&nmu);
+    pthread_join(notes_thread, NULL); /* it writes what is queued first */
+    notes_started = false;
+    pthread_mutex_lock(&nmu);
+    free(notes);
+    notes = NULL;
+    nnotes = 0;
+    pthread_mutex_unlock(&nmu);
 }

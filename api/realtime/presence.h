@@ -35,8 +35,20 @@ void presence_touch(PGconn *db, int64_t user);
 void presence_seen(const int64_t *users, size_t n, int64_t *seen_ms);
 /* Is a user last seen at seen_ms (presence_seen) online now? */
 bool presence_online(int64_t seen_ms);
-/* The device of user counts as connected until until_ms (natter:polling). */
+#define POLL_NOTES_MS 5      /* poll marks gather this long before one batch writes them */
+#define POLL_NOTES_MAX 65536 /* queued poll marks; more are dropped (and counted) */
+
+/* Starts / stops the thread that writes poll marks (stop writes what is queued). */
+int presence_start(void);
+void presence_stop(void);
+/* The device of user counts as connected until until_ms (natter:polling).
+ * Queued: written within POLL_NOTES_MS. */
 void presence_mark_polling(int64_t user, int64_t device, int64_t until_ms);
+/* A poll of this device now waits here: other instances end its older poll
+ * (queued like the marks; one publish per batch). */
+void presence_polling(int64_t user, int64_t device);
+/* Poll marks dropped (queue full or Redis down). */
+unsigned long long presence_notes_dropped(void);
 /* One turn of the sweeper (every PRESENCE_SWEEP_EVERY_MS); *pc is the
  * sweeper's own connection, opened on demand. */
 void presence_tick(PGconn **pc);

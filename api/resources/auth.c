@@ -20,6 +20,7 @@
 #include "app.h"
 #include "bus.h"
 #include "db.h"
+#include "devcache.h"
 #include "http.h"
 #include "jsonv.h"
 #include "keys.h"
@@ -134,16 +135,20 @@ int auth_authenticate(struct req *r)
     default:
         return reply_problem(r, 401, "invalid_token", "the access token is not valid");
     }
-    char u[24], d[24];
-    snprintf(u, sizeof u, "%lld", (long long)uid);
-    snprintf(d, sizeof d, "%lld", (long long)did);
-    const char *vals[2] = {u, d};
-    PGresult *res = req_sql(r, NULL, sql_device_live, 2, vals);
-    if (!res)
-        return -1;
-    if (PQntuples(res) == 0)
-        return reply_problem(r, 401, "invalid_token", "the access token is not valid");
-    if (PQgetvalue(res, 0, 0)[0] == 't')
+    enum dev_state st = devcache_get(uid, did); /* no query while the device is known live */
+    if (st == DEV_UNKNOWN) {
+        char u[24], d[24];
+        uint64_t ticket = devcache_ticket(did);
+        const char *vals[2] = {i64s(u, uid), i64s(d, did)};
+        PGresult *res = req_sql(r, NULL, sql_device_live, 2, vals);
+        if (!res)
+            return -1;
+        if (PQntuples(res) == 0)
+            return reply_problem(r, 401, "invalid_token", "the access token is not valid");
+        st = PQgetvalue(res, 0, 0)[0] == 't' ? DEV_REVOKED : DEV_LIVE;
+        devcache_put(uid, did, ticket, st == DEV_REVOKED);
+    }
+    if (st == DEV_REVOKED)
         return reply_problem(r, 401, "device_revoked", "this device was signed out; log in again");
     r->user_id = uid;
     r->device_id = did;

@@ -13,6 +13,7 @@
  * have a seq (the user's gap-free inbox seq); ephemeral ones (typing,
  * presence) have seq null and are never replayed.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,8 +28,10 @@
 #include "jsonv.h"
 #include "presence.h"
 #include "resources.h"
+#include "strbuf.h"
 #include "tx.h"
 #include "util.h"
+#include "wake.h"
 
 #define POLL_DEFAULT_TIMEOUT 30
 #define POLL_DEFAULT_LIMIT 100
@@ -37,6 +40,12 @@
 
 /* ======================================================================
  * Long-poll
+ *
+ * The fast path (hub_poll, hub_take) answers from what this instance knows
+ * of the user's inbox — the events the wake-ups carried and the head — with
+ * no SQL at all: a woken poll whose cursor the events continue, and a
+ * renewal that finds nothing new. Anything it cannot prove goes to the
+ * database (the slow path below), which stays the truth.
  * ====================================================================== */
 
 static const char sql_head[] =
@@ -49,8 +58,97 @@ struct poll {
     struct waiter w;
 };
 
-/* Appends the stored events after since (up to limit) to arr; sets *next. */
-static int fetch(struct req *r, int64_t since, int limit, json_t *arr, int64_t *next)
+static atomic_ullong from_memory, from_database; /* poll answers by where their events came from */
+
+void events_stats(unsigned long long *memory, unsigned long long *database)
+{
+    *memory = atomic_load(&from_memory);
+    *database = atomic_load(&from_database);
+}
+
+/* An answer, {"events": […], "next": N}, built as text: stored events are
+ * `{"seq":N,` followed by their body (wake.h), whether the body came with a
+ * wake-up or from an inbox row. */
+struct answer {
+    struct strbuf sb;
+    size_t n;
+};
+
+static void answer_begin(struct answer *a)
+{
+    a->sb = (struct strbuf){0};
+    a->n = 0;
+    strbuf_add(&a->sb, "{\"events\":[");
+}
+
+static void answer_event(struct answer *a, int64_t seq, const struct evbody *ev)
+{
+    strbuf_printf(&a->sb, "%s{\"seq\":%lld,", a->n++ ? "," : "", (long long)seq);
+    strbuf_addn(&a->sb, ev->text, ev->len);
+}
+
+static void answer_row(struct answer *a, PGresult *res, int i)
+{
+    strbuf_printf(&a->sb,
+                  "%s{\"seq\":%lld,\"type\":\"%s\",\"chat_id\":%s,\"created_at\":\"%s\",\"data\":", a->n++ ? "," : "",
+                  (long long)db_i64(res, i, 0), PQgetvalue(res, i, 1),
+                  PQgetisnull(res, i, 2) ? "null" : PQgetvalue(res, i, 2), PQgetvalue(res, i, 4));
+    strbuf_addn(&a->sb, PQgetvalue(res, i, 3), (size_t)PQgetlength(res, i, 3));
+    strbuf_add(&a->sb, "}");
+}
+
+/* Ephemeral events (typing, presence) follow the stored ones. */
+static void answer_ephemeral(struct answer *a, json_t *arr)
+{
+    size_t i;
+    json_t *ev;
+    json_array_foreach(arr, i, ev) {
+        char *text = json_dumps(ev, JSON_COMPACT);
+        if (!text)
+            continue;
+        strbuf_add(&a->sb, a->n++ ? "," : "");
+        strbuf_add(&a->sb, text);
+        free(text);
+    }
+}
+
+static int answer_send(struct req *r, struct answer *a, int64_t next, bool database)
+{
+    atomic_fetch_add_explicit(database ? &from_database : &from_memory, 1, memory_order_relaxed);
+    strbuf_printf(&a->sb, "],\"next\":%lld}", (long long)next);
+    size_t len;
+    char *text = strbuf_take(&a->sb, &len);
+    return reply_owned(r, 200, "application/json", text, len);
+}
+
+/* Answers the events hub_poll/hub_take found (and releases them). */
+static int answer_known(struct req *r, struct hub_events *he, json_t *ephemeral)
+{
+    struct answer a;
+    answer_begin(&a);
+    for (int i = 0; i < he->n; i++)
+        answer_event(&a, he->seq[i], he->ev[i]);
+    int64_t next = he->seq[he->n - 1];
+    hub_events_release(he);
+    if (ephemeral)
+        answer_ephemeral(&a, ephemeral);
+    return answer_send(r, &a, next, false);
+}
+
+/* Only ephemeral events (or none): next stays since. database: whether the
+ * database was asked to learn that. */
+static int answer_empty(struct req *r, json_t *ephemeral, int64_t since, bool database)
+{
+    struct answer a;
+    answer_begin(&a);
+    if (ephemeral)
+        answer_ephemeral(&a, ephemeral);
+    return answer_send(r, &a, since, database);
+}
+
+/* The stored events after since (up to limit) from the database, into a; sets
+ * *next. */
+static int fetch(struct req *r, int64_t since, int limit, struct answer *a, int64_t *next)
 {
     char u[24], s[24], l[24];
     const char *vals[3] = {i64s(u, r->user_id), i64s(s, since), i64s(l, limit)};
@@ -59,19 +157,10 @@ static int fetch(struct req *r, int64_t since, int limit, json_t *arr, int64_t *
         return -1;
     *next = since;
     for (int i = 0; i < PQntuples(res); i++) {
-        json_t *data = json_loads(PQgetvalue(res, i, 3), 0, NULL);
-        json_array_append_new(arr, json_pack("{s:I,s:s,s:o,s:s,s:o}", "seq", (json_int_t)db_i64(res, i, 0), "type",
-                                             PQgetvalue(res, i, 1), "chat_id",
-                                             PQgetisnull(res, i, 2) ? json_null() : json_integer(db_i64(res, i, 2)),
-                                             "created_at", PQgetvalue(res, i, 4), "data", data ? data : json_object()));
+        answer_row(a, res, i);
         *next = db_i64(res, i, 0);
     }
     return 0;
-}
-
-static int reply_events(struct req *r, json_t *arr, int64_t next)
-{
-    return reply_json(r, 200, json_pack("{s:o,s:I}", "events", arr, "next", (json_int_t)next));
 }
 
 static void free_poll(void *p)
@@ -88,24 +177,42 @@ static int events_resume(struct req *r)
     if (w->state != W_REVOKED)
         presence_mark_polling(r->user_id, r->device_id,
                               wall_time_ms() + ONLINE_GRACE_MS); /* re-polls within the grace */
-    json_t *arr = json_array();
-    int64_t next = w->since;
-    switch (w->state) {
-    case W_REVOKED:
-        json_decref(arr);
+    if (w->state == W_REVOKED)
         return reply_problem(r, 401, "device_revoked", "this device was signed out; log in again");
-    case W_WOKEN:
-        if (fetch(r, w->since, w->limit, arr, &next) < 0) {
-            json_decref(arr);
-            return -1;
-        }
-        break;
-    default: /* timeout, replaced by a newer poll, client gone, shutdown: empty */
-        break;
+    if (w->state != W_WOKEN) /* timeout, replaced by a newer poll, client gone, shutdown: empty */
+        return answer_empty(r, w->ephemeral, w->since, false);
+    struct hub_events he;
+    int n = hub_take(r->user_id, r->device_id, w->since, w->limit, &he);
+    if (n > 0)
+        return answer_known(r, &he, w->ephemeral);
+    if (n == 0) /* woken by ephemeral events only */
+        return answer_empty(r, w->ephemeral, w->since, false);
+    struct answer a;
+    answer_begin(&a);
+    int64_t next = w->since;
+    if (fetch(r, w->since, w->limit, &a, &next) < 0) {
+        free(a.sb.buf);
+        return -1;
     }
     if (w->ephemeral)
-        json_array_extend(arr, w->ephemeral);
-    return reply_events(r, arr, next);
+        answer_ephemeral(&a, w->ephemeral);
+    hub_answered(r->user_id, r->device_id, next);
+    return answer_send(r, &a, next, true);
+}
+
+/* A poll that will wait here: other instances end this device's older poll,
+ * and the worker sees the device online. */
+static void note_waiting(struct req *r, int64_t timeout)
+{
+    presence_polling(r->user_id, r->device_id);
+    presence_mark_polling(r->user_id, r->device_id, wall_time_ms() + timeout * 1000 + ONLINE_GRACE_MS);
+}
+
+/* timeout=0 is still "the same device polls again": end its older poll. */
+static void note_renewed(struct req *r)
+{
+    hub_replace(r->user_id, r->device_id);
+    presence_polling(r->user_id, r->device_id);
 }
 
 int events_poll(struct req *r)
@@ -117,25 +224,6 @@ int events_poll(struct req *r)
         req_query_int(r, "limit", 1, POLL_MAX_LIMIT, &limit, &has) < 0)
         return -1;
     presence_touch(r->db, r->user_id);
-    char u[24];
-    const char *vals[1] = {i64s(u, r->user_id)};
-    PGresult *h = req_sql(r, NULL, sql_head, 1, vals);
-    if (!h)
-        return -1;
-    if (PQntuples(h) != 1)
-        return reply_problem(r, 401, "invalid_token", "the access token is not valid");
-    int64_t head = db_i64(h, 0, 0);
-    int64_t first = PQgetisnull(h, 0, 1) ? head + 1 : db_i64(h, 0, 1);
-    if (!has_since)
-        return reply_events(r, json_array(), head);
-    if (since > head)
-        return reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", "since"),
-                                 "since is beyond the newest event (%lld)", (long long)head);
-    if (since + 1 < first)
-        return reply_problem_ext(r, 410, "cursor_expired", json_pack("{s:I}", "oldest_seq", (json_int_t)first),
-                                 "events after %lld are no longer kept; reload state and poll without since",
-                                 (long long)since);
-    acks_record(r->user_id, r->device_id, since); /* flushed in batches: acks.h */
 
     struct poll *pl = xcalloc(1, sizeof *pl);
     req_defer(r, free_poll, pl);
@@ -145,37 +233,83 @@ int events_poll(struct req *r)
     pl->w.limit = (int)limit;
     r->ctx = pl;
     r->resume_fn = events_resume;
+
+    if (has_since) { /* the fast path: no SQL */
+        struct hub_events he;
+        switch (hub_poll(r, &pl->w, (int)timeout, &he)) {
+        case HUB_EVENTS:
+            acks_record(r->user_id, r->device_id, since);
+            if (timeout == 0)
+                note_renewed(r);
+            return answer_known(r, &he, NULL);
+        case HUB_NOTHING:
+            acks_record(r->user_id, r->device_id, since);
+            note_renewed(r);
+            return answer_empty(r, NULL, since, false);
+        case HUB_SUSPENDED:
+            acks_record(r->user_id, r->device_id, since);
+            note_waiting(r, timeout);
+            return 0;
+        case HUB_MISSED: /* ephemeral events it missed between polls: answer with them now */
+            acks_record(r->user_id, r->device_id, since);
+            return answer_empty(r, pl->w.ephemeral, since, false);
+        case HUB_STOPPING:
+            return answer_empty(r, NULL, since, false);
+        default: /* not known here: ask the database */
+            break;
+        }
+    }
+
+    struct hub_ticket t = hub_ticket(r->user_id); /* before the query: see hub.h */
+    char u[24];
+    const char *vals[1] = {i64s(u, r->user_id)};
+    PGresult *h = req_sql(r, NULL, sql_head, 1, vals);
+    if (!h)
+        return -1;
+    if (PQntuples(h) != 1)
+        return reply_problem(r, 401, "invalid_token", "the access token is not valid");
+    int64_t head = db_i64(h, 0, 0);
+    int64_t first = PQgetisnull(h, 0, 1) ? head + 1 : db_i64(h, 0, 1);
+    hub_learn(r->user_id, head, t);
+    if (!has_since) {
+        hub_answered(r->user_id, r->device_id, head);
+        return answer_empty(r, NULL, head, true);
+    }
+    if (since > head)
+        return reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", "since"),
+                                 "since is beyond the newest event (%lld)", (long long)head);
+    if (since + 1 < first)
+        return reply_problem_ext(r, 410, "cursor_expired", json_pack("{s:I}", "oldest_seq", (json_int_t)first),
+                                 "events after %lld are no longer kept; reload state and poll without since",
+                                 (long long)since);
+    acks_record(r->user_id, r->device_id, since); /* flushed in batches: acks.h */
+
     for (int attempt = 0; attempt < 5; attempt++) {
-        uint64_t gen = hub_gen(r->user_id); /* before the query: see hub.h */
-        json_t *arr = json_array();
+        if (attempt > 0)
+            t = hub_ticket(r->user_id);
+        struct answer a;
+        answer_begin(&a);
         int64_t next;
-        if (fetch(r, since, (int)limit, arr, &next) < 0) {
-            json_decref(arr);
+        if (fetch(r, since, (int)limit, &a, &next) < 0) {
+            free(a.sb.buf);
             return -1;
         }
-        if (json_array_size(arr) > 0 || timeout == 0) {
-            if (timeout == 0) { /* still "the same device polls again": end its older poll */
-                hub_replace(r->user_id, r->device_id);
-                bus_polling(r->user_id, r->device_id);
-            }
-            return reply_events(r, arr, next);
+        if (a.n > 0 || timeout == 0) {
+            if (timeout == 0)
+                note_renewed(r);
+            hub_answered(r->user_id, r->device_id, next);
+            return answer_send(r, &a, next, true);
         }
-        json_decref(arr);
-        enum hub_block rc = hub_block(r, &pl->w, gen, (int)timeout);
+        free(a.sb.buf);
+        enum hub_block rc = hub_block(r, &pl->w, t, (int)timeout);
         if (rc == HUB_SUSPENDED) {
-            /* suspended: events_resume answers. Other instances end this
-             * device's older poll, and the worker sees the device online. */
-            bus_polling(r->user_id, r->device_id);
-            presence_mark_polling(r->user_id, r->device_id, wall_time_ms() + timeout * 1000 + ONLINE_GRACE_MS);
+            note_waiting(r, timeout);
             return 0;
         }
-        if (rc == HUB_MISSED) { /* ephemeral events it missed between polls: answer with them now */
-            json_t *eph = json_array();
-            json_array_extend(eph, pl->w.ephemeral);
-            return reply_events(r, eph, since);
-        }
+        if (rc == HUB_MISSED)
+            return answer_empty(r, pl->w.ephemeral, since, true);
         if (rc == HUB_STOPPING)
             break;
     }
-    return reply_events(r, json_array(), since);
+    return answer_empty(r, NULL, since, true);
 }

@@ -7,12 +7,16 @@
 
 #include "acks.h"
 #include "app.h"
+#include "bus.h"
 #include "db.h"
+#include "devcache.h"
 #include "http.h"
 #include "hub.h"
 #include "jobs.h"
+#include "log.h"
 #include "metrics.h"
 #include "pipeline.h"
+#include "presence.h"
 #include "redis.h"
 #include "resources.h"
 #include "strbuf.h"
@@ -161,6 +165,39 @@ int health_metrics(struct req *r)
                   "# HELP natter_ack_flush_failures_total Ack flushes that did not commit (kept and retried).\n"
                   "# TYPE natter_ack_flush_failures_total counter\nnatter_ack_flush_failures_total %llu\n",
                   acks_flushes(), acks_flushed(), acks_dropped(), acks_flush_failures());
+    unsigned long long mem, dbq, hits, misses;
+    size_t known_bytes, known = hub_known(&known_bytes);
+    events_stats(&mem, &dbq);
+    devcache_stats(&hits, &misses);
+    strbuf_printf(&sb,
+                  "# HELP natter_poll_answers_total Long-poll answers, by where their events came from"
+                  " (memory: the wake-ups' events and the known inbox head, no SQL).\n"
+                  "# TYPE natter_poll_answers_total counter\n"
+                  "natter_poll_answers_total{source=\"memory\"} %llu\n"
+                  "natter_poll_answers_total{source=\"database\"} %llu\n"
+                  "# HELP natter_inbox_known_users Users whose inbox head and recent events this process keeps.\n"
+                  "# TYPE natter_inbox_known_users gauge\nnatter_inbox_known_users %zu\n"
+                  "# HELP natter_inbox_known_bytes Bytes of recent events kept for them.\n"
+                  "# TYPE natter_inbox_known_bytes gauge\nnatter_inbox_known_bytes %zu\n"
+                  "# HELP natter_auth_device_checks_total Device checks of authenticated requests, by whether"
+                  " the cache answered.\n"
+                  "# TYPE natter_auth_device_checks_total counter\n"
+                  "natter_auth_device_checks_total{result=\"cached\"} %llu\n"
+                  "natter_auth_device_checks_total{result=\"queried\"} %llu\n"
+                  "# HELP natter_db_statements_total SQL statements run for requests (pooled connections).\n"
+                  "# TYPE natter_db_statements_total counter\nnatter_db_statements_total %llu\n"
+                  "# HELP natter_poll_notes_dropped_total Poll marks for Redis dropped (queue full or Redis"
+                  " down).\n"
+                  "# TYPE natter_poll_notes_dropped_total counter\nnatter_poll_notes_dropped_total %llu\n"
+                  "# HELP natter_bus_subscribed 1 while this process is subscribed to the Redis bus (wake-ups"
+                  " from other instances arrive).\n"
+                  "# TYPE natter_bus_subscribed gauge\nnatter_bus_subscribed %d\n"
+                  "# HELP natter_log_lines_written_total Log lines the asynchronous writer wrote.\n"
+                  "# TYPE natter_log_lines_written_total counter\nnatter_log_lines_written_total %llu\n"
+                  "# HELP natter_log_lines_dropped_total Log lines dropped because the log buffer was full.\n"
+                  "# TYPE natter_log_lines_dropped_total counter\nnatter_log_lines_dropped_total %llu\n",
+                  mem, dbq, known, known_bytes, hits, misses, db_statements(), presence_notes_dropped(),
+                  bus_connected() ? 1 : 0, log_written(), log_dropped());
     jobs_metrics(r->app, &sb);
     size_t len;
     char *buf = req_own(r, strbuf_take(&sb, &len));

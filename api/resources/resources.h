@@ -58,6 +58,8 @@ int attachments_complete(struct req *r);
 int attachments_get(struct req *r);
 /* events.c */
 int events_poll(struct req *r);
+/* Poll answers so far whose events came from memory / from the database. */
+void events_stats(unsigned long long *memory, unsigned long long *database);
 /* presence.c */
 int presence_heartbeat(struct req *r);
 int presence_get(struct req *r);

@@ -22,6 +22,9 @@ int main(void)
     suite_cursor();
     suite_router();
     suite_deadlines();
+    suite_recent();
+    suite_wake_frame();
+    suite_devcache();
     suite_log();
     printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;

@@ -29,6 +29,9 @@ void suite_sigv4(void);
 void suite_cursor(void);
 void suite_router(void);
 void suite_deadlines(void);
+void suite_recent(void);
+void suite_wake_frame(void);
+void suite_devcache(void);
 void suite_log(void);
 
 #endif
