@@ -27,10 +27,10 @@
 #include "hub.h"
 #include "log.h"
 #include "migrate.h"
-#include "pipeline.h"
 #include "realtime.h"
 #include "redis.h"
 #include "resources.h"
+#include "sends.h"
 #include "util.h"
 
 extern const struct embedded_file natter_openapi[];
@@ -80,7 +80,7 @@ static int check_schema(struct config *cfg)
  * poll answers */
 static void before_stop(void)
 {
-    pipeline_stop();
+    sends_stop();
     acks_stop();
     hub_stop();
 }
@@ -140,14 +140,14 @@ static int serve(struct config *cfg)
     };
     hub_init();
     devcache_init(cfg->auth_cache_ttl);
-    if (bus_init(&rt) < 0 || hub_start() < 0 || pipeline_start(cfg, app.redis) < 0)
+    if (bus_init(&rt) < 0 || hub_start() < 0 || sends_start(cfg, app.redis) < 0)
         goto out;
     if (acks_start(cfg) < 0) {
-        pipeline_stop();
+        sends_stop();
         goto out;
     }
     if (http_start(&srv) < 0) {
-        pipeline_stop();
+        sends_stop();
         acks_stop();
         goto out;
     }
@@ -165,6 +165,7 @@ static int serve(struct config *cfg)
     nlog(LOG_INFO, "stopped", NULL);
     rc = 0;
 out:
+    sends_free(); /* stopped by before_stop, or on the way out above */
     devcache_free();
     free(err);
     redis_pool_free(app.redis);

@@ -1,81 +1,93 @@
 /*
- * pipeline.h — the send pipeline: group commit in the application.
+ * pipeline.h — group commit in the application: a queue of writes and one
+ * committer thread that writes everything that queued while its previous
+ * batch was committing in ONE transaction.
  *
- * An HTTP thread validates a send, fills a struct send and hands its request
- * to the pipeline (pipeline_submit), which suspends the connection. One
- * committer thread takes everything that queued while its previous batch was
- * committing (at most PIPELINE_MAX_BATCH sends and PIPELINE_MAX_BYTES of text;
- * an idle pipeline commits a lone send at once) and writes it in ONE
- * transaction: natter_send_batch() (migrations/004_send_batch.sql: chat rows
- * locked in ascending id order, per message in arrival order the idempotency
- * check, membership, next seq, message and outbox rows, each in its own
- * subtransaction; the senders' read markers), the Message objects of the
- * batch in one query, the inbox fan-out of every new message in one statement
- * (users locked in ascending id order), COMMIT. Only then this instance's
- * waiting polls are woken and, for each send, its `done` callback runs on the
- * committer thread and replies (201 after COMMIT: acknowledged means
- * durable); a courier thread then publishes the wake-ups for the other
- * instances and enqueues the push jobs, so Redis never holds up a commit.
+ * An HTTP thread validates a request, fills an operation that embeds a
+ * struct pipe_item and submits it (the connection is suspended; the handler
+ * returns without replying). The committer takes a batch — at most
+ * ops->max_batch items and ops->max_bytes bytes, never empty, and a lone item
+ * at once when the pipeline is idle (no timer) — and calls ops->commit on its
+ * own PostgreSQL connection, which writes the whole batch with set-based
+ * statements between BEGIN and COMMIT. Only then this instance's waiting
+ * polls are woken, and each item's ops->done replies on the committer thread
+ * (acknowledged means durable); a courier thread then publishes the
+ * wake-ups for the other instances and runs ops->post (e.g. push jobs), so
+ * Redis never holds up a commit. A batch that does not commit answers every
+ * item through ops->unavailable + ops->done (503: the client retries, which
+ * every user of the pipeline makes safe).
  *
- * A retry of one client_msg_id racing its original finds it: inside one batch
- * (the earlier one is already inserted), across batches and instances (the
- * chat row lock orders them; the later one reads the committed row).
+ * Two pipelines run in natter-api: sends (sends.h) and read markers
+ * (readmarks.h), each with its thread and connection.
  */
 #ifndef NATTER_PIPELINE_H
 #define NATTER_PIPELINE_H
 
-#include <jansson.h>
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
 struct config;
-struct redis_pool;
 struct req;
+struct wake;
 
-#define PIPELINE_MAX_BATCH 32                /* sends per transaction (each is a subtransaction) */
-#define PIPELINE_MAX_BYTES (2 * 1024 * 1024) /* text per transaction (a single send may exceed it) */
-#define PIPELINE_MAX_QUEUE 4096              /* sends waiting; beyond it pipeline_submit refuses */
+#define PIPELINE_MAX_QUEUE 4096 /* items waiting; beyond it pipeline_submit refuses */
+#define PIPELINE_MAX_POSTS 1024 /* committed batches whose Redis work waits for the courier */
 
-enum send_status {
-    SEND_NEW,         /* committed: seq and message are set */
-    SEND_EXISTING,    /* the client_msg_id was known: seq, message and stored_hash are set */
-    SEND_NOT_MEMBER,  /* the sender is not a member (or the chat does not exist) */
-    SEND_FAILED,      /* this message failed; the others of its batch did not (sqlstate set) */
-    SEND_UNAVAILABLE, /* the batch did not commit (database unreachable, conflict): retry */
-};
-
-struct send {
-    /* filled by the caller; strings borrowed from the request */
+/* The first member of every operation a pipeline carries. */
+struct pipe_item {
     struct req *r;
-    int64_t chat_id, sender_id;
-    int64_t reply_to;                                          /* 0: none */
-    const char *client_msg_id, *text, *mentions, *attachments; /* "{…}" array literals */
-    const char *hash;                                          /* content hash (idempotency) */
-    /* runs on the committer thread once the outcome is known; must reply */
-    void (*done)(struct send *s);
-    /* the outcome */
-    enum send_status status;
-    int64_t seq;
-    char stored_hash[65];
-    char sqlstate[6];
-    json_t *message; /* the Message object; owned by the request */
-    struct send *next;
+    size_t bytes; /* counted against ops->max_bytes (a single item may exceed it) */
+    struct pipe_item *next;
 };
 
-/* Starts the committer thread (its own PostgreSQL connection). 0 or -1. */
-int pipeline_start(const struct config *cfg, struct redis_pool *redis);
-/* Refuses new sends, commits and answers everything queued, stops. */
-void pipeline_stop(void);
-/* Hands s->r to the pipeline (the connection is suspended; s->done replies
- * later). false when the pipeline is full or stopping: nothing was taken and
- * the caller replies (503). Only inside the access handler. */
-bool pipeline_submit(struct send *s);
-/* Sends waiting for the committer; batches run and the sends they held. */
-size_t pipeline_depth(void);
-unsigned long long pipeline_batches(void);
-unsigned long long pipeline_sends(void);
-/* Batches whose publish and push jobs were dropped because Redis fell behind. */
-unsigned long long pipeline_posts_dropped(void);
+/* What a committed batch leaves for after COMMIT. */
+struct pipe_result {
+    struct wake *wakes; /* owned, each with its body reference */
+    size_t nwakes;
+    void *post; /* for ops->post on the courier thread, or NULL */
+};
+
+struct pipe_ops {
+    const char *name; /* in logs */
+    size_t max_batch, max_bytes;
+    /* BEGIN … COMMIT of v[0..n) on c. true when committed, with *res filled;
+     * false when nothing can be reported as committed (the engine rolls back
+     * and reconnects as needed). Sets each item's outcome. */
+    bool (*commit)(PGconn *c, struct pipe_item **v, size_t n, struct pipe_result *res);
+    /* the batch of it did not commit */
+    void (*unavailable)(struct pipe_item *it);
+    /* replies (committer thread); the request is handed back right after */
+    void (*done)(struct pipe_item *it);
+    /* courier thread, after the wake-ups are published; frees post */
+    void (*post)(void *post);
+    /* frees a post that is dropped (the courier fell PIPELINE_MAX_POSTS behind) */
+    void (*post_free)(void *post);
+};
+
+struct pipeline;
+
+/* Starts the committer and courier threads. NULL on failure (logged). */
+struct pipeline *pipeline_start(const struct pipe_ops *ops, const struct config *cfg);
+/* Refuses new items, commits and answers everything queued, stops the
+ * threads (a second call does nothing). NULL-safe. */
+void pipeline_stop(struct pipeline *p);
+/* Frees a stopped pipeline, once nothing can submit to it any more. */
+void pipeline_free(struct pipeline *p);
+/* Hands it->r to the pipeline (its connection is suspended; ops->done
+ * replies later). false when the pipeline is full or stopping: nothing was
+ * taken and the caller replies (503). Only inside the access handler. */
+bool pipeline_submit(struct pipeline *p, struct pipe_item *it);
+
+struct pipeline_stats {
+    size_t depth;                     /* items waiting for the committer */
+    unsigned long long batches;       /* transactions run */
+    unsigned long long items;         /* items they held */
+    unsigned long long posts_dropped; /* batches whose publish and post were dropped */
+};
+void pipeline_stats(struct pipeline *p, struct pipeline_stats *out);
+
+/* Runs sql (no parameters) on c; true when it succeeded. */
+bool pipeline_exec(PGconn *c, const char *sql);
 
 #endif

@@ -15,10 +15,10 @@
 #include "jobs.h"
 #include "log.h"
 #include "metrics.h"
-#include "pipeline.h"
 #include "presence.h"
 #include "redis.h"
 #include "resources.h"
+#include "sends.h"
 #include "strbuf.h"
 #include "tx.h"
 #include "util.h"
@@ -143,6 +143,8 @@ int health_metrics(struct req *r)
                   "# HELP natter_longpoll_waiting Long-polls suspended in this process.\n"
                   "# TYPE natter_longpoll_waiting gauge\nnatter_longpoll_waiting %zu\n",
                   hub_count());
+    struct pipeline_stats sp;
+    sends_stats(&sp);
     strbuf_printf(&sb,
                   "# HELP natter_send_batches_total Transactions of the send pipeline.\n"
                   "# TYPE natter_send_batches_total counter\nnatter_send_batches_total %llu\n"
@@ -153,7 +155,7 @@ int health_metrics(struct req *r)
                   "# HELP natter_send_posts_dropped_total Committed batches whose publish and push jobs were"
                   " dropped (Redis fell behind).\n"
                   "# TYPE natter_send_posts_dropped_total counter\nnatter_send_posts_dropped_total %llu\n",
-                  pipeline_batches(), pipeline_sends(), pipeline_depth(), pipeline_posts_dropped());
+                  sp.batches, sp.items, sp.depth, sp.posts_dropped);
     strbuf_printf(&sb,
                   "# HELP natter_ack_flushes_total Transactions that flushed coalesced poll acks.\n"
                   "# TYPE natter_ack_flushes_total counter\nnatter_ack_flushes_total %llu\n"

@@ -22,8 +22,8 @@
 #include "http.h"
 #include "jsonv.h"
 #include "log.h"
-#include "pipeline.h"
 #include "resources.h"
+#include "sends.h"
 #include "tx.h"
 #include "util.h"
 
@@ -102,7 +102,7 @@ static const char *uuid_array(struct req *r, json_t *arr, int *n_out)
 /* The pipeline's answer, on its committer thread (see pipeline.h). */
 static void send_done(struct send *s)
 {
-    struct req *r = s->r;
+    struct req *r = s->it.r;
     char loc[80];
     switch (s->status) {
     case SEND_NEW:
@@ -245,7 +245,6 @@ int messages_send(struct req *r)
     struct send *s = xcalloc(1, sizeof *s);
     req_defer(r, free, s);
     *s = (struct send){
-        .r = r,
         .chat_id = m.chat_id,
         .sender_id = r->user_id,
         .reply_to = reply ? json_integer_value(reply) : 0,
@@ -256,7 +255,7 @@ int messages_send(struct req *r)
         .hash = hash,
         .done = send_done,
     };
-    if (!pipeline_submit(s)) {
+    if (!sends_submit(r, s)) {
         req_add_header(r, "Retry-After", "1");
         return reply_problem(r, 503, "service_unavailable", "the server is busy; retry shortly");
     }
