@@ -27,6 +27,7 @@
 #include "hub.h"
 #include "log.h"
 #include "migrate.h"
+#include "readmarks.h"
 #include "realtime.h"
 #include "redis.h"
 #include "resources.h"
@@ -81,6 +82,7 @@ static int check_schema(struct config *cfg)
 static void before_stop(void)
 {
     sends_stop();
+    readmarks_stop();
     acks_stop();
     hub_stop();
 }
@@ -142,12 +144,18 @@ static int serve(struct config *cfg)
     devcache_init(cfg->auth_cache_ttl);
     if (bus_init(&rt) < 0 || hub_start() < 0 || sends_start(cfg, app.redis) < 0)
         goto out;
+    if (readmarks_start(cfg) < 0) {
+        sends_stop();
+        goto out;
+    }
     if (acks_start(cfg) < 0) {
         sends_stop();
+        readmarks_stop();
         goto out;
     }
     if (http_start(&srv) < 0) {
         sends_stop();
+        readmarks_stop();
         acks_stop();
         goto out;
     }
@@ -166,6 +174,7 @@ static int serve(struct config *cfg)
     rc = 0;
 out:
     sends_free(); /* stopped by before_stop, or on the way out above */
+    readmarks_free();
     devcache_free();
     free(err);
     redis_pool_free(app.redis);

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "presence.h"
+#include "readmarks.h"
 #include "redis.h"
 #include "resources.h"
 #include "sends.h"
@@ -143,8 +144,9 @@ int health_metrics(struct req *r)
                   "# HELP natter_longpoll_waiting Long-polls suspended in this process.\n"
                   "# TYPE natter_longpoll_waiting gauge\nnatter_longpoll_waiting %zu\n",
                   hub_count());
-    struct pipeline_stats sp;
+    struct pipeline_stats sp, rp;
     sends_stats(&sp);
+    readmarks_stats(&rp);
     strbuf_printf(&sb,
                   "# HELP natter_send_batches_total Transactions of the send pipeline.\n"
                   "# TYPE natter_send_batches_total counter\nnatter_send_batches_total %llu\n"
@@ -156,6 +158,14 @@ int health_metrics(struct req *r)
                   " dropped (Redis fell behind).\n"
                   "# TYPE natter_send_posts_dropped_total counter\nnatter_send_posts_dropped_total %llu\n",
                   sp.batches, sp.items, sp.depth, sp.posts_dropped);
+    strbuf_printf(&sb,
+                  "# HELP natter_read_batches_total Transactions of the read-marker pipeline.\n"
+                  "# TYPE natter_read_batches_total counter\nnatter_read_batches_total %llu\n"
+                  "# HELP natter_read_batched_total Read markers those transactions held.\n"
+                  "# TYPE natter_read_batched_total counter\nnatter_read_batched_total %llu\n"
+                  "# HELP natter_read_queue_depth Read markers waiting for their pipeline's committer.\n"
+                  "# TYPE natter_read_queue_depth gauge\nnatter_read_queue_depth %zu\n",
+                  rp.batches, rp.items, rp.depth);
     strbuf_printf(&sb,
                   "# HELP natter_ack_flushes_total Transactions that flushed coalesced poll acks.\n"
                   "# TYPE natter_ack_flushes_total counter\nnatter_ack_flushes_total %llu\n"

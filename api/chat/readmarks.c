@@ -1,0 +1,189 @@
+/*
+ * readmarks.c — the read-marker pipeline's batch (see readmarks.h). Four
+ * round trips whatever the batch's size: BEGIN, natter_read_batch(…), the
+ * unread counts, COMMIT. Any failure before COMMIT answers the whole batch
+ * 503: moving a marker again is harmless (it only moves forward).
+ */
+#include "readmarks.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat_sql.h"
+#include "db.h"
+#include "http.h"
+#include "log.h"
+#include "util.h"
+#include "wake.h"
+
+static const char sql_batch[] =
+    "SELECT i, status, w_user, w_seq, w_chat, w_data, w_at"
+    " FROM natter_read_batch($1::bigint[], $2::bigint[], $3::bigint[])";
+/* the answer of each request: the marker and the unread counts after the batch */
+static const char sql_unread[] = "SELECT b.i, cm.last_read_seq, " CHAT_SQL_UNREAD ", " CHAT_SQL_UNREAD_MENTIONS
+                                 " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS b(i, chat, usr)"
+                                 " JOIN chat_members cm ON cm.chat_id = b.chat AND cm.user_id = b.usr";
+
+static struct pipeline *pipe_reads;
+
+static enum read_status status_of(const char *s)
+{
+    if (strcmp(s, "ok") == 0)
+        return READ_OK;
+    if (strcmp(s, "beyond") == 0)
+        return READ_BEYOND;
+    return READ_NOT_MEMBER;
+}
+
+/* The batch's statuses and receipts; on success *wakes holds the receipts. */
+static bool mark(PGconn *conn, struct read_op **v, size_t n, struct wake **wakes, size_t *nwakes)
+{
+    int64_t *c = xmalloc(n * sizeof *c), *u = xmalloc(n * sizeof *u), *s = xmalloc(n * sizeof *s);
+    for (size_t i = 0; i < n; i++) {
+        c[i] = v[i]->chat_id;
+        u[i] = v[i]->user_id;
+        s[i] = v[i]->seq;
+    }
+    char *ac = db_id_array(c, n), *au = db_id_array(u, n), *as = db_id_array(s, n);
+    const char *vals[3] = {ac, au, as};
+    PGresult *res = PQexecParams(conn, sql_batch, 3, NULL, vals, NULL, NULL, 0);
+    bool ok = db_res_ok(res);
+    size_t statuses = 0;
+    *nwakes = 0;
+    *wakes = xmalloc(((size_t)(ok ? PQntuples(res) : 0) + 1) * sizeof **wakes);
+    for (int row = 0; ok && row < PQntuples(res); row++) {
+        if (!PQgetisnull(res, row, 0)) {
+            int64_t i = db_i64(res, row, 0) - 1; /* WITH ORDINALITY counts from 1 */
+            ok = i >= 0 && (size_t)i < n;
+            if (ok) {
+                v[i]->status = status_of(PQgetvalue(res, row, 1));
+                statuses++;
+            }
+            continue;
+        }
+        (*wakes)[(*nwakes)++] = (struct wake){db_i64(res, row, 2), db_i64(res, row, 3),
+                                              evbody_new("receipt", db_i64(res, row, 4), PQgetvalue(res, row, 6),
+                                                         PQgetvalue(res, row, 5), (size_t)PQgetlength(res, row, 5))};
+    }
+    ok = ok && statuses == n;
+    if (!ok)
+        nlog(LOG_ERROR, "readmarks: natter_read_batch failed",
+             json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
+    PQclear(res);
+    free(ac);
+    free(au);
+    free(as);
+    free(c);
+    free(u);
+    free(s);
+    return ok;
+}
+
+/* The marker and unread counts of every request that was ok. */
+static bool answers(PGconn *conn, struct read_op **v, size_t n)
+{
+    int64_t *idx = xmalloc(n * sizeof *idx), *c = xmalloc(n * sizeof *c), *u = xmalloc(n * sizeof *u);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i]->status == READ_OK) {
+            idx[k] = (int64_t)i;
+            c[k] = v[i]->chat_id;
+            u[k++] = v[i]->user_id;
+        }
+    bool ok = true;
+    if (k > 0) {
+        char *ai = db_id_array(idx, k), *ac = db_id_array(c, k), *au = db_id_array(u, k);
+        const char *vals[3] = {ai, ac, au};
+        PGresult *res = PQexecParams(conn, sql_unread, 3, NULL, vals, NULL, NULL, 0);
+        ok = db_res_ok(res) && (size_t)PQntuples(res) == k;
+        for (int row = 0; ok && row < PQntuples(res); row++) {
+            int64_t i = db_i64(res, row, 0);
+            ok = i >= 0 && (size_t)i < n;
+            if (ok) {
+                v[i]->last_read_seq = db_i64(res, row, 1);
+                v[i]->unread = db_i64(res, row, 2);
+                v[i]->unread_mentions = db_i64(res, row, 3);
+            }
+        }
+        if (!ok)
+            nlog(LOG_ERROR, "readmarks: unread counts failed",
+                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
+        PQclear(res);
+        free(ai);
+        free(ac);
+        free(au);
+    }
+    free(idx);
+    free(c);
+    free(u);
+    return ok;
+}
+
+/* pipe_ops.commit: BEGIN … COMMIT of one batch of read markers. */
+static bool commit_reads(PGconn *conn, struct pipe_item **items, size_t n, struct pipe_result *out)
+{
+    struct read_op **v = xmalloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++)
+        v[i] = (struct read_op *)items[i]; /* it is the first member of struct read_op */
+    struct wake *wakes = NULL;
+    size_t nwakes = 0;
+    bool ok = pipeline_exec(conn, "BEGIN") && mark(conn, v, n, &wakes, &nwakes) && answers(conn, v, n) &&
+              pipeline_exec(conn, "COMMIT");
+    free(v);
+    if (!ok) {
+        wakes_unref(wakes, nwakes);
+        free(wakes);
+        return false;
+    }
+    *out = (struct pipe_result){wakes, nwakes, NULL};
+    return true;
+}
+
+static void read_unavailable(struct pipe_item *it)
+{
+    ((struct read_op *)it)->status = READ_UNAVAILABLE;
+}
+
+static void read_done(struct pipe_item *it)
+{
+    struct read_op *op = (struct read_op *)it;
+    op->done(op);
+}
+
+static const struct pipe_ops ops = {
+    .name = "readmarks",
+    .max_batch = READMARKS_MAX_BATCH,
+    .max_bytes = READMARKS_MAX_BATCH,
+    .commit = commit_reads,
+    .unavailable = read_unavailable,
+    .done = read_done,
+};
+
+int readmarks_start(const struct config *cfg)
+{
+    pipe_reads = pipeline_start(&ops, cfg);
+    return pipe_reads ? 0 : -1;
+}
+
+void readmarks_stop(void)
+{
+    pipeline_stop(pipe_reads);
+}
+
+void readmarks_free(void)
+{
+    pipeline_free(pipe_reads);
+    pipe_reads = NULL;
+}
+
+bool readmarks_submit(struct req *r, struct read_op *op)
+{
+    op->it.r = r;
+    op->it.bytes = 1;
+    return pipe_reads && pipeline_submit(pipe_reads, &op->it);
+}
+
+void readmarks_stats(struct pipeline_stats *out)
+{
+    pipeline_stats(pipe_reads, out);
+}
