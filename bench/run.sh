@@ -7,29 +7,40 @@
 # Scenarios (BENCH_SCENARIOS, space-separated, default: all in this order):
 #   http      wrk: healthz (bare HTTP path) and users_me (JWT + device check + query)
 #   idle      idle long-polls held by one natter-api, its RSS before/after
-#   deliver   1:1 send -> the recipient's long-poll answered, fixed send rate
+#   renew     idle long-polls answered empty every 30 s and renewed: CPU of the stack
+#   deliver   1:1 send -> the recipient's long-poll answered: 1,000 users polling,
+#             each in 200 direct chats, 200 senders, a ramp of offered rates
 #   group     group of 100: one send -> all 100 member polls answered
-#   sends     durable sends/s from many keep-alive connections
+#   sends     durable sends/s, closed loop, 200 connections (one user each)
 #   history   history page of 50 on a chat with a few thousand messages
 # The long-poll/send scenarios use bench/natterload.c (C, epoll), built here
 # with plain `cc` into bench/out/ (git-ignored).
 #
+# After every scenario (and every rate of deliver) a context line splits the
+# CPU by process: natter-api, PostgreSQL (postmaster + every backend, also the
+# ones that exited), Redis, natterload/wrk, and the rest of the machine (the
+# line says DISTURBED when other processes took > 10% of it). Where the
+# scenario has messages, a second line gives the CPU per message.
+#
 # Knobs (defaults = the DESIGN.md targets):
-#   BENCH_SECONDS (10)          duration of the timed scenarios
-#   BENCH_CONNECTIONS (64)      wrk connections
-#   BENCH_IDLE_POLLS (19000)    idle polls to hold
-#   BENCH_POLLERS (5000)        devices polling during `deliver`
-#   BENCH_RATE (2000)           msg/s offered during `deliver`
-#   BENCH_GROUP_SENDS (200)     sends during `group`
-#   BENCH_SEND_CONNS (64)       connections during `sends`
-#   BENCH_RATE_LOW (100)        a second `deliver` run at a rate the server can sustain
-#                               (0 skips it), to show the latency when not saturated
+#   BENCH_SECONDS (10)            duration of the timed scenarios (each deliver rate, sends, history, http)
+#   BENCH_CONNECTIONS (64)        wrk connections
+#   BENCH_IDLE_POLLS (19000)      polls held by idle and renew
+#   BENCH_RENEW_SECONDS (95)      renew: how long the polls renew once all are open
+#   BENCH_RENEW_WINDOW (90)       renew: the CPU window (the last seconds of the above)
+#   BENCH_RECEIVERS (1000)        deliver: users polling (one device each)
+#   BENCH_CHATS_PER_USER (200)    deliver: direct chats per user (RECEIVERS x CHATS / 2 chats)
+#   BENCH_SENDERS (200)           deliver: sender connections (users 0..SENDERS-1)
+#   BENCH_DELIVER_RATES ("500 1000 2000 4000 6000 8000")  offered msg/s, one run each
+#   BENCH_DELIVER_GRACE (10)      deliver: seconds to wait for stragglers after each run
+#   BENCH_DELIVER_STOP_BELOW (0.8) deliver: skip the higher rates once achieved < this x offered (0: never)
+#   BENCH_SETUP_CONNS (64)        connections that create the chats
+#   BENCH_GROUP_SENDS (200)       sends during `group`
+#   BENCH_SEND_CONNS (200)        connections during `sends` (one mesh user each)
 #   BENCH_HISTORY_MESSAGES (3000), BENCH_HISTORY_CONNS ("1 8 32": one run per value)
 #   BENCH_HTTP_THREADS (32), BENCH_DB_POOL (150)   natter-api sizing. The pool is
-#     large because natter-api keeps a request's pooled connection until
-#     libmicrohttpd reports the request completed: with 48, the HTTP threads
-#     all end up waiting in db_acquire for connections held by answered
-#     requests and the 5,000-poll scenario cannot even start (see README).
+#     large because older natter-api kept a request's pooled connection until
+#     libmicrohttpd reported the request completed (see README).
 set -euo pipefail
 
 # shellcheck source=scripts/env.sh
@@ -37,15 +48,21 @@ set -euo pipefail
 REPO=$(natter_repo_root)
 SECS=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
-SCENARIOS=${BENCH_SCENARIOS:-http idle deliver group sends history}
+SCENARIOS=${BENCH_SCENARIOS:-http idle renew deliver group sends history}
 IDLE_POLLS=${BENCH_IDLE_POLLS:-19000}
-POLLERS=${BENCH_POLLERS:-5000}
-RATE=${BENCH_RATE:-2000}
+RENEW_SECONDS=${BENCH_RENEW_SECONDS:-95}
+RENEW_WINDOW=${BENCH_RENEW_WINDOW:-90}
+RECEIVERS=${BENCH_RECEIVERS:-1000}
+CHATS_PER_USER=${BENCH_CHATS_PER_USER:-200}
+SENDERS=${BENCH_SENDERS:-200}
+DELIVER_RATES=${BENCH_DELIVER_RATES:-500 1000 2000 4000 6000 8000}
+DELIVER_GRACE=${BENCH_DELIVER_GRACE:-10}
+DELIVER_STOP_BELOW=${BENCH_DELIVER_STOP_BELOW:-0.8}
+SETUP_CONNS=${BENCH_SETUP_CONNS:-64}
 GROUP_SENDS=${BENCH_GROUP_SENDS:-200}
-SEND_CONNS=${BENCH_SEND_CONNS:-64}
+SEND_CONNS=${BENCH_SEND_CONNS:-200}
 HISTORY_MESSAGES=${BENCH_HISTORY_MESSAGES:-3000}
 HISTORY_CONNS=${BENCH_HISTORY_CONNS:-1 8 32}
-RATE_LOW=${BENCH_RATE_LOW:-100}
 HTTP_THREADS=${BENCH_HTTP_THREADS:-32}
 DB_POOL=${BENCH_DB_POOL:-150}
 
@@ -76,6 +93,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+BENCH_T0=$EPOCHREALTIME
 # PostgreSQL in run mode: fsync on, synchronous_commit on (durable sends).
 natter_pg_start "$STATE_DIR" >/dev/null
 PG_DATA=$NATTER_PG_SOCKET_DIR/data
@@ -99,78 +117,143 @@ curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null || {
     tail -n 20 "$STATE_DIR/api.log" >&2
     exit 1
 }
+PG_PM=0
+[[ -f $PG_DATA/postmaster.pid ]] && PG_PM=$(head -n1 "$PG_DATA/postmaster.pid")
+REDIS_PID=0
+[[ -f $STATE_DIR/redis/redis.pid ]] && REDIS_PID=$(<"$STATE_DIR/redis/redis.pid")
 
 BASE=http://127.0.0.1:$PORT
 # natterload with a hard wall-clock bound on top of its own bounds
 load() {
     timeout -k 5 900 "$LOAD" "$@" --port "$PORT"
 }
-# a measuring run: a failure is reported and the other scenarios still run
-measure() {
-    local rc=0
-    load "$@" || rc=$?
-    ((rc == 0)) || echo "$1 FAILED (natterload exit $rc)"
-}
-# CPU accounting per scenario, to tell a disturbed run from a clean one (the
-# machine may be running other people's test suites). Prints, in clock ticks:
-#   busy (user+nice+system)  irq+softirq  steal  kernel-threads  natter-api  ours
-# where ours = natter-api + our PostgreSQL + our Redis + natterload/wrk/curl.
+
+# ---------------------------------------------------------------------------
+# CPU accounting
+
+# Prints, in clock ticks:
+#   busy(user+nice+system) irq+softirq steal kernel-threads api pg redis load
+# api = natter-api; pg = the postmaster with its children, living and exited
+# (cutime of the postmaster); redis = redis-server and its children; load =
+# this script and everything it started that is none of those (natterload,
+# wrk, curl, the script's own helpers), living or exited.
 cpu_snapshot() {
-    local pm=0 redis=0 kids='' p
-    if [[ -n $PG_DATA && -f $PG_DATA/postmaster.pid ]]; then pm=$(head -n1 "$PG_DATA/postmaster.pid"); fi
-    if [[ -f $STATE_DIR/redis/redis.pid ]]; then redis=$(<"$STATE_DIR/redis/redis.pid"); fi
-    if ((pm > 0)); then kids=$(pgrep -P "$pm" | tr '\n' ' ' || true); fi
     {
         head -n1 /proc/stat
-        # every process, to add up kernel threads (PF_KTHREAD in the flags)
-        sed 's/^[0-9]* (.*) /K /' /proc/[0-9]*/stat 2>/dev/null || true
-        for p in "$api_pid" "$redis" $kids; do
-            [[ $p =~ ^[1-9][0-9]*$ ]] || continue
-            sed 's/^.*) /X /' "/proc/$p/stat" 2>/dev/null | awk -v p="$p" -v api="$api_pid" \
-                '{ print (p == api ? "api" : "own"), $13 + $14 }' || true
-        done
-        # postmaster and this script: their own time plus that of exited children
-        # (finished backends, natterload, wrk)
-        for p in "$pm" "$$"; do
-            [[ $p =~ ^[1-9][0-9]*$ ]] || continue
-            sed 's/^.*) /X /' "/proc/$p/stat" 2>/dev/null | awk '{ print "own", $13 + $14 + $15 + $16 }' || true
-        done
-    } | awk '$1 == "cpu" { busy = $2 + $3 + $4; irq = $7 + $8; steal = $9 }
-             $1 == "K" && int($8 / 2097152) % 2 == 1 { kt += $13 + $14 }
-             $1 == "api" { api += $2 } $1 == "own" { own += $2 }
-             END { printf "%d %d %d %d %d %d\n", busy, irq, steal, kt, api, api + own }'
+        # every process: "pid state ppid … flags(8) … utime(13) stime(14) cutime(15) cstime(16)"
+        sed 's/^\([0-9]*\) (.*) /\1 /' /proc/[0-9]*/stat 2>/dev/null || true
+    } | awk -v api="$api_pid" -v pm="$PG_PM" -v redis="$REDIS_PID" -v self="$$" '
+        $1 == "cpu" { busy = $2 + $3 + $4; irq = $7 + $8; steal = $9; next }
+        {
+            pid = $1; ppid[pid] = $3; own[pid] = $13 + $14; kids[pid] = $15 + $16
+            if (int($8 / 2097152) % 2 == 1) kt += $13 + $14
+        }
+        function group(p,   n) {
+            # the first classified process on the way up from p
+            for (n = 0; n < 64 && p + 0 > 1; n++) {
+                if (p + 0 == api + 0) return "api"
+                if (p + 0 == pm + 0) return "pg"
+                if (p + 0 == redis + 0) return "redis"
+                if (p + 0 == self + 0) return "load"
+                if (!((p "") in ppid)) return ""
+                p = ppid[p ""]
+            }
+            return ""
+        }
+        END {
+            for (p in ppid) {
+                g = group(p)
+                if (g != "") t[g] += own[p] + kids[p]
+            }
+            printf "%d %d %d %d %d %d %d %d\n", busy, irq, steal, kt, t["api"], t["pg"], t["redis"], t["load"]
+        }'
 }
 snap0=
 t0=0
+declare -A CPU_PER_MSG=()
 scenario_begin() {
     snap0=$(cpu_snapshot)
-    t0=$(date +%s.%N)
+    t0=$EPOCHREALTIME
 }
-# One line of context per scenario: CPU used by natter-api, by the whole
-# benchmark, by the kernel, and by other processes on the machine (the
-# disturbance: other people's test suites). DISTURBED when other processes
-# took more than 10% of the machine.
+# scenario_end NAME [MESSAGES WHAT]: one line of context with the CPU of the
+# scenario split by process, also as % of one core; with MESSAGES > 0 a second
+# line with the CPU per message. "server stack" = natter-api + PostgreSQL +
+# Redis (what the targets count); natterload/wrk is the client side.
+# DISTURBED when other processes took more than 10% of the machine.
 scenario_end() {
-    local snap1 t1
+    local name=$1 msgs=${2:-0} what=${3:-message} snap1 t1 out
     snap1=$(cpu_snapshot)
-    t1=$(date +%s.%N)
-    awk -v n="$1" -v a="$snap0" -v b="$snap1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
-        -v cores="$(nproc)" 'BEGIN {
+    t1=$EPOCHREALTIME
+    out=$(awk -v n="$name" -v a="$snap0" -v b="$snap1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
+        -v cores="$(nproc)" -v msgs="$msgs" -v what="$what" 'BEGIN {
             split(a, x, " "); split(b, y, " "); w = t1 - t0
-            for (i = 1; i <= 6; i++) d[i] = (y[i] - x[i]) / hz
-            other = d[1] - d[4] - d[6]
+            # (a process that exits between the snapshots can make a group shrink a little)
+            for (i = 1; i <= 8; i++) { d[i] = (y[i] - x[i]) / hz; if (d[i] < 0) d[i] = 0 }
+            api = d[5]; pg = d[6]; rd = d[7]; ld = d[8]; srv = api + pg + rd
+            other = d[1] - d[4] - srv - ld
             if (other < 0) other = 0
-            printf "  (%s: %.1f s wall, %.0f CPU-s available; natter-api %.1f, whole benchmark %.1f, kernel threads %.1f, irq/softirq %.1f, steal %.1f, other processes %.1f%s)\n",
-                n, w, cores * w, d[5], d[6], d[4], d[2], d[3], other, (other > 0.1 * cores * w ? " -- DISTURBED" : "")
-        }'
+            pc = 100 / w
+            printf "  (%s: %.1f s wall, %.0f CPU-s available; CPU-s natter-api %.2f (%.0f%% of a core), PostgreSQL %.2f (%.0f%%), Redis %.2f (%.0f%%), natterload/wrk %.2f (%.0f%%); server stack %.2f (%.1f%% of a core), with natterload %.2f; kernel threads %.1f, irq/softirq %.1f, steal %.1f, other processes %.1f%s)\n",
+                n, w, cores * w, api, api * pc, pg, pg * pc, rd, rd * pc, ld, ld * pc, srv, srv * pc, srv + ld,
+                d[4], d[2], d[3], other, (other > 0.1 * cores * w ? " -- DISTURBED" : "")
+            if (msgs > 0)
+                printf "  (%s: CPU per %s (%d): natter-api %.3f ms, PostgreSQL %.3f ms, Redis %.3f ms, natterload %.3f ms; server stack %.3f ms, with natterload %.3f ms)\n",
+                    n, what, msgs, api * 1000 / msgs, pg * 1000 / msgs, rd * 1000 / msgs, ld * 1000 / msgs,
+                    srv * 1000 / msgs, (srv + ld) * 1000 / msgs
+        }')
+    printf '%s\n' "$out"
+    if ((msgs > 0)); then
+        out=$(tail -n1 <<<"$out")
+        out=${out#  (}
+        CPU_PER_MSG[$name]=${out%)}
+    fi
+}
+# A measuring natterload run: its output is passed through, and its marker
+# lines (`@begin NAME`, `@end NAME<TAB>MESSAGES<TAB>WHAT`, `@cpu NAME`) become
+# CPU windows. A failure is reported and the other scenarios still run.
+measure() {
+    local line rc=0 name msgs what
+    while IFS= read -r line; do
+        case $line in
+        '@begin '*) scenario_begin ;;
+        '@end '*)
+            IFS=$'\t' read -r name msgs what <<<"${line#@end }"
+            scenario_end "$name" "$msgs" "$what"
+            ;;
+        '@cpu '*)
+            name=${line#@cpu }
+            printf '%-16s %s  (targets: server stack <= 0.3 ms, natter-api <= 0.15 ms)\n' "${1}_cpu" \
+                "${CPU_PER_MSG[$name]:-no CPU figure for $name}"
+            ;;
+        '@rc '*) rc=${line#@rc } ;;
+        *) printf '%s\n' "$line" ;;
+        esac
+    done < <(
+        r=0
+        load "$@" || r=$?
+        echo "@rc $r"
+    )
+    ((rc == 0)) || echo "$1 FAILED (natterload exit $rc)"
+}
+# A scenario timed from outside (no markers)
+measure_whole() {
+    local name=$1
+    shift
+    scenario_begin
+    measure "$@"
+    scenario_end "$name"
 }
 has() {
     [[ " $SCENARIOS " == *" $1 "* ]]
+}
+took() { # prints how long a part took, from a $EPOCHREALTIME start
+    awk -v a="$2" -v b="$EPOCHREALTIME" -v n="$1" 'BEGIN { printf "took             %s: %.0f s\n", n, b - a }'
 }
 
 echo "natter bench $(date -u +%Y-%m-%dT%H:%MZ), tree $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?') — $(nproc) cores, natter-api with $HTTP_THREADS HTTP threads and $DB_POOL DB connections, PostgreSQL fsync+synchronous_commit on"
 
 if has http; then
+    ts=$EPOCHREALTIME
     curl -fs -X POST "$BASE/v1/auth/register" -H 'Content-Type: application/json' \
         -d '{"username":"bench","password":"bench password 1"}' >/dev/null
     TOKEN=$(curl -fs -X POST "$BASE/v1/auth/login" -H 'Content-Type: application/json' \
@@ -180,6 +263,7 @@ if has http; then
         local name=$1
         shift
         local out
+        scenario_begin
         out=$(wrk -t2 -c"$CONNS" -d"${SECS}s" --latency "$@")
         local rps p50 p99
         rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
@@ -189,73 +273,84 @@ if has http; then
         errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
         printf '%-16s %10s req/s   p50 %8s   p99 %8s   %s (wrk, %s connections)\n' "$name" "$rps" "$p50" "$p99" \
             "${errs:-no errors}" "$CONNS"
+        scenario_end "http $name"
     }
     run healthz "$BASE/healthz"
     run users_me -H "Authorization: Bearer $TOKEN" "$BASE/v1/users/me"
+    took http "$ts"
 fi
 
-# Devices: users u00000… with 4 devices each (each login is a device). The
-# idle scenario uses the first BENCH_IDLE_POLLS devices; deliver and sends use
-# device 0 of users 0..BENCH_POLLERS-1, paired into direct chats (2k, 2k+1).
-if has idle || has deliver || has sends; then
-    need=$((IDLE_POLLS > POLLERS ? IDLE_POLLS : POLLERS))
-    has idle || need=$POLLERS
-    users=$(((need + 3) / 4))
-    ((users < POLLERS)) && users=$POLLERS
-    ((users % 2)) && users=$((users + 1))
+# Devices: users u00000… with 4 devices each (each login is a device). idle and
+# renew use the first BENCH_IDLE_POLLS devices; deliver and sends use device 0
+# of users 0..BENCH_RECEIVERS-1 and the chat mesh between them.
+if has idle || has renew || has deliver || has sends; then
+    ts=$EPOCHREALTIME
+    users=0
+    if has idle || has renew; then users=$(((IDLE_POLLS + 3) / 4)); fi
+    if (has deliver || has sends) && ((users < RECEIVERS)); then users=$RECEIVERS; fi
     load users --prefix u --users "$users" --devices 4 --out "$STATE_DIR/u.devices"
+    took "setup users" "$ts"
 fi
 
 if has idle; then
-    scenario_begin
-    measure idle --devices "$STATE_DIR/u.devices" --count "$IDLE_POLLS" --hold 10 --api-pid "$api_pid"
-    scenario_end idle
+    ts=$EPOCHREALTIME
+    measure_whole idle idle --devices "$STATE_DIR/u.devices" --count "$IDLE_POLLS" --hold 10 --api-pid "$api_pid"
+    took idle "$ts"
+fi
+
+if has renew; then
+    ts=$EPOCHREALTIME
+    measure renew --devices "$STATE_DIR/u.devices" --count "$IDLE_POLLS" --seconds "$RENEW_SECONDS" \
+        --window "$RENEW_WINDOW" --poll-timeout 30
+    took renew "$ts"
 fi
 
 if has deliver || has sends; then
-    load pairs --devices "$STATE_DIR/u.devices" --users "$POLLERS" --out "$STATE_DIR/u.pairs"
+    ts=$EPOCHREALTIME
+    measure_whole "setup mesh" mesh --devices "$STATE_DIR/u.devices" --users "$RECEIVERS" \
+        --per-user "$CHATS_PER_USER" --conns "$SETUP_CONNS" --out "$STATE_DIR/u.mesh"
+    took "setup mesh" "$ts"
 fi
 
 if has deliver; then
-    for rate in "$RATE" "$RATE_LOW"; do
-        [[ $rate == 0 ]] && continue
-        scenario_begin
-        measure deliver --devices "$STATE_DIR/u.devices" --chats "$STATE_DIR/u.pairs" --pollers "$POLLERS" \
-            --rate "$rate" --seconds "$SECS"
-        scenario_end "deliver at $rate msg/s"
-        sleep 5 # let the server finish what the last run left behind
-    done
+    ts=$EPOCHREALTIME
+    measure deliver --devices "$STATE_DIR/u.devices" --chats "$STATE_DIR/u.mesh" --senders "$SENDERS" \
+        --rates "$DELIVER_RATES" --seconds "$SECS" --grace "$DELIVER_GRACE" --stop-below "$DELIVER_STOP_BELOW"
+    took deliver "$ts"
+    sleep 3 # let the server finish what the last run left behind
 fi
 
 if has group; then
+    ts=$EPOCHREALTIME
     load users --prefix g --users 100 --devices 2 --out "$STATE_DIR/g.devices"
     load group --devices "$STATE_DIR/g.devices" --members 100 --out "$STATE_DIR/g.chat"
-    scenario_begin
     measure fanout --devices "$STATE_DIR/g.devices" --chat "$(cat "$STATE_DIR/g.chat")" --members 100 \
         --sends "$GROUP_SENDS"
-    scenario_end group
+    took group "$ts"
 fi
 
 if has sends; then
-    scenario_begin
-    measure sends --devices "$STATE_DIR/u.devices" --chats "$STATE_DIR/u.pairs" --users "$POLLERS" \
-        --conns "$SEND_CONNS" --seconds "$SECS"
-    scenario_end sends
+    ts=$EPOCHREALTIME
+    measure sends --devices "$STATE_DIR/u.devices" --chats "$STATE_DIR/u.mesh" --conns "$SEND_CONNS" \
+        --seconds "$SECS"
+    took sends "$ts"
 fi
 
 if has history; then
+    ts=$EPOCHREALTIME
     load users --prefix h --users 2 --devices 1 --out "$STATE_DIR/h.devices"
     load pairs --devices "$STATE_DIR/h.devices" --users 2 --out "$STATE_DIR/h.pairs"
     hchat=$(cut -d' ' -f1 "$STATE_DIR/h.pairs")
     load fill --devices "$STATE_DIR/h.devices" --chat "$hchat" --count "$HISTORY_MESSAGES"
     for c in $HISTORY_CONNS; do
-        scenario_begin
-        measure history --devices "$STATE_DIR/h.devices" --chat "$hchat" --conns "$c" --seconds "$SECS"
-        scenario_end "history, $c connections"
+        measure_whole "history, $c connections" history --devices "$STATE_DIR/h.devices" --chat "$hchat" \
+            --conns "$c" --seconds "$SECS"
     done
+    took history "$ts"
 fi
 
 if grep -q '"level":"error"' "$STATE_DIR/api.log"; then
     echo "natter-api logged errors during the run (first 5):"
     grep '"level":"error"' "$STATE_DIR/api.log" | head -n 5
 fi
+took "whole bench (from PostgreSQL start)" "$BENCH_T0"
