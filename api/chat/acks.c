@@ -29,14 +29,18 @@
 
 struct ack {
     int64_t user, device, since;
+    int64_t hint_from; /* the hints list every message event in (hint_from, since]; -1: none */
     uint32_t slot;
+    uint32_t nh;
+    struct ack_hint h[ACKS_MAX_HINTS];
 };
 
 static const char sql_flush[] =
-    "SELECT woken_user, woken_seq, woken_chat, woken_data, woken_at"
-    " FROM natter_ack_batch($1::bigint[], $2::bigint[], $3::bigint[])";
+    "SELECT woken_user, woken_seq, woken_chat, woken_data, woken_at FROM natter_ack_batch($1::bigint[], $2::bigint[],"
+    " $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])";
 
 static const struct config *cfg;
+static const struct evmeta no_message = {0, 0}; /* receipts carry no message */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv; /* CLOCK_MONOTONIC */
 static struct ack *ents;  /* [ACKS_MAX_PENDING], guarded by mu */
@@ -44,7 +48,7 @@ static int32_t *slots;    /* [SLOTS]: index into ents, -1 empty */
 static size_t nents;
 static bool stopping, started;
 static pthread_t thread;
-static atomic_ullong flushes, flushed, dropped, failures;
+static atomic_ullong flushes, flushed, dropped, failures, hinted;
 static PGconn *conn; /* the flusher's own; NULL until (re)connected */
 
 unsigned long long acks_flushes(void)
@@ -62,6 +66,11 @@ unsigned long long acks_dropped(void)
     return atomic_load(&dropped);
 }
 
+unsigned long long acks_hinted(void)
+{
+    return atomic_load(&hinted);
+}
+
 unsigned long long acks_flush_failures(void)
 {
     return atomic_load(&failures);
@@ -74,8 +83,34 @@ static uint32_t slot_of(int64_t user, int64_t device)
     return (uint32_t)(h & (SLOTS - 1));
 }
 
+/* Hints covering (from, since]: nh of them at h (from -1: none). */
+struct hints_in {
+    int64_t from;
+    uint32_t nh;
+    const struct ack_hint *h;
+};
+
+/* a covers (a->hint_from, a->since] with its hints; in covers (in.from,
+ * since]. When in starts where a ends, the two join (or, if a had none, the
+ * hints start at in.from: the flush uses them only for a device whose stored
+ * ack reached in.from); otherwise, or when they do not fit, a has none. */
+static void merge_hints(struct ack *a, struct hints_in in)
+{
+    if (in.from < 0 || in.from != a->since || a->nh + in.nh > ACKS_MAX_HINTS) {
+        a->hint_from = -1;
+        a->nh = 0;
+        return;
+    }
+    if (a->hint_from < 0) {
+        a->hint_from = in.from;
+        a->nh = 0;
+    }
+    memcpy(a->h + a->nh, in.h, in.nh * sizeof *in.h);
+    a->nh += in.nh;
+}
+
 /* mu held. false when the table is full. */
-static bool put(int64_t user, int64_t device, int64_t since)
+static bool put(int64_t user, int64_t device, int64_t since, struct hints_in in)
 {
     uint32_t s = slot_of(user, device);
     for (;;) {
@@ -84,20 +119,33 @@ static bool put(int64_t user, int64_t device, int64_t since)
             break;
         struct ack *a = &ents[i];
         if (a->user == user && a->device == device) {
-            if (since > a->since)
+            if (since > a->since) {
+                merge_hints(a, in);
                 a->since = since;
+            }
             return true;
         }
         s = (s + 1) & (SLOTS - 1);
     }
     if (nents == ACKS_MAX_PENDING)
         return false;
-    ents[nents] = (struct ack){user, device, since, s};
+    struct ack *a = &ents[nents];
+    a->user = user;
+    a->device = device;
+    a->since = since;
+    a->slot = s;
+    a->hint_from = -1;
+    a->nh = 0;
+    if (in.from >= 0 && in.from < since && in.nh <= ACKS_MAX_HINTS) {
+        a->hint_from = in.from;
+        memcpy(a->h, in.h, in.nh * sizeof *in.h);
+        a->nh = in.nh;
+    }
     slots[s] = (int32_t)nents++;
     return true;
 }
 
-void acks_record(int64_t user_id, int64_t device_id, int64_t since)
+void acks_record(int64_t user_id, int64_t device_id, int64_t since, const struct ack_hints *hints)
 {
     if (since <= 0)
         return; /* nothing to ack */
@@ -105,7 +153,10 @@ void acks_record(int64_t user_id, int64_t device_id, int64_t since)
     bool ok = started && !stopping;
     if (ok) {
         bool first = nents == 0;
-        ok = put(user_id, device_id, since);
+        struct hints_in in = {-1, 0, NULL};
+        if (hints && hints->from >= 0 && hints->n >= 0)
+            in = (struct hints_in){hints->from, (uint32_t)hints->n, hints->h};
+        ok = put(user_id, device_id, since, in);
         if (ok && first)
             pthread_cond_signal(&cv);
     }
@@ -135,7 +186,7 @@ static void give_back(const struct ack *v, size_t n)
     size_t lost = 0;
     pthread_mutex_lock(&mu);
     for (size_t i = 0; i < n; i++)
-        if (!put(v[i].user, v[i].device, v[i].since))
+        if (!put(v[i].user, v[i].device, v[i].since, (struct hints_in){v[i].hint_from, v[i].nh, v[i].h}))
             lost++;
     pthread_mutex_unlock(&mu);
     if (lost)
@@ -158,22 +209,48 @@ static bool flush(const struct ack *v, size_t n)
         if (!conn)
             return false;
     }
+    size_t nh = 0;
+    for (size_t i = 0; i < n; i++)
+        nh += v[i].nh;
     int64_t *u = xmalloc(n * sizeof *u), *d = xmalloc(n * sizeof *d), *s = xmalloc(n * sizeof *s);
+    int64_t *hf = xmalloc(n * sizeof *hf);
+    int64_t *hu = xmalloc((nh + 1) * sizeof *hu), *hs = xmalloc((nh + 1) * sizeof *hs);
+    int64_t *hc = xmalloc((nh + 1) * sizeof *hc), *hm = xmalloc((nh + 1) * sizeof *hm);
+    int64_t *hx = xmalloc((nh + 1) * sizeof *hx);
+    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         u[i] = v[i].user;
         d[i] = v[i].device;
         s[i] = v[i].since;
+        hf[i] = v[i].hint_from;
+        for (uint32_t j = 0; j < v[i].nh; j++, k++) {
+            hu[k] = v[i].user;
+            hs[k] = v[i].h[j].seq;
+            hc[k] = v[i].h[j].chat;
+            hm[k] = v[i].h[j].mseq;
+            hx[k] = v[i].h[j].sender;
+        }
     }
-    char *au = db_id_array(u, n), *ad = db_id_array(d, n), *as = db_id_array(s, n);
+    char *arrays[9] = {db_id_array(u, n),  db_id_array(d, n),  db_id_array(s, n),
+                       db_id_array(hf, n), db_id_array(hu, k), db_id_array(hs, k),
+                       db_id_array(hc, k), db_id_array(hm, k), db_id_array(hx, k)};
     free(u);
     free(d);
     free(s);
+    free(hf);
+    free(hu);
+    free(hs);
+    free(hc);
+    free(hm);
+    free(hx);
     struct wake *wakes = NULL;
     size_t nwakes = 0;
     bool ok = exec_ok("BEGIN");
     if (ok) {
-        const char *vals[3] = {au, ad, as};
-        PGresult *res = PQexecParams(conn, sql_flush, 3, NULL, vals, NULL, NULL, 0);
+        const char *vals[9];
+        for (int i = 0; i < 9; i++)
+            vals[i] = arrays[i];
+        PGresult *res = PQexecParams(conn, sql_flush, 9, NULL, vals, NULL, NULL, 0);
         ok = db_res_ok(res);
         if (ok) {
             nwakes = (size_t)PQntuples(res);
@@ -181,7 +258,8 @@ static bool flush(const struct ack *v, size_t n)
             for (size_t i = 0; i < nwakes; i++)
                 wakes[i] = (struct wake){db_i64(res, (int)i, 0), db_i64(res, (int)i, 1),
                                          evbody_new("receipt", db_i64(res, (int)i, 2), PQgetvalue(res, (int)i, 4),
-                                                    PQgetvalue(res, (int)i, 3), (size_t)PQgetlength(res, (int)i, 3))};
+                                                    PQgetvalue(res, (int)i, 3), (size_t)PQgetlength(res, (int)i, 3),
+                                                    &no_message)};
         } else {
             nlog(LOG_WARN, "ack flush failed (kept for the next one)",
                  json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
@@ -189,9 +267,8 @@ static bool flush(const struct ack *v, size_t n)
         PQclear(res);
     }
     ok = ok && exec_ok("COMMIT");
-    free(au);
-    free(ad);
-    free(as);
+    for (int i = 0; i < 9; i++)
+        free(arrays[i]);
     if (!ok) {
         if (PQstatus(conn) != CONNECTION_OK || !exec_ok("ROLLBACK"))
             PQfinish(conn), conn = NULL;
@@ -219,8 +296,12 @@ static bool flush_pending(void)
         return true;
     bool ok = flush(v, n);
     if (ok) {
+        size_t h = 0;
+        for (size_t i = 0; i < n; i++)
+            h += v[i].hint_from >= 0;
         atomic_fetch_add(&flushes, 1);
         atomic_fetch_add(&flushed, n);
+        atomic_fetch_add(&hinted, h);
     } else {
         atomic_fetch_add(&failures, 1);
         give_back(v, n);

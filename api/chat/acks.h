@@ -18,20 +18,27 @@
 
 #include <stdint.h>
 
+#include "hub.h"
+
 struct config;
 
 #define ACKS_MAX_PENDING 65536 /* devices with an unflushed ack; more are dropped (and counted) */
+#define ACKS_MAX_HINTS 16      /* message events a pending ack may describe (else the flush reads them) */
 
 /* Starts the flusher (its own PostgreSQL connection). 0 or -1. */
 int acks_start(const struct config *cfg);
 /* Flushes what is pending (a bounded number of attempts) and stops. */
 void acks_stop(void);
-/* The device's poll acked since (a no-op unless newer than what is pending). */
-void acks_record(int64_t user_id, int64_t device_id, int64_t since);
+/* The device's poll acked since (a no-op unless newer than what is
+ * pending). hints (may be NULL) describe the message events the ack newly
+ * covers, from memory (hub.h): with them the flush reads neither the inbox
+ * nor the messages for this device. */
+void acks_record(int64_t user_id, int64_t device_id, int64_t since, const struct ack_hints *hints);
 
 unsigned long long acks_flushes(void);        /* transactions that committed */
 unsigned long long acks_flushed(void);        /* device acks they carried */
 unsigned long long acks_dropped(void);        /* acks refused: the table was full */
 unsigned long long acks_flush_failures(void); /* flushes that did not commit (retried) */
+unsigned long long acks_hinted(void);         /* flushed acks whose events came from memory */
 
 #endif

@@ -40,7 +40,12 @@ int inbox_emit(struct req *r, int64_t chat_id, const char *type, unsigned to, co
     if (!res)
         return -1;
     /* one body for every recipient (the rows share created_at: now() of the transaction) */
-    struct evbody *ev = PQntuples(res) ? evbody_new(type, chat_id, PQgetvalue(res, 0, 2), text, strlen(text)) : NULL;
+    /* a `message` event written here is a system message: which one is not
+     * known at this level (the acks then read the inbox) */
+    static const struct evmeta no_message = {0, 0};
+    const struct evmeta *meta = strcmp(type, "message") == 0 ? NULL : &no_message;
+    struct evbody *ev = PQntuples(res) ? evbody_new(type, chat_id, PQgetvalue(res, 0, 2), text, strlen(text), meta)
+                                       : NULL;
     for (int i = 0; i < PQntuples(res); i++)
         bus_note_wake(r, db_i64(res, i, 0), db_i64(res, i, 1), evbody_ref(ev));
     evbody_unref(ev);

@@ -25,6 +25,7 @@ static const char sql_unread[] = "SELECT b.i, cm.last_read_seq, " CHAT_SQL_UNREA
                                  " JOIN chat_members cm ON cm.chat_id = b.chat AND cm.user_id = b.usr";
 
 static struct pipeline *pipe_reads;
+static const struct evmeta no_message = {0, 0}; /* receipts carry no message */
 
 static enum read_status status_of(const char *s)
 {
@@ -63,7 +64,8 @@ static bool mark(PGconn *conn, struct read_op **v, size_t n, struct wake **wakes
         }
         (*wakes)[(*nwakes)++] = (struct wake){db_i64(res, row, 2), db_i64(res, row, 3),
                                               evbody_new("receipt", db_i64(res, row, 4), PQgetvalue(res, row, 6),
-                                                         PQgetvalue(res, row, 5), (size_t)PQgetlength(res, row, 5))};
+                                                         PQgetvalue(res, row, 5), (size_t)PQgetlength(res, row, 5),
+                                                         &no_message)};
     }
     ok = ok && statuses == n;
     if (!ok)

@@ -184,9 +184,10 @@ static bool fan_out(PGconn *conn, struct send **v, size_t n, struct wake **wakes
                 long at = send_of(v, n, db_i64(res, row, 2), db_i64(res, row, 3));
                 struct evbody *ev = NULL;
                 if (at >= 0) {
+                    struct evmeta meta = {v[at]->seq, v[at]->sender_id};
                     if (!bodies[at] && texts[at])
                         bodies[at] = evbody_new("message", v[at]->chat_id, PQgetvalue(res, row, 4), texts[at],
-                                                strlen(texts[at]));
+                                                strlen(texts[at]), &meta);
                     ev = evbody_ref(bodies[at]);
                 }
                 (*wakes)[i] = (struct wake){db_i64(res, row, 0), db_i64(res, row, 1), ev};

@@ -65,6 +65,7 @@ struct known {
      * answers where the database would say 410 cursor_expired. */
     struct {
         int64_t device_id, next;
+        int64_t acked; /* since of its last poll here, -1 unknown */
     } dev[KNOWN_DEVICES];
     unsigned ndev_next; /* round-robin slot to reuse */
     struct known *next;
@@ -213,18 +214,26 @@ static bool known_trusted(const struct known *k, uint64_t now)
     return trusted && k->epoch == epoch && now - k->learned_us < HUB_TRUST_US;
 }
 
+/* The device's slot, or -1 (created when asked). */
+static int known_dev(struct known *k, int64_t device, bool create)
+{
+    for (int i = 0; i < KNOWN_DEVICES; i++)
+        if (k->dev[i].device_id == device)
+            return i;
+    if (!create)
+        return -1;
+    int i = (int)(k->ndev_next++ % KNOWN_DEVICES);
+    k->dev[i].device_id = device;
+    k->dev[i].next = 0;
+    k->dev[i].acked = -1;
+    return i;
+}
+
 /* The device's remembered cursor, or NULL. */
 static int64_t *known_cursor(struct known *k, int64_t device, bool create)
 {
-    for (size_t i = 0; i < KNOWN_DEVICES; i++)
-        if (k->dev[i].device_id == device)
-            return &k->dev[i].next;
-    if (!create)
-        return NULL;
-    size_t i = k->ndev_next++ % KNOWN_DEVICES;
-    k->dev[i].device_id = device;
-    k->dev[i].next = 0;
-    return &k->dev[i].next;
+    int i = known_dev(k, device, create);
+    return i < 0 ? NULL : &k->dev[i].next;
 }
 
 static void known_answered(struct known *k, int64_t device, int64_t next)
@@ -232,6 +241,32 @@ static void known_answered(struct known *k, int64_t device, int64_t next)
     int64_t *c = known_cursor(k, device, true);
     if (next > *c)
         *c = next;
+}
+
+/* The device polls with since: what its ack newly covers, from the ring
+ * (from -1 when some event of the range is not held or its message is not
+ * known); remembers since for the next ack. */
+static void known_acked(struct known *k, int64_t device, int64_t since, struct ack_hints *hints)
+{
+    int i = known_dev(k, device, true);
+    int64_t prev = k->dev[i].acked;
+    hints->from = -1;
+    hints->n = 0;
+    if (prev >= 0 && since > prev && since - prev <= RECENT_MAX) {
+        bool ok = true;
+        for (int64_t s = prev + 1; ok && s <= since; s++) {
+            const struct evbody *ev = recent_get(&k->rc, s);
+            ok = ev && ev->meta;
+            if (ok && ev->mseq > 0)
+                hints->h[hints->n++] = (struct ack_hint){s, ev->chat_id, ev->mseq, ev->sender};
+        }
+        if (ok)
+            hints->from = prev;
+        else
+            hints->n = 0;
+    }
+    if (since > k->dev[i].acked)
+        k->dev[i].acked = since;
 }
 
 static bool has_waiter(const struct bucket *b, int64_t user)
@@ -448,12 +483,14 @@ enum hub_block hub_block(struct req *r, struct waiter *w, struct hub_ticket t, i
     return rc;
 }
 
-enum hub_block hub_poll(struct req *r, struct waiter *w, int timeout_s, struct hub_events *out)
+enum hub_block hub_poll(struct req *r, struct waiter *w, int timeout_s, struct hub_events *out, struct ack_hints *hints)
 {
     struct resume_list rl = {0};
     uint64_t now = now_us();
     enum hub_block rc = HUB_UNKNOWN;
     out->n = 0;
+    hints->from = -1;
+    hints->n = 0;
     pthread_mutex_lock(&mu);
     struct bucket *b = bucket_of(w->user_id);
     struct known *k = stopping ? NULL : known_find(b, w->user_id);
@@ -461,6 +498,7 @@ enum hub_block hub_poll(struct req *r, struct waiter *w, int timeout_s, struct h
         rc = HUB_STOPPING;
     } else if (k) {
         k->used_us = now;
+        known_acked(k, w->device_id, w->since, hints);
         int limit = w->limit < RECENT_MAX ? w->limit : RECENT_MAX;
         const int64_t *cursor = known_cursor(k, w->device_id, false);
         int n = cursor && w->since >= *cursor ? recent_take(&k->rc, w->since, limit, out->ev, out->seq) : -1;
@@ -478,12 +516,15 @@ enum hub_block hub_poll(struct req *r, struct waiter *w, int timeout_s, struct h
     return rc;
 }
 
-void hub_answered(int64_t user, int64_t device, int64_t next)
+void hub_answered(int64_t user, int64_t device, int64_t since, int64_t next)
 {
     pthread_mutex_lock(&mu);
     struct known *k = known_find(bucket_of(user), user);
-    if (k)
+    if (k) {
+        struct ack_hints unused;
         known_answered(k, device, next);
+        known_acked(k, device, since, &unused);
+    }
     pthread_mutex_unlock(&mu);
 }
 
@@ -523,6 +564,8 @@ int hub_take(int64_t user, int64_t device, int64_t since, int limit, struct hub_
     pthread_mutex_lock(&mu);
     struct known *k = known_find(bucket_of(user), user);
     if (k) {
+        struct ack_hints unused;
+        known_acked(k, device, since, &unused); /* its ack was recorded when it arrived */
         int n = recent_take(&k->rc, since, limit, out->ev, out->seq);
         if (n > 0) {
             out->n = n;

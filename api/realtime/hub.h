@@ -110,6 +110,20 @@ enum hub_block {
     HUB_UNKNOWN,   /* hub_poll: not known here, ask the database */
 };
 
+/* What a poll's ack newly covers, from memory (chat/acks.h): every message
+ * event of the user's inbox in (from, since], `from` being the since of the
+ * device's previous poll here; from -1 when memory cannot tell. */
+struct ack_hint {
+    int64_t seq;        /* the inbox event */
+    int64_t chat, mseq; /* its message */
+    int64_t sender;     /* 0: a system message */
+};
+struct ack_hints {
+    int64_t from;
+    int n;
+    struct ack_hint h[RECENT_MAX];
+};
+
 /* Events answered from memory: references the caller gives back with
  * hub_events_release. */
 struct hub_events {
@@ -119,15 +133,18 @@ struct hub_events {
 };
 void hub_events_release(struct hub_events *e);
 
-enum hub_block hub_poll(struct req *r, struct waiter *w, int timeout_s, struct hub_events *out);
+/* Also fills *hints for the ack of w->since (from -1 when unknown). */
+enum hub_block hub_poll(struct req *r, struct waiter *w, int timeout_s, struct hub_events *out,
+                        struct ack_hints *hints);
 enum hub_block hub_block(struct req *r, struct waiter *w, struct hub_ticket t, int timeout_s);
 void hub_learn(int64_t user_id, int64_t head, struct hub_ticket t);
 /* A woken poll's events after since from memory: n >= 1, 0 when nothing
  * newer exists (trusted), -1 when the database must be asked. */
 int hub_take(int64_t user_id, int64_t device_id, int64_t since, int limit, struct hub_events *out);
-/* The device was answered from the database with cursor next (see
- * struct known in hub.c: memory answers only polls at or past it). */
-void hub_answered(int64_t user_id, int64_t device_id, int64_t next);
+/* The device polled with since and was answered from the database with
+ * cursor next (see struct known in hub.c: memory answers only polls at or
+ * past its cursor, and hints an ack from its previous since). */
+void hub_answered(int64_t user_id, int64_t device_id, int64_t since, int64_t next);
 /* Borrowed wakes (hub takes its own references to the bodies it keeps). */
 void hub_wake(const struct wake *w, size_t n);
 /* The re-check read head from the database under ticket t (only its epoch

@@ -95,3 +95,8 @@ int recent_take(const struct recent *c, int64_t since, int limit, struct evbody 
     }
     return n;
 }
+
+const struct evbody *recent_get(const struct recent *c, int64_t seq)
+{
+    return seq >= c->lo && seq <= c->head ? c->ev[SLOT(seq)] : NULL;
+}

@@ -49,5 +49,7 @@ void recent_learn(struct recent *c, int64_t h, struct recent_budget *b);
  * 0 when since >= head (nothing newer is known), -1 when the ring does not
  * hold the event after since. */
 int recent_take(const struct recent *c, int64_t since, int limit, struct evbody **out, int64_t *seqs);
+/* The event seq (borrowed), or NULL when the ring does not hold it. */
+const struct evbody *recent_get(const struct recent *c, int64_t seq);
 
 #endif

@@ -24,15 +24,20 @@ size_t evbody_max(void)
     return atomic_load(&max_len);
 }
 
-static struct evbody *alloc_body(size_t len)
+static struct evbody *alloc_body(size_t len, int64_t chat_id, const struct evmeta *meta)
 {
     struct evbody *b = xmalloc(sizeof *b + len + 1);
     atomic_init(&b->refs, 1);
     b->len = (uint32_t)len;
+    b->chat_id = chat_id;
+    b->meta = meta != NULL;
+    b->mseq = meta ? meta->mseq : 0;
+    b->sender = meta ? meta->sender : 0;
     return b;
 }
 
-struct evbody *evbody_new(const char *type, int64_t chat_id, const char *created_at, const char *data, size_t data_len)
+struct evbody *evbody_new(const char *type, int64_t chat_id, const char *created_at, const char *data, size_t data_len,
+                          const struct evmeta *meta)
 {
     char head[160];
     int n = chat_id
@@ -45,7 +50,7 @@ struct evbody *evbody_new(const char *type, int64_t chat_id, const char *created
     size_t len = (size_t)n + data_len + 1;
     if (len > evbody_max())
         return NULL;
-    struct evbody *b = alloc_body(len);
+    struct evbody *b = alloc_body(len, chat_id, meta);
     memcpy(b->text, head, (size_t)n);
     memcpy(b->text + n, data, data_len);
     b->text[len - 1] = '}';
@@ -53,11 +58,11 @@ struct evbody *evbody_new(const char *type, int64_t chat_id, const char *created
     return b;
 }
 
-struct evbody *evbody_from_text(const char *text, size_t len)
+struct evbody *evbody_from_text(const char *text, size_t len, int64_t chat_id, const struct evmeta *meta)
 {
     if (len == 0 || len > evbody_max() || len > UINT32_MAX)
         return NULL;
-    struct evbody *b = alloc_body(len);
+    struct evbody *b = alloc_body(len, chat_id, meta);
     memcpy(b->text, text, len);
     b->text[len] = '\0';
     return b;
@@ -103,7 +108,8 @@ char *wakes_encode(const char *instance, const struct wake *w, size_t n, size_t 
                 idx = (long)nbodies;
                 sent[nbodies++] = ev;
                 bytes += ev->len;
-                strbuf_printf(&bodies, "%u\n", ev->len);
+                strbuf_printf(&bodies, "%u %lld %lld %lld\n", ev->len, (long long)ev->chat_id,
+                              ev->meta ? (long long)ev->mseq : -1LL, ev->meta ? (long long)ev->sender : 0LL);
                 strbuf_addn(&bodies, ev->text, ev->len);
                 strbuf_add(&bodies, "\n");
             }
@@ -155,10 +161,13 @@ long wakes_decode(const char *text, size_t len, const char **instance, size_t *i
     long k = 0;
     bool ok = true;
     for (long long i = 0; ok && i < nb; i++) {
-        long long blen;
-        ok = frame_num(&p, end, '\n', &blen) && blen > 0 && blen < end - p && p[blen] == '\n';
+        long long blen, chat, mseq, sender;
+        ok = frame_num(&p, end, ' ', &blen) && frame_num(&p, end, ' ', &chat) && frame_num(&p, end, ' ', &mseq) &&
+             frame_num(&p, end, '\n', &sender) && blen > 0 && blen < end - p && p[blen] == '\n' && mseq >= -1;
         if (ok) {
-            bodies[i] = evbody_from_text(p, (size_t)blen); /* NULL past our own bound: id-only */
+            struct evmeta m = {mseq, sender};
+            /* NULL past our own bound: id-only */
+            bodies[i] = evbody_from_text(p, (size_t)blen, chat, mseq >= 0 ? &m : NULL);
             p += blen + 1;
         }
     }

@@ -21,13 +21,24 @@
 #define NATTER_WAKE_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+/* What the poll acks of an event need to know (acks.h): a `message` event's
+ * message (its seq in its chat, its sender, 0 for a system message), or that
+ * the event carries no message (mseq 0). */
+struct evmeta {
+    int64_t mseq, sender;
+};
+
 struct evbody {
     atomic_uint refs;
-    uint32_t len; /* of text, without the NUL */
-    char text[];  /* `"type":…,"data":…}` (NUL-terminated) */
+    uint32_t len;    /* of text, without the NUL */
+    bool meta;       /* mseq and sender are known (false: a message event whose message is not) */
+    int64_t chat_id; /* 0: none */
+    int64_t mseq, sender;
+    char text[]; /* `"type":…,"data":…}` (NUL-terminated) */
 };
 
 struct wake {
@@ -39,13 +50,15 @@ struct wake {
 void evbody_set_max(size_t max);
 size_t evbody_max(void);
 /* A body from its parts: type is a plain identifier, chat_id 0 writes null,
- * created_at an RFC 3339 string, data (data_len bytes) a JSON value. NULL
- * when it would exceed the bound. Returns one reference. */
-struct evbody *evbody_new(const char *type, int64_t chat_id, const char *created_at, const char *data, size_t data_len);
+ * created_at an RFC 3339 string, data (data_len bytes) a JSON value, meta
+ * NULL when not known. NULL when it would exceed the bound. Returns one
+ * reference. */
+struct evbody *evbody_new(const char *type, int64_t chat_id, const char *created_at, const char *data, size_t data_len,
+                          const struct evmeta *meta);
 /* A body from its text as another instance published it; NULL when empty
  * or past the bound. The text is trusted to be a body (it came from a
  * natter-api through Redis). Returns one reference. */
-struct evbody *evbody_from_text(const char *text, size_t len);
+struct evbody *evbody_from_text(const char *text, size_t len, int64_t chat_id, const struct evmeta *meta);
 /* NULL-safe */
 struct evbody *evbody_ref(struct evbody *b);
 void evbody_unref(struct evbody *b);
@@ -60,8 +73,10 @@ void wakes_unref(struct wake *w, size_t n);
  *
  *   W <instance id>\n
  *   <bodies> <wakes>\n
- *   <length>\n<body bytes>\n          once per body
- *   <user> <seq> <body index|-1>\n     once per wake
+ *   <length> <chat> <mseq|-1> <sender>\n<body bytes>\n    once per body
+ *   <user> <seq> <body index|-1>\n                        once per wake
+ *
+ * (mseq -1: the body's evmeta is not known.)
  *
  * A body shared by consecutive wakes (one message fanned out to a group) is
  * sent once; bodies past max_bodies bytes in all go id-only (-1).

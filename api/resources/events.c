@@ -196,7 +196,7 @@ static int events_resume(struct req *r)
     }
     if (w->ephemeral)
         answer_ephemeral(&a, w->ephemeral);
-    hub_answered(r->user_id, r->device_id, next);
+    hub_answered(r->user_id, r->device_id, w->since, next);
     return answer_send(r, &a, next, true);
 }
 
@@ -234,24 +234,25 @@ int events_poll(struct req *r)
     r->ctx = pl;
     r->resume_fn = events_resume;
 
+    struct ack_hints hints = {-1, 0, {{0, 0, 0, 0}}};
     if (has_since) { /* the fast path: no SQL */
         struct hub_events he;
-        switch (hub_poll(r, &pl->w, (int)timeout, &he)) {
+        switch (hub_poll(r, &pl->w, (int)timeout, &he, &hints)) {
         case HUB_EVENTS:
-            acks_record(r->user_id, r->device_id, since);
+            acks_record(r->user_id, r->device_id, since, &hints);
             if (timeout == 0)
                 note_renewed(r);
             return answer_known(r, &he, NULL);
         case HUB_NOTHING:
-            acks_record(r->user_id, r->device_id, since);
+            acks_record(r->user_id, r->device_id, since, &hints);
             note_renewed(r);
             return answer_empty(r, NULL, since, false);
         case HUB_SUSPENDED:
-            acks_record(r->user_id, r->device_id, since);
+            acks_record(r->user_id, r->device_id, since, &hints);
             note_waiting(r, timeout);
             return 0;
         case HUB_MISSED: /* ephemeral events it missed between polls: answer with them now */
-            acks_record(r->user_id, r->device_id, since);
+            acks_record(r->user_id, r->device_id, since, &hints);
             return answer_empty(r, pl->w.ephemeral, since, false);
         case HUB_STOPPING:
             return answer_empty(r, NULL, since, false);
@@ -272,7 +273,7 @@ int events_poll(struct req *r)
     int64_t first = PQgetisnull(h, 0, 1) ? head + 1 : db_i64(h, 0, 1);
     hub_learn(r->user_id, head, t);
     if (!has_since) {
-        hub_answered(r->user_id, r->device_id, head);
+        hub_answered(r->user_id, r->device_id, -1, head);
         return answer_empty(r, NULL, head, true);
     }
     if (since > head)
@@ -282,7 +283,7 @@ int events_poll(struct req *r)
         return reply_problem_ext(r, 410, "cursor_expired", json_pack("{s:I}", "oldest_seq", (json_int_t)first),
                                  "events after %lld are no longer kept; reload state and poll without since",
                                  (long long)since);
-    acks_record(r->user_id, r->device_id, since); /* flushed in batches: acks.h */
+    acks_record(r->user_id, r->device_id, since, &hints); /* flushed in batches: acks.h */
 
     for (int attempt = 0; attempt < 5; attempt++) {
         if (attempt > 0)
@@ -297,7 +298,7 @@ int events_poll(struct req *r)
         if (a.n > 0 || timeout == 0) {
             if (timeout == 0)
                 note_renewed(r);
-            hub_answered(r->user_id, r->device_id, next);
+            hub_answered(r->user_id, r->device_id, since, next);
             return answer_send(r, &a, next, true);
         }
         free(a.sb.buf);

@@ -174,9 +174,12 @@ int health_metrics(struct req *r)
                   "# HELP natter_acks_dropped_total Acks not kept (table full or shutting down); the device"
                   " acks again on its next poll.\n"
                   "# TYPE natter_acks_dropped_total counter\nnatter_acks_dropped_total %llu\n"
+                  "# HELP natter_acks_hinted_total Flushed acks whose newly covered events came from memory"
+                  " (the flush read neither inbox nor messages for them).\n"
+                  "# TYPE natter_acks_hinted_total counter\nnatter_acks_hinted_total %llu\n"
                   "# HELP natter_ack_flush_failures_total Ack flushes that did not commit (kept and retried).\n"
                   "# TYPE natter_ack_flush_failures_total counter\nnatter_ack_flush_failures_total %llu\n",
-                  acks_flushes(), acks_flushed(), acks_dropped(), acks_flush_failures());
+                  acks_flushes(), acks_flushed(), acks_dropped(), acks_hinted(), acks_flush_failures());
     unsigned long long mem, dbq, hits, misses;
     size_t known_bytes, known = hub_known(&known_bytes);
     events_stats(&mem, &dbq);

@@ -131,3 +131,60 @@ def test_sigterm_flushes_pending_acks(start_api, spec):
     assert device_acked_seq(device_of(b)) == nxt
     assert [p["seq"] for p in delivered_receipts(a["id"], cid)] == [m["seq"]]
 
+
+
+def group_round(c, users, cid_group, cid_direct):
+    """A and C post into a group and A into a direct chat with B; every other member
+    fetches and acks. Returns what each poster holds as delivered receipts, with user
+    ids replaced by their index in `users` (comparable across servers)."""
+    (a, ta), (b, tb), (cu, tc) = users[0], users[1], users[2]
+    heads = {u["id"]: head(c, tok) for u, tok in users[1:]}
+    for u, tok in users[1:]:                             # a first ack: what it covers is old
+        poll(c, tok, heads[u["id"]], timeout=0)
+        wait_acked(device_of(u), heads[u["id"]])
+    send(c, ta, cid_group, "g1")
+    send(c, tc, cid_group, "g2")
+    send(c, ta, cid_direct, "d1")
+    send(c, ta, cid_group, "g3")
+    for u, tok in users[1:]:
+        cur = heads[u["id"]]
+        for _ in range(10):                              # fetch everything, then ack it
+            body = poll(c, tok, cur, timeout=0)
+            if not body["events"]:
+                break
+            cur = body["next"]
+        wait_acked(device_of(u), cur)
+    index = {u["id"]: k for k, (u, _) in enumerate(users)}
+    out = {}
+    for k in (0, 2):
+        uid = users[k][0]["id"]
+        recs = [p for cid in (cid_group, cid_direct) for p in delivered_receipts(uid, cid)]
+        out[k] = sorted((p["chat_id"] == cid_group, index[p["user_id"]], p["seq"],
+                         tuple((index[m["user_id"]], m["seq"]) for m in p["members"]))
+                        for p in recs)
+    return out
+
+
+def test_receipts_are_the_same_from_memory_and_from_the_database(start_api, spec):
+    """The flush learns what an ack covers from the events natter-api's polls answered
+    (hints: natter_acks_hinted_total moves) or, when memory cannot tell, from the inbox
+    and the messages. The same traffic against a server whose wake-ups carry no events
+    (NATTER_WAKE_EVENT_MAX=0: nothing is hinted) gives exactly the same delivered
+    receipts, markers relative to the chats' seqs alike."""
+    got = {}
+    for label, env in (("memory", {}), ("database", {"NATTER_WAKE_EVENT_MAX": "0"})):
+        srv = start_api(**env)
+        c = Client(srv.base_url, spec)
+        users = new_users(c, 4, prefix="ah")
+        (a, ta), (b, tb) = users[0], users[1]
+        gid = make_group(c, ta, "hints", [u["id"] for u, _ in users[1:]])["id"]
+        did = make_direct(c, ta, b["id"])["id"]
+        m0 = metric_samples(c.get("/metrics").text)["natter_acks_hinted_total"]
+        got[label] = group_round(c, users, gid, did)
+        hinted = metric_samples(c.get("/metrics").text)["natter_acks_hinted_total"] - m0
+        if label == "memory":
+            assert hinted > 0, "no ack was described from memory"
+        else:
+            assert hinted == 0, "acks were described from memory with id-only wake-ups"
+    assert got["memory"] == got["database"], got
+    assert got["memory"][0] and got["memory"][2], got

@@ -13,7 +13,8 @@ static struct evbody *body(int64_t seq)
 {
     char data[64];
     int n = snprintf(data, sizeof data, "{\"n\":%lld}", (long long)seq);
-    return evbody_new("message", 7, "2026-12-06T10:00:00.000Z", data, (size_t)n);
+    struct evmeta m = {seq, 100 + seq};
+    return evbody_new("message", 7, "2026-12-06T10:00:00.000Z", data, (size_t)n, &m);
 }
 
 /* the events take() answers after since: their seqs, or -1 / 0 */
@@ -40,13 +41,16 @@ static void add(struct recent *c, int64_t seq, struct recent_budget *b)
 static void test_bodies(void)
 {
     evbody_set_max(8192);
-    struct evbody *e = evbody_new("receipt", 0, "2026-12-06T10:00:00.000Z", "{\"a\":1}", 7);
+    struct evmeta none = {0, 0};
+    struct evbody *e = evbody_new("receipt", 0, "2026-12-06T10:00:00.000Z", "{\"a\":1}", 7, &none);
+    CHECK(e && e->meta && e->mseq == 0 && e->chat_id == 0);
     CHECK(e && strcmp(e->text,
                       "\"type\":\"receipt\",\"chat_id\":null,\"created_at\":\"2026-12-06T10:00:00.000Z\","
                       "\"data\":{\"a\":1}}") == 0);
     CHECK(e && e->len == strlen(e->text));
-    struct evbody *f = evbody_from_text(e->text, e->len);
+    struct evbody *f = evbody_from_text(e->text, e->len, 9, NULL);
     CHECK(f && f->len == e->len && memcmp(f->text, e->text, e->len) == 0);
+    CHECK(f && !f->meta && f->chat_id == 9);
     evbody_unref(f);
     CHECK(evbody_ref(e) == e);
     evbody_unref(e);
@@ -54,12 +58,12 @@ static void test_bodies(void)
     evbody_unref(NULL);
     /* past the bound: id-only */
     evbody_set_max(40);
-    CHECK(evbody_new("message", 1, "2026-12-06T10:00:00.000Z", "{\"a\":1}", 7) == NULL);
-    CHECK(evbody_from_text("0123456789012345678901234567890123456789x", 41) == NULL);
+    CHECK(evbody_new("message", 1, "2026-12-06T10:00:00.000Z", "{\"a\":1}", 7, NULL) == NULL);
+    CHECK(evbody_from_text("0123456789012345678901234567890123456789x", 41, 1, NULL) == NULL);
     evbody_set_max(0);
-    CHECK(evbody_new("m", 1, "t", "1", 1) == NULL);
+    CHECK(evbody_new("m", 1, "t", "1", 1, NULL) == NULL);
     evbody_set_max(8192);
-    CHECK(evbody_from_text("", 0) == NULL);
+    CHECK(evbody_from_text("", 0, 1, NULL) == NULL);
 }
 
 void suite_recent(void)
@@ -145,7 +149,7 @@ void suite_recent(void)
 void suite_wake_frame(void)
 {
     evbody_set_max(8192);
-    struct evbody *a = body(1), *big = body(2);
+    struct evbody *a = body(1), *big = evbody_new("edit", 8, "2026-12-06T10:00:00.000Z", "{\"b\":2}", 7, NULL);
     struct wake in[5] = {{10, 1, a}, {11, 7, a}, {12, 3, a}, {13, 4, NULL}, {14, 9, big}};
     size_t len;
     char *text = wakes_encode("inst-1", in, 5, 200, &len);
@@ -159,6 +163,9 @@ void suite_wake_frame(void)
         CHECK(out[i].user == in[i].user && out[i].seq == in[i].seq);
     if (n == 5) {
         CHECK(out[0].ev && out[0].ev->len == a->len && memcmp(out[0].ev->text, a->text, a->len) == 0);
+        CHECK(out[0].ev && out[0].ev->meta && out[0].ev->chat_id == 7 && out[0].ev->mseq == 1 &&
+              out[0].ev->sender == 101);
+        CHECK(out[4].ev && !out[4].ev->meta && out[4].ev->chat_id == 8);
         CHECK(out[1].ev == out[0].ev && out[2].ev == out[0].ev); /* one body for the fan-out */
         CHECK(out[3].ev == NULL);
         CHECK(out[4].ev && strcmp(out[4].ev->text, big->text) == 0);
@@ -179,15 +186,17 @@ void suite_wake_frame(void)
     for (size_t cut = 0; cut < full; cut++)
         CHECK(wakes_decode(t2, cut, &inst, &ilen, &out) == -1 && out == NULL);
     static const char *bad[] = {
-        "W x\n1 1\n5\nabcde\n1 2 1\n", /* index past the bodies */
-        "W x\n0 2\n1 2 -1\n",          /* fewer wakes than announced */
-        "W x\n0 1\n1 2 -1\n3 4 -1\n",  /* trailing garbage */
-        "W x\n0 1\n1 2 -2\n",          /* bad index */
-        "W x\n1 1\n9\nabc\n1 2 0\n",   /* body longer than the frame */
-        "X x\n0 1\n1 2 -1\n",          /* not a wake frame */
-        "W x\n0 1\n0 2 -1\n",          /* no such user */
-        "W x\n-1 1\n1 2 -1\n",         /* negative count */
-        "W x\n0 99999999999\n1 2 -1\n" /* absurd count */
+        "W x\n1 1\n5\nabcde\n1 2 1\n",      /* index past the bodies */
+        "W x\n0 2\n1 2 -1\n",               /* fewer wakes than announced */
+        "W x\n0 1\n1 2 -1\n3 4 -1\n",       /* trailing garbage */
+        "W x\n0 1\n1 2 -2\n",               /* bad index */
+        "W x\n1 1\n9 1 -1 0\nabc\n1 2 0\n", /* body longer than the frame */
+        "W x\n1 1\n3\nabc\n1 2 0\n",        /* a body without its metadata */
+        "W x\n1 1\n3 1 -2 0\nabc\n1 2 0\n", /* bad mseq */
+        "X x\n0 1\n1 2 -1\n",               /* not a wake frame */
+        "W x\n0 1\n0 2 -1\n",               /* no such user */
+        "W x\n-1 1\n1 2 -1\n",              /* negative count */
+        "W x\n0 99999999999\n1 2 -1\n"      /* absurd count */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(wakes_decode(bad[i], strlen(bad[i]), &inst, &ilen, &out) == -1);
