@@ -83,6 +83,8 @@ static const struct config_item items[] = {
      "longest long-poll timeout a client may ask for, seconds"},
     {"NATTER_ACK_FLUSH_MS", CT_INT, F(ack_flush_ms), "20", 1, 10000, NULL, ROLE_API, false,
      "poll acks gather this long (ms) before one transaction writes them and their delivered receipts"},
+    {"NATTER_SEND_COMMITTERS", CT_INT, F(send_committers), "2", 1, 16, NULL, ROLE_API, false,
+     "send batches committed at once (each on its own PostgreSQL connection): one is written while another commits"},
     {"NATTER_WAKE_EVENT_MAX", CT_INT, F(wake_event_max), "8192", 0, 1048576, NULL, ROLE_API, false,
      "largest event (bytes of JSON) a wake-up carries to waiting polls; bigger ones are read from the database"},
     {"NATTER_AUTH_CACHE_TTL", CT_INT, F(auth_cache_ttl), "10", 0, 300, NULL, ROLE_API, false,

@@ -62,6 +62,7 @@ struct config {
     int presence_ttl;         /* seconds without a poll/heartbeat before offline */
     int poll_timeout_max;     /* longest long-poll timeout a client may ask for, seconds */
     int ack_flush_ms;         /* how long poll acks gather before one flush writes them */
+    int send_committers;      /* send batches in flight at once */
     int wake_event_max;       /* largest event body a wake-up carries (bytes) */
     int auth_cache_ttl;       /* seconds a device check is reused */
     char *log_level;          /* debug | info | warn | error */

@@ -1,6 +1,6 @@
 /*
  * pipeline.c — the group-commit engine (see pipeline.h): a bounded queue,
- * one committer thread with its own PostgreSQL connection, one courier
+ * committer threads each with its own PostgreSQL connection, one courier
  * thread for what a committed batch owes Redis.
  */
 #include "pipeline.h"
@@ -36,8 +36,9 @@ struct pipeline {
     struct pipe_item *head, *tail; /* the queue, guarded by mu */
     size_t queued;
     bool stopping, courier_stop;
-    pthread_t thread, courier_thread;
-    PGconn *conn;                       /* the committer's own; NULL until (re)connected */
+    size_t ncommitters;
+    pthread_t *threads; /* [ncommitters] */
+    pthread_t courier_thread;
     struct post *post_head, *post_tail; /* guarded by mu */
     size_t nposts;
     atomic_ullong batches, items, posts_dropped;
@@ -170,25 +171,26 @@ static struct pipe_item *take_batch(struct pipeline *p, size_t *n_out)
     return first;
 }
 
-static void drop_conn(struct pipeline *p)
+static void drop_conn(PGconn **conn)
 {
-    if (p->conn)
-        PQfinish(p->conn);
-    p->conn = NULL;
+    if (*conn)
+        PQfinish(*conn);
+    *conn = NULL;
 }
 
-static void run_batch(struct pipeline *p, struct pipe_item *list, size_t n)
+/* One batch on the committer's connection *conn (opened or dropped here). */
+static void run_batch(struct pipeline *p, PGconn **conn, struct pipe_item *list, size_t n)
 {
     struct pipe_item **v = xmalloc(n * sizeof *v);
     size_t k = 0;
     for (struct pipe_item *it = list; it; it = it->next)
         v[k++] = it;
     struct pipe_result res = {0};
-    if (!p->conn)
-        p->conn = db_connect(p->cfg->database_url);
-    bool ok = p->conn && p->ops->commit(p->conn, v, n, &res);
-    if (!ok && p->conn && (PQstatus(p->conn) != CONNECTION_OK || !pipeline_exec(p->conn, "ROLLBACK")))
-        drop_conn(p);
+    if (!*conn)
+        *conn = db_connect(p->cfg->database_url);
+    bool ok = *conn && p->ops->commit(*conn, v, n, &res);
+    if (!ok && *conn && (PQstatus(*conn) != CONNECTION_OK || !pipeline_exec(*conn, "ROLLBACK")))
+        drop_conn(conn);
     atomic_fetch_add(&p->batches, 1);
     atomic_fetch_add(&p->items, n);
     struct post *po = NULL;
@@ -217,6 +219,7 @@ static void run_batch(struct pipeline *p, struct pipe_item *list, size_t n)
 static void *committer(void *arg)
 {
     struct pipeline *p = arg;
+    PGconn *conn = NULL; /* this committer's own */
     for (;;) {
         pthread_mutex_lock(&p->mu);
         while (!p->head && !p->stopping)
@@ -228,40 +231,49 @@ static void *committer(void *arg)
         size_t n;
         struct pipe_item *batch = take_batch(p, &n);
         pthread_mutex_unlock(&p->mu);
-        run_batch(p, batch, n);
+        run_batch(p, &conn, batch, n);
     }
-    drop_conn(p);
+    drop_conn(&conn);
     return NULL;
 }
 
-struct pipeline *pipeline_start(const struct pipe_ops *ops, const struct config *cfg)
+/* Stops the courier (and the committers [0, started)) after a failed start. */
+static void stop_threads(struct pipeline *p, size_t started)
+{
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    p->courier_stop = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_cond_broadcast(&p->post_cv);
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < started; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_join(p->courier_thread, NULL);
+}
+
+struct pipeline *pipeline_start(const struct pipe_ops *ops, const struct config *cfg, int committers)
 {
     struct pipeline *p = xcalloc(1, sizeof *p);
     p->ops = ops;
     p->cfg = cfg;
+    p->ncommitters = committers > 0 ? (size_t)committers : 1;
+    p->threads = xcalloc(p->ncommitters, sizeof *p->threads);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_cond_init(&p->post_cv, NULL);
     if (pthread_create(&p->courier_thread, NULL, courier, p) != 0) {
         nlog(LOG_ERROR, "cannot start a pipeline", json_pack("{s:s}", "pipeline", ops->name));
-        goto fail;
+        pipeline_free(p);
+        return NULL;
     }
-    if (pthread_create(&p->thread, NULL, committer, p) != 0) {
-        nlog(LOG_ERROR, "cannot start a pipeline", json_pack("{s:s}", "pipeline", ops->name));
-        pthread_mutex_lock(&p->mu);
-        p->courier_stop = true;
-        pthread_cond_broadcast(&p->post_cv);
-        pthread_mutex_unlock(&p->mu);
-        pthread_join(p->courier_thread, NULL);
-        goto fail;
-    }
+    for (size_t i = 0; i < p->ncommitters; i++)
+        if (pthread_create(&p->threads[i], NULL, committer, p) != 0) {
+            nlog(LOG_ERROR, "cannot start a pipeline", json_pack("{s:s}", "pipeline", ops->name));
+            stop_threads(p, i);
+            pipeline_free(p);
+            return NULL;
+        }
     return p;
-fail:
-    pthread_cond_destroy(&p->post_cv);
-    pthread_cond_destroy(&p->cv);
-    pthread_mutex_destroy(&p->mu);
-    free(p);
-    return NULL;
 }
 
 void pipeline_stop(struct pipeline *p)
@@ -275,7 +287,8 @@ void pipeline_stop(struct pipeline *p)
     pthread_mutex_unlock(&p->mu);
     if (!was)
         return;
-    pthread_join(p->thread, NULL);
+    for (size_t i = 0; i < p->ncommitters; i++)
+        pthread_join(p->threads[i], NULL);
     /* the courier finishes what the last batches owe Redis, then ends */
     pthread_mutex_lock(&p->mu);
     p->courier_stop = true;
@@ -291,5 +304,6 @@ void pipeline_free(struct pipeline *p)
     pthread_cond_destroy(&p->post_cv);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
+    free(p->threads);
     free(p);
 }

@@ -8,7 +8,8 @@
  * returns without replying). The committer takes a batch — at most
  * ops->max_batch items and ops->max_bytes bytes, never empty, and a lone item
  * at once when the pipeline is idle (no timer) — and calls ops->commit on its
- * own PostgreSQL connection, which writes the whole batch with set-based
+ * own PostgreSQL connection (a pipeline may run several committers, each
+ * with its batch), which writes the whole batch with set-based
  * statements between BEGIN and COMMIT. Only then this instance's waiting
  * polls are woken, and each item's ops->done replies on the committer thread
  * (acknowledged means durable); a courier thread then publishes the
@@ -67,8 +68,12 @@ struct pipe_ops {
 
 struct pipeline;
 
-/* Starts the committer and courier threads. NULL on failure (logged). */
-struct pipeline *pipeline_start(const struct pipe_ops *ops, const struct config *cfg);
+/* Starts the courier and `committers` committer threads (at least one).
+ * With several, a batch commits while the next one is being written: two
+ * batches that touch the same chat or user serialise on its row lock, and
+ * the global lock order (chat/membership.h) keeps them free of deadlocks.
+ * NULL on failure (logged). */
+struct pipeline *pipeline_start(const struct pipe_ops *ops, const struct config *cfg, int committers);
 /* Refuses new items, commits and answers everything queued, stops the
  * threads (a second call does nothing). NULL-safe. */
 void pipeline_stop(struct pipeline *p);

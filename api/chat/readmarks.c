@@ -163,7 +163,7 @@ static const struct pipe_ops ops = {
 
 int readmarks_start(const struct config *cfg)
 {
-    pipe_reads = pipeline_start(&ops, cfg);
+    pipe_reads = pipeline_start(&ops, cfg, 1);
     return pipe_reads ? 0 : -1;
 }
 

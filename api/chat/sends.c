@@ -1,6 +1,6 @@
 /*
  * sends.c — the send pipeline's batch (see sends.h). One batch is five round
- * trips whatever its size: BEGIN, natter_send_batch($batch), the Message
+ * trips whatever its size: BEGIN, natter_send_batch_set($batch), the Message
  * rows, the inbox fan-out, COMMIT. Any failure before COMMIT rolls the whole
  * batch back and answers every send of it 503 (Retry-After): a client retry
  * with the same client_msg_id is safe whether or not a lost COMMIT reached
@@ -20,7 +20,11 @@
 #include "util.h"
 #include "wake.h"
 
-static const char sql_batch[] = "SELECT i, status, seq, body_sha256 FROM natter_send_batch($1::jsonb)";
+/* the whole batch in a few set-based statements (migrations/007) ... */
+static const char sql_batch_set[] = "SELECT i, status, seq, body_sha256 FROM natter_send_batch_set($1::jsonb)";
+/* ... and, only when that raised, one message at a time in subtransactions
+ * (migrations/004), so that the message the database refuses fails alone */
+static const char sql_batch_each[] = "SELECT i, status, seq, body_sha256 FROM natter_send_batch($1::jsonb)";
 /* the Message objects of the batch, as the sender sees them (reactions[].me) */
 static const char sql_messages[] =
     "SELECT b.i, " MSG_COLS("b.sender") " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[])"
@@ -213,6 +217,34 @@ static bool fan_out(PGconn *conn, struct send **v, size_t n, struct wake **wakes
     return ok;
 }
 
+/* Runs a batch function (sql: sql_batch_set or sql_batch_each) and records
+ * each send's outcome. false when it failed (logged). */
+static bool run_batch_fn(PGconn *conn, const char *sql, const char *batch, struct send **v, size_t n)
+{
+    const char *vals[1] = {batch};
+    PGresult *res = PQexecParams(conn, sql, 1, NULL, vals, NULL, NULL, 0);
+    bool ok = db_res_ok(res) && (size_t)PQntuples(res) == n;
+    for (int row = 0; ok && row < PQntuples(res); row++) {
+        int64_t i = db_i64(res, row, 0);
+        if (i < 0 || (size_t)i >= n) {
+            ok = false;
+            break;
+        }
+        struct send *s = v[i];
+        s->status = status_of(PQgetvalue(res, row, 1));
+        s->seq = db_i64(res, row, 2);
+        snprintf(s->stored_hash, sizeof s->stored_hash, "%s", PQgetvalue(res, row, 3));
+        if (s->status == SEND_FAILED)
+            snprintf(s->sqlstate, sizeof s->sqlstate, "%s", PQgetvalue(res, row, 3));
+    }
+    if (!ok)
+        nlog(sql == sql_batch_set ? LOG_WARN : LOG_ERROR, "sends: the batch function failed",
+             json_pack("{s:s,s:s}", "function", sql == sql_batch_set ? "natter_send_batch_set" : "natter_send_batch",
+                       "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
+    PQclear(res);
+    return ok;
+}
+
 /* What a committed batch owes the push workers: its new messages. */
 struct push_post {
     int64_t *chats, *seqs;
@@ -228,28 +260,12 @@ static bool commit_sends(PGconn *conn, struct pipe_item **items, size_t n, struc
     struct wake *wakes = NULL;
     size_t nwakes = 0;
     char *batch = batch_json(v, n);
-    bool ok = batch && pipeline_exec(conn, "BEGIN");
-    if (ok) {
-        const char *vals[1] = {batch};
-        PGresult *res = PQexecParams(conn, sql_batch, 1, NULL, vals, NULL, NULL, 0);
-        ok = db_res_ok(res) && (size_t)PQntuples(res) == n;
-        for (int row = 0; ok && row < PQntuples(res); row++) {
-            int64_t i = db_i64(res, row, 0);
-            if (i < 0 || (size_t)i >= n) {
-                ok = false;
-                break;
-            }
-            struct send *s = v[i];
-            s->status = status_of(PQgetvalue(res, row, 1));
-            s->seq = db_i64(res, row, 2);
-            snprintf(s->stored_hash, sizeof s->stored_hash, "%s", PQgetvalue(res, row, 3));
-            if (s->status == SEND_FAILED)
-                snprintf(s->sqlstate, sizeof s->sqlstate, "%s", PQgetvalue(res, row, 3));
-        }
-        if (!ok)
-            nlog(LOG_ERROR, "sends: natter_send_batch failed",
-                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
-        PQclear(res);
+    bool ok = batch && pipeline_exec(conn, "BEGIN") && run_batch_fn(conn, sql_batch_set, batch, v, n);
+    if (!ok && batch && PQstatus(conn) == CONNECTION_OK) {
+        /* a message the database refuses (or any other error): again, in a
+         * new transaction, one message at a time */
+        ok = pipeline_exec(conn, "ROLLBACK") && pipeline_exec(conn, "BEGIN") &&
+             run_batch_fn(conn, sql_batch_each, batch, v, n);
     }
     ok = ok && load_messages(conn, v, n) && fan_out(conn, v, n, &wakes, &nwakes) && pipeline_exec(conn, "COMMIT");
     free(batch);
@@ -316,7 +332,7 @@ static const struct pipe_ops ops = {
 int sends_start(const struct config *cfg, struct redis_pool *rp)
 {
     redis = rp;
-    pipe_sends = pipeline_start(&ops, cfg);
+    pipe_sends = pipeline_start(&ops, cfg, cfg->send_committers);
     return pipe_sends ? 0 : -1;
 }
 

@@ -1,10 +1,13 @@
 /*
  * sends.h — the send pipeline (pipeline.h): every send that queued while the
  * previous batch committed is written in ONE transaction:
- * natter_send_batch() (migrations/004_send_batch.sql: chat rows locked in
- * ascending id order, per message in arrival order the idempotency check,
- * membership, next seq, message and outbox rows, each in its own
- * subtransaction; the senders' read markers), the Message objects of the
+ * natter_send_batch_set() (migrations/007: chat rows locked in ascending id
+ * order, then for the whole batch in a few set-based statements the
+ * idempotency check, membership, the chats' next seqs in arrival order,
+ * message and outbox rows, the senders' read markers; when the database
+ * refuses a message, the batch runs again in a new transaction through
+ * natter_send_batch(), migrations/004, one message per subtransaction, so
+ * that the refused one fails alone), the Message objects of the
  * batch in one query, the inbox fan-out of every new message in one
  * statement (users locked in ascending id order), COMMIT. Then the wake-ups
  * carry the new message events, each send's `done` replies (201 after
@@ -27,7 +30,7 @@
 struct config;
 struct redis_pool;
 
-#define SENDS_MAX_BATCH 32                /* sends per transaction (each is a subtransaction) */
+#define SENDS_MAX_BATCH 256               /* sends per transaction */
 #define SENDS_MAX_BYTES (2 * 1024 * 1024) /* text per transaction (a single send may exceed it) */
 
 enum send_status {
