@@ -74,6 +74,11 @@ static struct {
 
 static pthread_once_t start_once = PTHREAD_ONCE_INIT;
 
+bool log_enabled(enum log_level lvl)
+{
+    return (int)lvl >= atomic_load_explicit(&min_level, memory_order_relaxed);
+}
+
 void log_set_level(enum log_level lvl)
 {
     atomic_store(&min_level, (int)lvl);

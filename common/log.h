@@ -48,6 +48,7 @@
 #include <stddef.h>
 
 #include <jansson.h>
+#include <stdbool.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
@@ -61,6 +62,8 @@ void log_set_level(enum log_level lvl);
 void log_set_service(const char *s);
 /* Formats and queues one line (see above); takes ownership of fields_new. */
 void nlog(enum log_level lvl, const char *msg, json_t *fields_new);
+/* Would a line at lvl be written? (to skip building one that would not) */
+bool log_enabled(enum log_level lvl);
 /* Parses "debug"/"info"/"warn"/"error"; returns -1 on anything else. */
 int log_level_parse(const char *s);
 

@@ -131,6 +131,24 @@ void random_hex(char *out, size_t nbytes)
     sodium_bin2hex(out, nbytes * 2 + 1, raw, nbytes);
 }
 
+void id_hex16(char out[17])
+{
+    static _Thread_local uint64_t state;
+    if (state == 0) {
+        randombytes_buf(&state, sizeof state);
+        state |= 1;
+    }
+    /* splitmix64 */
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, z >>= 4)
+        out[i] = hex[z & 15];
+    out[16] = '\0';
+}
+
 void random_b64url(char *out, size_t outlen, size_t nbytes)
 {
     unsigned char raw[64];

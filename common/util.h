@@ -31,6 +31,10 @@ void rfc3339_now(char *buf, size_t len);
 
 /* Fills out with 2*nbytes lowercase hex chars of fresh randomness + NUL. */
 void random_hex(char *out, size_t nbytes);
+/* 16 hex digits from a per-thread generator seeded from the system's random
+ * source: unique enough for correlation ids, no system call per id. Never
+ * for secrets (random_hex is for those). */
+void id_hex16(char out[17]);
 /* base64url (no padding) of nbytes random bytes; out needs 4*nbytes/3+2 bytes. */
 void random_b64url(char *out, size_t outlen, size_t nbytes);
 /* Lowercase hex SHA-256 of data into out[65]. */

@@ -165,7 +165,7 @@ static void set_request_id(struct req *r)
             return;
         }
     }
-    random_hex(r->request_id, 8);
+    id_hex16(r->request_id);
 }
 
 static void set_client_ip(struct req *r)
@@ -294,17 +294,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return MHD_YES;
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+/* The request's access-log line. */
+static void access_log(struct req *r, enum log_level lvl, int status, double secs, enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)conn;
-    struct req *r = *con_cls;
-    if (!r)
-        return;
-    *con_cls = NULL;
-    double secs = (double)(now_us() - r->start_us) / 1e6;
-    int status = r->status ? r->status : 499; /* client went away before any reply */
-    metrics_observe(r->label, r->method, status, secs);
     json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method, "path",
                           r->path, "route", r->label, "status", status, "duration_ms", secs * 1000.0, "ip",
                           r->client_ip);
@@ -316,8 +308,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         json_object_set_new(f, "code", json_string(r->problem_code));
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         json_object_set_new(f, "terminated", json_integer((json_int_t)toe));
-    nlog(status >= 500 ? LOG_ERROR : LOG_INFO, "request", f);
+    nlog(lvl, "request", f);
+}
 
+/* Releases everything the request holds. */
+static void req_free(struct req *r)
+{
     if (r->parked)
         MHD_destroy_response(r->parked);
     tx_drop_notes(r); /* a request that ended mid-transaction */
@@ -336,6 +332,23 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->dispatched)
         metrics_inflight_add(-1);
     free(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    struct req *r = *con_cls;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    double secs = (double)(now_us() - r->start_us) / 1e6;
+    int status = r->status ? r->status : 499; /* client went away before any reply */
+    metrics_observe(r->label, r->method, status, secs);
+    enum log_level lvl = status >= 500 ? LOG_ERROR : LOG_INFO;
+    if (log_enabled(lvl))
+        access_log(r, lvl, status, secs, toe);
+    req_free(r);
 }
 
 /* ======================================================================
