@@ -203,9 +203,24 @@ _natter_pg_write_conf() {
         echo "unix_socket_directories = $(_natter_pg_quote "$dir")"
         echo "port = $NATTER_PG_PORT"
         echo "max_connections = 200"
-        echo "shared_buffers = 128MB"
         echo "logging_collector = off"
         echo "log_destination = 'stderr'"
+        # Tuned for Natter's write path (README "PostgreSQL settings"); fsync and
+        # synchronous_commit stay on outside the test suite: a 201 means on disk.
+        echo "shared_buffers = 256MB"
+        echo "wal_buffers = 16MB"
+        echo "wal_compression = lz4"
+        echo "max_wal_size = 4GB"
+        echo "min_wal_size = 512MB"
+        echo "checkpoint_timeout = 15min"
+        echo "checkpoint_completion_target = 0.9"
+        echo "jit = off"
+        echo "random_page_cost = 1.1"
+        echo "effective_cache_size = 2GB"
+        if [[ -n ${NATTER_PG_STAT_STATEMENTS:-} ]]; then
+            echo "shared_preload_libraries = 'pg_stat_statements'"
+            echo "pg_stat_statements.track = all"
+        fi
         if [[ $mode == test ]]; then
             echo "fsync = off"
             echo "full_page_writes = off"
