@@ -252,6 +252,7 @@ static void known_acked(struct known *k, int64_t device, int64_t since, struct a
     int64_t prev = k->dev[i].acked;
     hints->from = -1;
     hints->n = 0;
+    hints->repeat = prev >= 0 && since <= prev;
     if (prev >= 0 && since > prev && since - prev <= RECENT_MAX) {
         bool ok = true;
         for (int64_t s = prev + 1; ok && s <= since; s++) {
@@ -490,6 +491,7 @@ enum hub_block hub_poll(struct req *r, struct waiter *w, int timeout_s, struct h
     enum hub_block rc = HUB_UNKNOWN;
     out->n = 0;
     hints->from = -1;
+    hints->repeat = false;
     hints->n = 0;
     pthread_mutex_lock(&mu);
     struct bucket *b = bucket_of(w->user_id);

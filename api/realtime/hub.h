@@ -120,6 +120,7 @@ struct ack_hint {
 };
 struct ack_hints {
     int64_t from;
+    bool repeat; /* this device's previous poll here had the same since: nothing new to ack */
     int n;
     struct ack_hint h[RECENT_MAX];
 };

@@ -208,6 +208,15 @@ static void note_waiting(struct req *r, int64_t timeout)
     presence_mark_polling(r->user_id, r->device_id, wall_time_ms() + timeout * 1000 + ONLINE_GRACE_MS);
 }
 
+/* The poll acks since (flushed in batches: acks.h), unless this device's
+ * previous poll here acked the same: a renewal that moves nothing costs
+ * nothing. */
+static void note_ack(struct req *r, int64_t since, const struct ack_hints *hints)
+{
+    if (!hints->repeat)
+        acks_record(r->user_id, r->device_id, since, hints);
+}
+
 /* timeout=0 is still "the same device polls again": end its older poll. */
 static void note_renewed(struct req *r)
 {
@@ -234,25 +243,25 @@ int events_poll(struct req *r)
     r->ctx = pl;
     r->resume_fn = events_resume;
 
-    struct ack_hints hints = {-1, 0, {{0, 0, 0, 0}}};
+    struct ack_hints hints = {-1, false, 0, {{0, 0, 0, 0}}};
     if (has_since) { /* the fast path: no SQL */
         struct hub_events he;
         switch (hub_poll(r, &pl->w, (int)timeout, &he, &hints)) {
         case HUB_EVENTS:
-            acks_record(r->user_id, r->device_id, since, &hints);
+            note_ack(r, since, &hints);
             if (timeout == 0)
                 note_renewed(r);
             return answer_known(r, &he, NULL);
         case HUB_NOTHING:
-            acks_record(r->user_id, r->device_id, since, &hints);
+            note_ack(r, since, &hints);
             note_renewed(r);
             return answer_empty(r, NULL, since, false);
         case HUB_SUSPENDED:
-            acks_record(r->user_id, r->device_id, since, &hints);
+            note_ack(r, since, &hints);
             note_waiting(r, timeout);
             return 0;
         case HUB_MISSED: /* ephemeral events it missed between polls: answer with them now */
-            acks_record(r->user_id, r->device_id, since, &hints);
+            note_ack(r, since, &hints);
             return answer_empty(r, pl->w.ephemeral, since, false);
         case HUB_STOPPING:
             return answer_empty(r, NULL, since, false);
