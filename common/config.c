@@ -87,7 +87,7 @@ static const struct config_item items[] = {
      "send batches committed at once (each on its own PostgreSQL connection): one is written while another commits"},
     {"NATTER_WAKE_EVENT_MAX", CT_INT, F(wake_event_max), "8192", 0, 1048576, NULL, ROLE_API, false,
      "largest event (bytes of JSON) a wake-up carries to waiting polls; bigger ones are read from the database"},
-    {"NATTER_AUTH_CACHE_TTL", CT_INT, F(auth_cache_ttl), "10", 0, 300, NULL, ROLE_API, false,
+    {"NATTER_AUTH_CACHE_TTL", CT_INT, F(auth_cache_ttl), "60", 0, 300, NULL, ROLE_API, false,
      "seconds a device's checked state is reused without a query; a revocation elsewhere reaches this instance"
      " through Redis at once, or after at most this long; 0 checks every request"},
     {"NATTER_WORKER_THREADS", CT_INT, F(worker_threads), "4", 1, 256, NULL, ROLE_WORKER, false,

@@ -26,7 +26,7 @@ static uint64_t ttl_us;
 static size_t slot_of(int64_t device)
 {
     uint64_t h = (uint64_t)device * 0x9E3779B97F4A7C15ull;
-    return (size_t)(h >> 48) & (DEVCACHE_SLOTS - 1);
+    return (size_t)(h >> 32) & (DEVCACHE_SLOTS - 1);
 }
 
 void devcache_init(int ttl_s)

@@ -24,7 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define DEVCACHE_SLOTS (1u << 16)
+#define DEVCACHE_SLOTS (1u << 17)
 
 enum dev_state {
     DEV_UNKNOWN, /* ask the database */

@@ -25,7 +25,7 @@
 #define KNOWN_IDLE_US 120000000u /* ... forgotten after this long without a poll */
 #define KNOWN_BYTES (64u << 20)  /* event bodies kept by all users together */
 #define KNOWN_DEVICES 4          /* devices per user whose cursor is remembered */
-#define PEEK_EVERY_US 2000000u   /* how often suspended sockets are checked for EOF */
+#define PEEK_EVERY_US 5000000u   /* how often suspended sockets are checked for EOF (a recv each) */
 #define EPH_KEEP 32              /* recent ephemeral events kept per user ... */
 #define EPH_KEEP_US 3000000u     /* ... for this long, for devices between two polls */
 #define EPH_DEVICES 8            /* devices per user whose last delivered event is tracked */

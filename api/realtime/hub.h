@@ -41,7 +41,7 @@
  * the user's events by at most one re-check, never loses them.
 
  * Every waiter has its own deadline (MHD never times out a suspended
- * connection): a timer thread resumes expired ones, and every 2 s also peeks
+ * connection): a timer thread resumes expired ones, and every 5 s also peeks
  * at each waiter's socket so that a client that went away is freed without
  * waiting for its deadline.
  *

@@ -53,9 +53,11 @@ static void announce(PGconn *c, int64_t user, bool online, int64_t seen_ms)
     free(to);
 }
 
-/* Users this instance marked seen lately: a poll within TOUCH_EVERY of the
- * last mark skips the ZADD (the sweeper only removes users not seen for the
- * whole TTL). Direct-mapped: a collision only costs a ZADD. */
+/* Users this instance marked seen lately: a poll within a third of the TTL
+ * of the last mark skips the ZADD (the sweeper only removes users not seen
+ * for the whole TTL; refresh_waiting marks every user with a waiting poll a
+ * quarter TTL apart, so a renewing poll never writes). Direct-mapped: a
+ * collision only costs a ZADD. */
 #define TOUCH_SLOTS 65536
 #define TOUCH_STRIPES 64
 static struct {
@@ -78,9 +80,7 @@ static size_t touch_slot(int64_t user)
 /* Seen recently enough that the presence set needs no write. */
 static bool touched_lately(int64_t user, int64_t now)
 {
-    int64_t every = (int64_t)env->cfg->presence_ttl * 1000 / 4;
-    if (every > 5000)
-        every = 5000;
+    int64_t every = (int64_t)env->cfg->presence_ttl * 1000 / 3;
     size_t i = touch_slot(user);
     pthread_mutex_lock(&touch_mu[i % TOUCH_STRIPES]);
     bool lately = touched[i].user == user && now - touched[i].ms < every;
@@ -182,7 +182,9 @@ static void refresh_waiting(void)
     int64_t *users = NULL;
     size_t n = hub_waiting(&users);
     char now[24];
-    i64s(now, wall_time_ms());
+    int64_t stamp = wall_time_ms();
+    i64s(now, stamp);
+    pthread_once(&touch_once, touch_init);
     for (size_t off = 0; off < n; off += 500) {
         size_t k = n - off < 500 ? n - off : 500;
         const char **argv = xcalloc(2 + 2 * k, sizeof *argv);
@@ -196,6 +198,9 @@ static void refresh_waiting(void)
         redisContext *c = redis_acquire(env->redis);
         redisReply *r = c ? redisCommandArgv(c, (int)(2 + 2 * k), argv, NULL) : NULL;
         redis_release(env->redis, c, c && !r);
+        if (r && r->type == REDIS_REPLY_INTEGER)
+            for (size_t i = 0; i < k; i++)
+                touched_now(users[off + i], stamp); /* their polls need not write again */
         if (r)
             freeReplyObject(r);
         free(ids);
@@ -208,7 +213,7 @@ void presence_tick(PGconn **pc)
 {
     if (now_us() >= next_refresh) {
         refresh_waiting();
-        next_refresh = now_us() + (uint64_t)env->cfg->presence_ttl * 1000000u / 3u;
+        next_refresh = now_us() + (uint64_t)env->cfg->presence_ttl * 1000000u / 4u;
     }
     sweep(pc);
 }
