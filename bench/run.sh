@@ -38,9 +38,9 @@
 #   BENCH_GROUP_SENDS (200)       sends during `group`
 #   BENCH_SEND_CONNS (200)        connections during `sends` (one mesh user each)
 #   BENCH_HISTORY_MESSAGES (3000), BENCH_HISTORY_CONNS ("1 8 32": one run per value)
-#   BENCH_HTTP_THREADS (32), BENCH_DB_POOL (150)   natter-api sizing. The pool is
-#     large because older natter-api kept a request's pooled connection until
-#     libmicrohttpd reported the request completed (see README).
+#   BENCH_HTTP_THREADS, BENCH_DB_POOL, BENCH_LOG_LEVEL   natter-api sizing and log level;
+#     unset, natter-api runs on its defaults (8 HTTP threads, 16 pooled connections,
+#     info: an access-log line per request, written by the asynchronous log writer)
 set -euo pipefail
 
 # shellcheck source=scripts/env.sh
@@ -63,8 +63,9 @@ GROUP_SENDS=${BENCH_GROUP_SENDS:-200}
 SEND_CONNS=${BENCH_SEND_CONNS:-200}
 HISTORY_MESSAGES=${BENCH_HISTORY_MESSAGES:-3000}
 HISTORY_CONNS=${BENCH_HISTORY_CONNS:-1 8 32}
-HTTP_THREADS=${BENCH_HTTP_THREADS:-32}
-DB_POOL=${BENCH_DB_POOL:-150}
+HTTP_THREADS=${BENCH_HTTP_THREADS:-}
+DB_POOL=${BENCH_DB_POOL:-}
+LOG_LEVEL=${BENCH_LOG_LEVEL:-}
 
 NATTER_DEB_PACKAGES="$NATTER_DEB_PACKAGES wrk" natter_ensure_packages
 make -s -C "$REPO" all >/dev/null
@@ -103,10 +104,12 @@ export NATTER_DATABASE_URL NATTER_REDIS_URL
 "$REPO/build/natter-api" migrate 2>/dev/null
 # Cheap password hashing and lifted login limits only so that ~20,000 devices
 # can log in within seconds; access tokens live long enough for the whole run.
-NATTER_PORT=$PORT NATTER_STATE_DIR=$STATE_DIR/api NATTER_PWHASH_COST=min NATTER_LOG_LEVEL=warn \
-    NATTER_LOGIN_MAX_PER_USER=1000000 NATTER_LOGIN_MAX_PER_IP=1000000 NATTER_ACCESS_TOKEN_TTL=7200 \
-    NATTER_HTTP_THREADS=$HTTP_THREADS NATTER_DB_POOL_SIZE=$DB_POOL \
-    "$REPO/build/natter-api" 2>"$STATE_DIR/api.log" &
+api_env=(NATTER_PORT="$PORT" NATTER_STATE_DIR="$STATE_DIR/api" NATTER_PWHASH_COST=min
+    NATTER_LOGIN_MAX_PER_USER=1000000 NATTER_LOGIN_MAX_PER_IP=1000000 NATTER_ACCESS_TOKEN_TTL=7200)
+[[ -n $HTTP_THREADS ]] && api_env+=(NATTER_HTTP_THREADS="$HTTP_THREADS")
+[[ -n $DB_POOL ]] && api_env+=(NATTER_DB_POOL_SIZE="$DB_POOL")
+[[ -n $LOG_LEVEL ]] && api_env+=(NATTER_LOG_LEVEL="$LOG_LEVEL")
+env "${api_env[@]}" "$REPO/build/natter-api" 2>"$STATE_DIR/api.log" &
 api_pid=$!
 for _ in $(seq 1 100); do
     curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
@@ -250,7 +253,7 @@ took() { # prints how long a part took, from a $EPOCHREALTIME start
     awk -v a="$2" -v b="$EPOCHREALTIME" -v n="$1" 'BEGIN { printf "took             %s: %.0f s\n", n, b - a }'
 }
 
-echo "natter bench $(date -u +%Y-%m-%dT%H:%MZ), tree $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?') — $(nproc) cores, natter-api with $HTTP_THREADS HTTP threads and $DB_POOL DB connections, PostgreSQL fsync+synchronous_commit on"
+echo "natter bench $(date -u +%Y-%m-%dT%H:%MZ), tree $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo '?') — $(nproc) cores, natter-api with ${HTTP_THREADS:-its default} HTTP threads, ${DB_POOL:-its default} DB connections, log level ${LOG_LEVEL:-info}, PostgreSQL fsync+synchronous_commit on"
 
 if has http; then
     ts=$EPOCHREALTIME
