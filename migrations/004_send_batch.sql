@@ -18,6 +18,26 @@
 -- batch: a JSON array of {"i", "chat_id", "sender_id", "client_msg_id", "body",
 -- "mentions": [ids], "reply_to_seq": id|null, "attachment_ids": [uuids],
 -- "hash"}, "i" in arrival order.
+-- natter_senders_read: the senders of new messages have read them: their
+-- member rows are locked in (chat, user) order, as every writer of
+-- chat_members does, and their read and delivered markers move forward to
+-- their newest message of the chat.
+CREATE FUNCTION natter_senders_read(new_chat bigint[], new_sender bigint[], new_seq bigint[])
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM chat_members cm
+      WHERE (cm.chat_id, cm.user_id) IN (SELECT * FROM unnest(new_chat, new_sender))
+      ORDER BY cm.chat_id, cm.user_id FOR NO KEY UPDATE;
+    UPDATE chat_members cm
+       SET last_read_seq = GREATEST(cm.last_read_seq, n.top),
+           last_delivered_seq = GREATEST(cm.last_delivered_seq, n.top)
+      FROM (SELECT v.c, v.u, max(v.q) AS top FROM unnest(new_chat, new_sender, new_seq) AS v(c, u, q)
+             GROUP BY v.c, v.u) n
+     WHERE cm.chat_id = n.c AND cm.user_id = n.u;
+END
+$$;
+
 CREATE FUNCTION natter_send_batch(batch jsonb)
 RETURNS TABLE (i integer, status text, seq bigint, body_sha256 text)
 LANGUAGE plpgsql AS $$
@@ -83,16 +103,6 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
-    -- the senders have read their own messages: lock their member rows in
-    -- (chat, user) order, as every writer of chat_members does, then move
-    PERFORM 1 FROM chat_members cm
-      WHERE (cm.chat_id, cm.user_id) IN (SELECT * FROM unnest(new_chat, new_sender))
-      ORDER BY cm.chat_id, cm.user_id FOR NO KEY UPDATE;
-    UPDATE chat_members cm
-       SET last_read_seq = GREATEST(cm.last_read_seq, n.top),
-           last_delivered_seq = GREATEST(cm.last_delivered_seq, n.top)
-      FROM (SELECT v.c, v.u, max(v.q) AS top FROM unnest(new_chat, new_sender, new_seq) AS v(c, u, q)
-             GROUP BY v.c, v.u) n
-     WHERE cm.chat_id = n.c AND cm.user_id = n.u;
+    PERFORM natter_senders_read(new_chat, new_sender, new_seq);
 END
 $$;

@@ -12,9 +12,8 @@
 --   3. ONE `receipt` (kind delivered) per (chat, sender) whose messages a
 --      moved marker newly covers: `seq` the highest delivered seq, `user_id`
 --      the member who reached it, `members` every member whose marker moved
---      over the sender's messages in this flush with their new seq. The
---      senders are locked in ascending id order (the global order) and their
---      inbox rows numbered on top of inbox_seq.
+--      over the sender's messages in this flush with their new seq, written
+--      by natter_inbox_append (senders locked in ascending id order).
 -- What the acked ranges hold usually comes from natter-api's memory (the
 -- events its polls answered, api/realtime/hub.h): per device, hint_from says
 -- that the hints list every message event of the user's inbox in
@@ -24,6 +23,29 @@
 -- their range from the inbox and the messages instead.
 -- Returns the inbox rows written, for the wake-ups that carry them: user, seq,
 -- chat, the event's data and its created_at (RFC 3339, UTC, milliseconds).
+-- natter_inbox_append: appends events to users' inboxes — the arrays hold,
+-- per event, its recipient, chat and payload; every event gets the type
+-- etype. The recipients are locked in ascending id order (the global lock
+-- order) and each one's events numbered on top of its inbox_seq, in array
+-- order. Returns the rows written, for the wake-ups that carry them: user,
+-- seq, chat, the event's data and its created_at (RFC 3339, UTC, ms).
+CREATE FUNCTION natter_inbox_append(to_user bigint[], to_chat bigint[], payloads jsonb[], etype text)
+RETURNS TABLE (woken_user bigint, woken_seq bigint, woken_chat bigint, woken_data text, woken_at text)
+LANGUAGE sql AS $$
+    WITH e AS (SELECT * FROM unnest(to_user, to_chat, payloads) WITH ORDINALITY AS e(u, chat, payload, k)),
+         l AS MATERIALIZED (SELECT u.id, u.inbox_seq FROM users u WHERE u.id IN (SELECT e.u FROM e)
+                             ORDER BY u.id FOR NO KEY UPDATE),
+         n AS (SELECT e.u, e.chat, e.payload, l.inbox_seq + row_number() OVER (PARTITION BY e.u ORDER BY e.k) AS seq
+                 FROM e JOIN l ON l.id = e.u),
+         bump AS (UPDATE users u SET inbox_seq = t.top
+                    FROM (SELECT n.u, max(n.seq) AS top FROM n GROUP BY n.u) t WHERE u.id = t.u),
+         ins AS (INSERT INTO inbox (user_id, seq, type, chat_id, payload)
+                 SELECT n.u, n.seq, etype, n.chat, n.payload FROM n
+                 RETURNING inbox.user_id, inbox.seq, inbox.chat_id, inbox.payload::text AS data,
+                           to_char(inbox.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at)
+    SELECT ins.user_id, ins.seq, ins.chat_id, ins.data, ins.at FROM ins
+$$;
+
 CREATE FUNCTION natter_ack_batch(acks_user bigint[], acks_device bigint[], acks_since bigint[],
                                  acks_hint_from bigint[], h_user bigint[], h_seq bigint[], h_chat bigint[],
                                  h_mseq bigint[], h_sender bigint[])
@@ -40,10 +62,8 @@ DECLARE
     dl_to bigint[];
     dl_hinted boolean[];
     out_user bigint[];
-    out_seq bigint[];
     out_chat bigint[];
-    out_data text[];
-    out_at text[];
+    out_payload jsonb[];
 BEGIN
     WITH a AS (SELECT x.u, x.d, max(x.s) AS s, max(x.hf) AS hf
                  FROM unnest(acks_user, acks_device, acks_since, acks_hint_from) AS x(u, d, s, hf)
@@ -105,26 +125,15 @@ BEGIN
                       (array_agg(s.member ORDER BY s.t DESC, s.member))[1] AS top_member,
                       jsonb_agg(jsonb_build_object('user_id', s.member, 'seq', s.t) ORDER BY s.member) AS members
                  FROM s GROUP BY s.chat_id, s.sender_id),
-         l AS MATERIALIZED (SELECT u.id, u.inbox_seq FROM users u WHERE u.id IN (SELECT g.sender_id FROM g)
-                             ORDER BY u.id FOR NO KEY UPDATE),
-         n AS (SELECT g.chat_id, g.sender_id, g.top, g.top_member, g.members,
-                      l.inbox_seq + row_number() OVER (PARTITION BY g.sender_id ORDER BY g.chat_id) AS seq
-                 FROM g JOIN l ON l.id = g.sender_id),
-         bump AS (UPDATE users u SET inbox_seq = t.top
-                    FROM (SELECT n.sender_id, max(n.seq) AS top FROM n GROUP BY n.sender_id) t
-                   WHERE u.id = t.sender_id),
-         ins AS (INSERT INTO inbox (user_id, seq, type, chat_id, payload)
-                 SELECT n.sender_id, n.seq, 'receipt', n.chat_id,
-                        jsonb_build_object('chat_id', n.chat_id, 'user_id', n.top_member, 'kind', 'delivered',
-                                           'seq', n.top, 'members', n.members)
-                   FROM n
-                 RETURNING inbox.user_id, inbox.seq, inbox.chat_id, inbox.payload::text AS data,
-                           to_char(inbox.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at)
-    SELECT array_agg(ins.user_id), array_agg(ins.seq), array_agg(ins.chat_id), array_agg(ins.data),
-           array_agg(ins.at)
-      INTO out_user, out_seq, out_chat, out_data, out_at FROM ins;
+         r AS (SELECT g.sender_id, g.chat_id,
+                      jsonb_build_object('chat_id', g.chat_id, 'user_id', g.top_member, 'kind', 'delivered',
+                                         'seq', g.top, 'members', g.members) AS payload
+                 FROM g)
+    SELECT array_agg(r.sender_id ORDER BY r.sender_id, r.chat_id), array_agg(r.chat_id ORDER BY r.sender_id, r.chat_id),
+           array_agg(r.payload ORDER BY r.sender_id, r.chat_id)
+      INTO out_user, out_chat, out_payload FROM r;
     IF out_user IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM unnest(out_user, out_seq, out_chat, out_data, out_at);
+        RETURN QUERY SELECT * FROM natter_inbox_append(out_user, out_chat, out_payload, 'receipt');
     END IF;
 END
 $$;

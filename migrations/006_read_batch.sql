@@ -12,8 +12,8 @@
 --      are locked in (chat, user) order, as every writer of chat_members does;
 --   3. per marker that moved, one `receipt` (kind read) to the reader (their
 --      other devices) and to the senders of the messages the move newly
---      covers; those users are locked in ascending id order (the global lock
---      order) and their inbox rows numbered on top of inbox_seq.
+--      covers, written by natter_inbox_append (migrations/005: users locked
+--      in ascending id order).
 -- Returns one row per request (i = its 1-based position, status) and one row
 -- per inbox row written (i NULL; user, seq, chat, data, created_at as
 -- RFC 3339): the wake-ups, which carry the events.
@@ -31,10 +31,8 @@ DECLARE
     mv_from bigint[];
     mv_to bigint[];
     out_user bigint[];
-    out_seq bigint[];
     out_chat bigint[];
-    out_data text[];
-    out_at text[];
+    out_payload jsonb[];
 BEGIN
     WITH x AS (SELECT v.k::integer AS k, v.c, v.u, v.s,
                       CASE WHEN cm.user_id IS NULL THEN 'not_member'
@@ -76,27 +74,19 @@ BEGIN
                   SELECT mv.chat_id, mv.reader, mv.t, msg.sender_id
                     FROM mv JOIN messages msg ON msg.chat_id = mv.chat_id AND msg.seq > mv.f AND msg.seq <= mv.t
                    WHERE msg.kind = 'text' AND msg.sender_id IS NOT NULL AND msg.sender_id <> mv.reader),
-         l AS MATERIALIZED (SELECT u.id, u.inbox_seq FROM users u WHERE u.id IN (SELECT rcpt.to_user FROM rcpt)
-                             ORDER BY u.id FOR NO KEY UPDATE),
-         n AS (SELECT rcpt.chat_id, rcpt.reader, rcpt.t, rcpt.to_user,
-                      l.inbox_seq + row_number() OVER (PARTITION BY rcpt.to_user
-                                                       ORDER BY rcpt.chat_id, rcpt.reader) AS seq
-                 FROM rcpt JOIN l ON l.id = rcpt.to_user),
-         bump AS (UPDATE users u SET inbox_seq = t.top
-                    FROM (SELECT n.to_user, max(n.seq) AS top FROM n GROUP BY n.to_user) t
-                   WHERE u.id = t.to_user),
-         ins AS (INSERT INTO inbox (user_id, seq, type, chat_id, payload)
-                 SELECT n.to_user, n.seq, 'receipt', n.chat_id,
-                        jsonb_build_object('chat_id', n.chat_id, 'user_id', n.reader, 'kind', 'read', 'seq', n.t)
-                   FROM n
-                 RETURNING inbox.user_id, inbox.seq, inbox.chat_id, inbox.payload::text AS data,
-                           to_char(inbox.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at)
-    SELECT array_agg(ins.user_id), array_agg(ins.seq), array_agg(ins.chat_id), array_agg(ins.data),
-           array_agg(ins.at)
-      INTO out_user, out_seq, out_chat, out_data, out_at FROM ins;
+         r AS (SELECT rcpt.to_user, rcpt.chat_id,
+                      jsonb_build_object('chat_id', rcpt.chat_id, 'user_id', rcpt.reader, 'kind', 'read',
+                                         'seq', rcpt.t) AS payload,
+                      rcpt.reader
+                 FROM rcpt)
+    SELECT array_agg(r.to_user ORDER BY r.to_user, r.chat_id, r.reader),
+           array_agg(r.chat_id ORDER BY r.to_user, r.chat_id, r.reader),
+           array_agg(r.payload ORDER BY r.to_user, r.chat_id, r.reader)
+      INTO out_user, out_chat, out_payload FROM r;
     IF out_user IS NOT NULL THEN
-        RETURN QUERY SELECT NULL::integer, NULL::text, w.u, w.s, w.c, w.d, w.a
-                       FROM unnest(out_user, out_seq, out_chat, out_data, out_at) AS w(u, s, c, d, a);
+        RETURN QUERY SELECT NULL::integer, NULL::text, w.woken_user, w.woken_seq, w.woken_chat, w.woken_data,
+                            w.woken_at
+                       FROM natter_inbox_append(out_user, out_chat, out_payload, 'receipt') w;
     END IF;
 END
 $$;

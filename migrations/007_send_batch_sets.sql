@@ -74,17 +74,7 @@ BEGIN
       FROM res;
 
     IF new_chat IS NOT NULL THEN
-        -- the senders have read their own messages: lock their member rows in
-        -- (chat, user) order, as every writer of chat_members does, then move
-        PERFORM 1 FROM chat_members cm
-          WHERE (cm.chat_id, cm.user_id) IN (SELECT * FROM unnest(new_chat, new_sender))
-          ORDER BY cm.chat_id, cm.user_id FOR NO KEY UPDATE;
-        UPDATE chat_members cm
-           SET last_read_seq = GREATEST(cm.last_read_seq, n.top),
-               last_delivered_seq = GREATEST(cm.last_delivered_seq, n.top)
-          FROM (SELECT v.c, v.u, max(v.q) AS top FROM unnest(new_chat, new_sender, new_seq) AS v(c, u, q)
-                 GROUP BY v.c, v.u) n
-         WHERE cm.chat_id = n.c AND cm.user_id = n.u;
+        PERFORM natter_senders_read(new_chat, new_sender, new_seq); /* migrations/004 */
     END IF;
     RETURN QUERY SELECT * FROM unnest(r_i, r_status, r_seq, r_hash);
 END
