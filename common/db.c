@@ -255,3 +255,56 @@ PGresult *db_query(struct db_pool *p, int slot, PGconn *c, const char *sql, int 
     snprintf(name, sizeof name, "n%d", idx);
     return PQexecPrepared(c, name, n, vals, NULL, NULL, 0);
 }
+
+bool db_session_open(struct db_session *s, const char *conninfo)
+{
+    if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
+        return true;
+    db_session_close(s);
+    s->conn = db_connect(conninfo);
+    if (!s->conn)
+        return false;
+    PGresult *r = PQexec(s->conn, "SET plan_cache_mode = force_generic_plan");
+    bool ok = db_res_ok(r);
+    PQclear(r);
+    if (!ok) {
+        nlog(LOG_ERROR, "cannot set up a batch connection", json_pack("{s:s}", "error", PQerrorMessage(s->conn)));
+        db_session_close(s);
+    }
+    return ok;
+}
+
+void db_session_close(struct db_session *s)
+{
+    if (s->conn)
+        PQfinish(s->conn);
+    s->conn = NULL;
+    s->nsql = 0; /* a new session has no prepared statements */
+}
+
+PGresult *db_session_exec(struct db_session *s, const char *sql, int n, const char *const *vals)
+{
+    if (n == 0)
+        return PQexec(s->conn, sql);
+    int idx = -1;
+    for (int i = 0; i < s->nsql; i++)
+        if (s->sql[i] == sql) {
+            idx = i;
+            break;
+        }
+    char name[16];
+    if (idx < 0) {
+        if (s->nsql == DB_SESSION_STMTS)
+            return PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, 0);
+        snprintf(name, sizeof name, "b%d", s->nsql);
+        PGresult *pr = PQprepare(s->conn, name, sql, n, NULL);
+        bool ok = db_res_ok(pr);
+        PQclear(pr);
+        if (!ok) /* e.g. inside an aborted transaction: let the plain call report it */
+            return PQexecParams(s->conn, sql, n, NULL, vals, NULL, NULL, 0);
+        idx = s->nsql;
+        s->sql[s->nsql++] = sql;
+    }
+    snprintf(name, sizeof name, "b%d", idx);
+    return PQexecPrepared(s->conn, name, n, vals, NULL, NULL, 0);
+}

@@ -39,6 +39,25 @@ unsigned long long db_statements(void);
 
 /* Opens one standalone connection (for migrations and workers); NULL + log on failure. */
 PGconn *db_connect(const char *conninfo);
+
+/* A connection of one's own for a batch writer (a pipeline's committer, the
+ * ack flusher): its statements are prepared on first use (keyed by the SQL
+ * constant's address, as db_query) and planned once, generically
+ * (plan_cache_mode = force_generic_plan, also for the statements inside the
+ * batch functions): a batch is a few large statements whose planning cost
+ * more than executing a small batch. */
+#define DB_SESSION_STMTS 16
+struct db_session {
+    PGconn *conn; /* NULL until db_session_open */
+    const char *sql[DB_SESSION_STMTS];
+    int nsql;
+};
+/* Connects when not connected. false (logged) when the server cannot be reached. */
+bool db_session_open(struct db_session *s, const char *conninfo);
+void db_session_close(struct db_session *s);
+/* PQexecParams through the session's prepared statements (sql must be a
+ * static constant). A statement without parameters runs as it is. */
+PGresult *db_session_exec(struct db_session *s, const char *sql, int n, const char *const *vals);
 /* SQLSTATE of a failed result ("" if none). */
 const char *db_sqlstate(const PGresult *res);
 /* True when res is COMMAND_OK or TUPLES_OK. */

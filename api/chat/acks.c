@@ -49,7 +49,7 @@ static size_t nents;
 static bool stopping, started;
 static pthread_t thread;
 static atomic_ullong flushes, flushed, dropped, failures, hinted;
-static PGconn *conn; /* the flusher's own; NULL until (re)connected */
+static struct db_session db; /* the flusher's own */
 
 unsigned long long acks_flushes(void)
 {
@@ -195,7 +195,7 @@ static void give_back(const struct ack *v, size_t n)
 
 static bool exec_ok(const char *sql)
 {
-    PGresult *r = PQexec(conn, sql);
+    PGresult *r = PQexec(db.conn, sql);
     bool ok = db_res_ok(r);
     PQclear(r);
     return ok;
@@ -204,11 +204,8 @@ static bool exec_ok(const char *sql)
 /* One transaction for v[0..n); the wake-ups are done after COMMIT. */
 static bool flush(const struct ack *v, size_t n)
 {
-    if (!conn) {
-        conn = db_connect(cfg->database_url);
-        if (!conn)
-            return false;
-    }
+    if (!db_session_open(&db, cfg->database_url))
+        return false;
     size_t nh = 0;
     for (size_t i = 0; i < n; i++)
         nh += v[i].nh;
@@ -250,7 +247,7 @@ static bool flush(const struct ack *v, size_t n)
         const char *vals[9];
         for (int i = 0; i < 9; i++)
             vals[i] = arrays[i];
-        PGresult *res = PQexecParams(conn, sql_flush, 9, NULL, vals, NULL, NULL, 0);
+        PGresult *res = db_session_exec(&db, sql_flush, 9, vals);
         ok = db_res_ok(res);
         if (ok) {
             nwakes = (size_t)PQntuples(res);
@@ -262,7 +259,7 @@ static bool flush(const struct ack *v, size_t n)
                                                     &no_message)};
         } else {
             nlog(LOG_WARN, "ack flush failed (kept for the next one)",
-                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
+                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db.conn)));
         }
         PQclear(res);
     }
@@ -270,8 +267,8 @@ static bool flush(const struct ack *v, size_t n)
     for (int i = 0; i < 9; i++)
         free(arrays[i]);
     if (!ok) {
-        if (PQstatus(conn) != CONNECTION_OK || !exec_ok("ROLLBACK"))
-            PQfinish(conn), conn = NULL;
+        if (PQstatus(db.conn) != CONNECTION_OK || !exec_ok("ROLLBACK"))
+            db_session_close(&db);
         wakes_unref(wakes, nwakes);
         free(wakes);
         return false;
@@ -348,9 +345,7 @@ static void *flusher(void *arg)
         nents = 0;
     }
     pthread_mutex_unlock(&mu);
-    if (conn)
-        PQfinish(conn);
-    conn = NULL;
+    db_session_close(&db);
     return NULL;
 }
 

@@ -171,26 +171,17 @@ static struct pipe_item *take_batch(struct pipeline *p, size_t *n_out)
     return first;
 }
 
-static void drop_conn(PGconn **conn)
-{
-    if (*conn)
-        PQfinish(*conn);
-    *conn = NULL;
-}
-
-/* One batch on the committer's connection *conn (opened or dropped here). */
-static void run_batch(struct pipeline *p, PGconn **conn, struct pipe_item *list, size_t n)
+/* One batch on the committer's session (opened or closed here). */
+static void run_batch(struct pipeline *p, struct db_session *db, struct pipe_item *list, size_t n)
 {
     struct pipe_item **v = xmalloc(n * sizeof *v);
     size_t k = 0;
     for (struct pipe_item *it = list; it; it = it->next)
         v[k++] = it;
     struct pipe_result res = {0};
-    if (!*conn)
-        *conn = db_connect(p->cfg->database_url);
-    bool ok = *conn && p->ops->commit(*conn, v, n, &res);
-    if (!ok && *conn && (PQstatus(*conn) != CONNECTION_OK || !pipeline_exec(*conn, "ROLLBACK")))
-        drop_conn(conn);
+    bool ok = db_session_open(db, p->cfg->database_url) && p->ops->commit(db, v, n, &res);
+    if (!ok && db->conn && (PQstatus(db->conn) != CONNECTION_OK || !pipeline_exec(db->conn, "ROLLBACK")))
+        db_session_close(db);
     atomic_fetch_add(&p->batches, 1);
     atomic_fetch_add(&p->items, n);
     struct post *po = NULL;
@@ -219,7 +210,7 @@ static void run_batch(struct pipeline *p, PGconn **conn, struct pipe_item *list,
 static void *committer(void *arg)
 {
     struct pipeline *p = arg;
-    PGconn *conn = NULL; /* this committer's own */
+    struct db_session db = {0}; /* this committer's own */
     for (;;) {
         pthread_mutex_lock(&p->mu);
         while (!p->head && !p->stopping)
@@ -231,9 +222,9 @@ static void *committer(void *arg)
         size_t n;
         struct pipe_item *batch = take_batch(p, &n);
         pthread_mutex_unlock(&p->mu);
-        run_batch(p, &conn, batch, n);
+        run_batch(p, &db, batch, n);
     }
-    drop_conn(&conn);
+    db_session_close(&db);
     return NULL;
 }
 

@@ -29,6 +29,7 @@
 #include <stddef.h>
 
 struct config;
+struct db_session;
 struct req;
 struct wake;
 
@@ -52,10 +53,11 @@ struct pipe_result {
 struct pipe_ops {
     const char *name; /* in logs */
     size_t max_batch, max_bytes;
-    /* BEGIN … COMMIT of v[0..n) on c. true when committed, with *res filled;
-     * false when nothing can be reported as committed (the engine rolls back
-     * and reconnects as needed). Sets each item's outcome. */
-    bool (*commit)(PGconn *c, struct pipe_item **v, size_t n, struct pipe_result *res);
+    /* BEGIN … COMMIT of v[0..n) on the committer's session (db.h). true when
+     * committed, with *res filled; false when nothing can be reported as
+     * committed (the engine rolls back and reconnects as needed). Sets each
+     * item's outcome. */
+    bool (*commit)(struct db_session *db, struct pipe_item **v, size_t n, struct pipe_result *res);
     /* the batch of it did not commit */
     void (*unavailable)(struct pipe_item *it);
     /* replies (committer thread); the request is handed back right after */

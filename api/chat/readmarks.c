@@ -37,7 +37,7 @@ static enum read_status status_of(const char *s)
 }
 
 /* The batch's statuses and receipts; on success *wakes holds the receipts. */
-static bool mark(PGconn *conn, struct read_op **v, size_t n, struct wake **wakes, size_t *nwakes)
+static bool mark(struct db_session *db, struct read_op **v, size_t n, struct wake **wakes, size_t *nwakes)
 {
     int64_t *c = xmalloc(n * sizeof *c), *u = xmalloc(n * sizeof *u), *s = xmalloc(n * sizeof *s);
     for (size_t i = 0; i < n; i++) {
@@ -47,7 +47,7 @@ static bool mark(PGconn *conn, struct read_op **v, size_t n, struct wake **wakes
     }
     char *ac = db_id_array(c, n), *au = db_id_array(u, n), *as = db_id_array(s, n);
     const char *vals[3] = {ac, au, as};
-    PGresult *res = PQexecParams(conn, sql_batch, 3, NULL, vals, NULL, NULL, 0);
+    PGresult *res = db_session_exec(db, sql_batch, 3, vals);
     bool ok = db_res_ok(res);
     size_t statuses = 0;
     *nwakes = 0;
@@ -70,7 +70,7 @@ static bool mark(PGconn *conn, struct read_op **v, size_t n, struct wake **wakes
     ok = ok && statuses == n;
     if (!ok)
         nlog(LOG_ERROR, "readmarks: natter_read_batch failed",
-             json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
+             json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn)));
     PQclear(res);
     free(ac);
     free(au);
@@ -82,7 +82,7 @@ static bool mark(PGconn *conn, struct read_op **v, size_t n, struct wake **wakes
 }
 
 /* The marker and unread counts of every request that was ok. */
-static bool answers(PGconn *conn, struct read_op **v, size_t n)
+static bool answers(struct db_session *db, struct read_op **v, size_t n)
 {
     int64_t *idx = xmalloc(n * sizeof *idx), *c = xmalloc(n * sizeof *c), *u = xmalloc(n * sizeof *u);
     size_t k = 0;
@@ -96,7 +96,7 @@ static bool answers(PGconn *conn, struct read_op **v, size_t n)
     if (k > 0) {
         char *ai = db_id_array(idx, k), *ac = db_id_array(c, k), *au = db_id_array(u, k);
         const char *vals[3] = {ai, ac, au};
-        PGresult *res = PQexecParams(conn, sql_unread, 3, NULL, vals, NULL, NULL, 0);
+        PGresult *res = db_session_exec(db, sql_unread, 3, vals);
         ok = db_res_ok(res) && (size_t)PQntuples(res) == k;
         for (int row = 0; ok && row < PQntuples(res); row++) {
             int64_t i = db_i64(res, row, 0);
@@ -109,7 +109,7 @@ static bool answers(PGconn *conn, struct read_op **v, size_t n)
         }
         if (!ok)
             nlog(LOG_ERROR, "readmarks: unread counts failed",
-                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
+                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn)));
         PQclear(res);
         free(ai);
         free(ac);
@@ -122,15 +122,15 @@ static bool answers(PGconn *conn, struct read_op **v, size_t n)
 }
 
 /* pipe_ops.commit: BEGIN … COMMIT of one batch of read markers. */
-static bool commit_reads(PGconn *conn, struct pipe_item **items, size_t n, struct pipe_result *out)
+static bool commit_reads(struct db_session *db, struct pipe_item **items, size_t n, struct pipe_result *out)
 {
     struct read_op **v = xmalloc(n * sizeof *v);
     for (size_t i = 0; i < n; i++)
         v[i] = (struct read_op *)items[i]; /* it is the first member of struct read_op */
     struct wake *wakes = NULL;
     size_t nwakes = 0;
-    bool ok = pipeline_exec(conn, "BEGIN") && mark(conn, v, n, &wakes, &nwakes) && answers(conn, v, n) &&
-              pipeline_exec(conn, "COMMIT");
+    bool ok = pipeline_exec(db->conn, "BEGIN") && mark(db, v, n, &wakes, &nwakes) && answers(db, v, n) &&
+              pipeline_exec(db->conn, "COMMIT");
     free(v);
     if (!ok) {
         wakes_unref(wakes, nwakes);

@@ -102,7 +102,7 @@ static enum send_status status_of(const char *s)
 }
 
 /* The Message objects of the new and existing sends, into v[i]->message. */
-static bool load_messages(PGconn *conn, struct send **v, size_t n)
+static bool load_messages(struct db_session *db, struct send **v, size_t n)
 {
     size_t k = 0;
     int64_t *chat = xmalloc(n * sizeof *chat), *seq = xmalloc(n * sizeof *seq), *snd = xmalloc(n * sizeof *snd);
@@ -118,7 +118,7 @@ static bool load_messages(PGconn *conn, struct send **v, size_t n)
     if (k > 0) {
         char *a = db_id_array(chat, k), *b = db_id_array(seq, k), *c = db_id_array(snd, k), *d = db_id_array(idx, k);
         const char *vals[4] = {a, b, c, d};
-        PGresult *res = PQexecParams(conn, sql_messages, 4, NULL, vals, NULL, NULL, 0);
+        PGresult *res = db_session_exec(db, sql_messages, 4, vals);
         ok = db_res_ok(res) && (size_t)PQntuples(res) == k;
         for (int row = 0; ok && row < PQntuples(res); row++) {
             int64_t i = db_i64(res, row, 0);
@@ -127,7 +127,7 @@ static bool load_messages(PGconn *conn, struct send **v, size_t n)
         }
         if (!ok)
             nlog(LOG_ERROR, "sends: loading the batch's messages failed",
-                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
+                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn)));
         PQclear(res);
         free(a);
         free(b);
@@ -152,7 +152,7 @@ static long send_of(struct send **v, size_t n, int64_t chat, int64_t seq)
 
 /* The inbox rows of the new messages; on success *wakes holds (user, seq,
  * event) per row, each event one reference. */
-static bool fan_out(PGconn *conn, struct send **v, size_t n, struct wake **wakes, size_t *nwakes)
+static bool fan_out(struct db_session *db, struct send **v, size_t n, struct wake **wakes, size_t *nwakes)
 {
     json_t *payloads = json_array();
     size_t k = 0;
@@ -176,7 +176,7 @@ static bool fan_out(PGconn *conn, struct send **v, size_t n, struct wake **wakes
     if (k > 0 && pj) {
         char *a = db_id_array(chat, k), *b = db_id_array(ord, k);
         const char *vals[3] = {a, b, pj};
-        PGresult *res = PQexecParams(conn, sql_fanout, 3, NULL, vals, NULL, NULL, 0);
+        PGresult *res = db_session_exec(db, sql_fanout, 3, vals);
         ok = db_res_ok(res);
         if (ok) {
             /* one body per message, shared by its recipients */
@@ -201,7 +201,7 @@ static bool fan_out(PGconn *conn, struct send **v, size_t n, struct wake **wakes
             free(bodies);
         } else {
             nlog(LOG_ERROR, "sends: inbox fan-out failed",
-                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
+                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn)));
         }
         PQclear(res);
         free(a);
@@ -219,10 +219,10 @@ static bool fan_out(PGconn *conn, struct send **v, size_t n, struct wake **wakes
 
 /* Runs a batch function (sql: sql_batch_set or sql_batch_each) and records
  * each send's outcome. false when it failed (logged). */
-static bool run_batch_fn(PGconn *conn, const char *sql, const char *batch, struct send **v, size_t n)
+static bool run_batch_fn(struct db_session *db, const char *sql, const char *batch, struct send **v, size_t n)
 {
     const char *vals[1] = {batch};
-    PGresult *res = PQexecParams(conn, sql, 1, NULL, vals, NULL, NULL, 0);
+    PGresult *res = db_session_exec(db, sql, 1, vals);
     bool ok = db_res_ok(res) && (size_t)PQntuples(res) == n;
     for (int row = 0; ok && row < PQntuples(res); row++) {
         int64_t i = db_i64(res, row, 0);
@@ -240,7 +240,7 @@ static bool run_batch_fn(PGconn *conn, const char *sql, const char *batch, struc
     if (!ok)
         nlog(sql == sql_batch_set ? LOG_WARN : LOG_ERROR, "sends: the batch function failed",
              json_pack("{s:s,s:s}", "function", sql == sql_batch_set ? "natter_send_batch_set" : "natter_send_batch",
-                       "error", res ? PQresultErrorMessage(res) : PQerrorMessage(conn)));
+                       "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn)));
     PQclear(res);
     return ok;
 }
@@ -252,7 +252,7 @@ struct push_post {
 };
 
 /* pipe_ops.commit: BEGIN … COMMIT of one batch of sends. */
-static bool commit_sends(PGconn *conn, struct pipe_item **items, size_t n, struct pipe_result *out)
+static bool commit_sends(struct db_session *db, struct pipe_item **items, size_t n, struct pipe_result *out)
 {
     struct send **v = xmalloc(n * sizeof *v);
     for (size_t i = 0; i < n; i++)
@@ -260,14 +260,15 @@ static bool commit_sends(PGconn *conn, struct pipe_item **items, size_t n, struc
     struct wake *wakes = NULL;
     size_t nwakes = 0;
     char *batch = batch_json(v, n);
-    bool ok = batch && pipeline_exec(conn, "BEGIN") && run_batch_fn(conn, sql_batch_set, batch, v, n);
+    PGconn *conn = db->conn;
+    bool ok = batch && pipeline_exec(conn, "BEGIN") && run_batch_fn(db, sql_batch_set, batch, v, n);
     if (!ok && batch && PQstatus(conn) == CONNECTION_OK) {
         /* a message the database refuses (or any other error): again, in a
          * new transaction, one message at a time */
         ok = pipeline_exec(conn, "ROLLBACK") && pipeline_exec(conn, "BEGIN") &&
-             run_batch_fn(conn, sql_batch_each, batch, v, n);
+             run_batch_fn(db, sql_batch_each, batch, v, n);
     }
-    ok = ok && load_messages(conn, v, n) && fan_out(conn, v, n, &wakes, &nwakes) && pipeline_exec(conn, "COMMIT");
+    ok = ok && load_messages(db, v, n) && fan_out(db, v, n, &wakes, &nwakes) && pipeline_exec(conn, "COMMIT");
     free(batch);
     if (!ok) {
         wakes_unref(wakes, nwakes);
