@@ -17,6 +17,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -323,19 +324,10 @@ static void start_writer(void)
     }
 }
 
-void nlog(enum log_level lvl, const char *msg, json_t *fields_new)
+/* Hands one formatted line (n bytes, newline included) to the writer, or
+ * writes it at once when the writer is not running. */
+static void enqueue(const char *text, size_t n)
 {
-    if ((int)lvl < atomic_load_explicit(&min_level, memory_order_relaxed)) {
-        json_decref(fields_new);
-        return;
-    }
-    pthread_once(&start_once, start_writer);
-    char buf[LINE_STACK_BYTES];
-    size_t n = 0;
-    char *text = format_line(buf, sizeof buf, lvl, msg, fields_new, &n);
-    if (!text)
-        return;
-
     bool sync = false, wake = false;
     pthread_mutex_lock(&lw.mu);
     if (lw.state == W_STOPPED) {
@@ -360,12 +352,141 @@ void nlog(enum log_level lvl, const char *msg, json_t *fields_new)
     if (wake)
         pthread_cond_signal(&lw.work);
     if (sync) {
-        struct iovec iov = {.iov_base = text, .iov_len = n};
+        struct iovec iov = {.iov_base = (void *)text, .iov_len = n};
         if (write_all(&iov, 1))
             atomic_fetch_add(&written_total, 1);
     }
+}
+
+void nlog(enum log_level lvl, const char *msg, json_t *fields_new)
+{
+    if ((int)lvl < atomic_load_explicit(&min_level, memory_order_relaxed)) {
+        json_decref(fields_new);
+        return;
+    }
+    pthread_once(&start_once, start_writer);
+    char buf[LINE_STACK_BYTES];
+    size_t n = 0;
+    char *text = format_line(buf, sizeof buf, lvl, msg, fields_new, &n);
+    if (!text)
+        return;
+    enqueue(text, n);
     if (text != buf)
         free(text);
+}
+
+/* A bounded text builder over a caller's buffer: what does not fit is cut. */
+struct lbuf {
+    char *p;
+    size_t len, cap;
+    bool cut;
+};
+
+static void lb_add(struct lbuf *b, const char *s, size_t n)
+{
+    if (b->len + n > b->cap) {
+        n = b->cap - b->len;
+        b->cut = true;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+/* s as a JSON string: quotes, backslashes and control characters escaped,
+ * bytes that are not valid UTF-8 replaced by U+FFFD, so that the line is
+ * always valid JSON whatever a client sent. */
+static void lb_str(struct lbuf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    lb_add(b, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            lb_add(b, e, 2);
+            p++;
+        } else if (c < 0x20) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            lb_add(b, e, 6);
+            p++;
+        } else if (c < 0x80) {
+            lb_add(b, (const char *)p, 1);
+            p++;
+        } else {
+            /* the length of a well-formed UTF-8 sequence starting here, or 0 */
+            size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+            for (size_t k = 1; k < len; k++)
+                if ((p[k] & 0xc0) != 0x80)
+                    len = 0;
+            if (len == 3 && ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f)))
+                len = 0; /* overlong, surrogate */
+            if (len == 4 && ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f)))
+                len = 0; /* overlong, past U+10FFFF */
+            if (len) {
+                lb_add(b, (const char *)p, len);
+                p += len;
+            } else {
+                lb_add(b, "\\ufffd", 6);
+                p++;
+            }
+        }
+    }
+    lb_add(b, "\"", 1);
+}
+
+void nlog_fields(enum log_level lvl, const char *msg, const struct log_field *f, size_t n)
+{
+    if ((int)lvl < atomic_load_explicit(&min_level, memory_order_relaxed))
+        return;
+    pthread_once(&start_once, start_writer);
+    char buf[LINE_STACK_BYTES], ts[40], num[64];
+    struct lbuf b = {buf, 0, sizeof buf - 1, false}; /* room for the newline */
+    rfc3339_now(ts, sizeof ts);
+    lb_add(&b, "{\"ts\":", 6);
+    lb_str(&b, ts);
+    lb_add(&b, ",\"level\":", 9);
+    lb_str(&b, level_names[lvl]);
+    lb_add(&b, ",\"service\":", 11);
+    lb_str(&b, atomic_load(&service));
+    lb_add(&b, ",\"msg\":", 7);
+    lb_str(&b, msg ? msg : "");
+    for (size_t i = 0; i < n; i++) {
+        lb_add(&b, ",", 1);
+        lb_str(&b, f[i].key);
+        lb_add(&b, ":", 1);
+        int k = 0;
+        switch (f[i].type) {
+        case LF_STR:
+            lb_str(&b, f[i].s ? f[i].s : "");
+            break;
+        case LF_INT:
+            k = snprintf(num, sizeof num, "%lld", f[i].i);
+            lb_add(&b, num, (size_t)k);
+            break;
+        case LF_REAL:
+            /* as jansson writes it with JSON_REAL_PRECISION(6) */
+            k = snprintf(num, sizeof num, "%.6g", f[i].d);
+            lb_add(&b, num, (size_t)k);
+            if (!strpbrk(num, ".eE") && isfinite(f[i].d))
+                lb_add(&b, ".0", 2);
+            break;
+        }
+    }
+    lb_add(&b, "}", 1);
+    if (b.cut) /* a line past the stack buffer: rare, and then the slow path */
+    {
+        json_t *obj = json_object();
+        for (size_t i = 0; i < n; i++)
+            json_object_set_new(obj, f[i].key,
+                                f[i].type == LF_STR   ? json_string(f[i].s ? f[i].s : "")
+                                : f[i].type == LF_INT ? json_integer(f[i].i)
+                                                      : json_real(f[i].d));
+        nlog(lvl, msg, obj);
+        return;
+    }
+    buf[b.len++] = '\n';
+    enqueue(buf, b.len);
 }
 
 void log_flush(void)

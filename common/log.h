@@ -62,6 +62,18 @@ void log_set_level(enum log_level lvl);
 void log_set_service(const char *s);
 /* Formats and queues one line (see above); takes ownership of fields_new. */
 void nlog(enum log_level lvl, const char *msg, json_t *fields_new);
+/* A field of nlog_fields: a string (NULL writes ""), an integer or a real. */
+struct log_field {
+    const char *key; /* a constant: written as it is */
+    enum { LF_STR, LF_INT, LF_REAL } type;
+    const char *s;
+    long long i;
+    double d;
+};
+/* The same line as nlog with these fields, formatted straight into a stack
+ * buffer: no allocation (the per-request access log). Strings are escaped
+ * and bytes that are not UTF-8 become U+FFFD. */
+void nlog_fields(enum log_level lvl, const char *msg, const struct log_field *f, size_t n);
 /* Would a line at lvl be written? (to skip building one that would not) */
 bool log_enabled(enum log_level lvl);
 /* Parses "debug"/"info"/"warn"/"error"; returns -1 on anything else. */

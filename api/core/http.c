@@ -297,18 +297,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 /* The request's access-log line. */
 static void access_log(struct req *r, enum log_level lvl, int status, double secs, enum MHD_RequestTerminationCode toe)
 {
-    json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:i,s:f,s:s}", "request_id", r->request_id, "method", r->method, "path",
-                          r->path, "route", r->label, "status", status, "duration_ms", secs * 1000.0, "ip",
-                          r->client_ip);
+    struct log_field f[11] = {
+        {"request_id", LF_STR, r->request_id, 0, 0},
+        {"method", LF_STR, r->method, 0, 0},
+        {"path", LF_STR, r->path, 0, 0},
+        {"route", LF_STR, r->label, 0, 0},
+        {"status", LF_INT, NULL, status, 0},
+        {"duration_ms", LF_REAL, NULL, 0, secs * 1000.0},
+        {"ip", LF_STR, r->client_ip, 0, 0},
+    };
+    size_t n = 7;
     if (r->user_id)
-        json_object_set_new(f, "user_id", json_integer(r->user_id));
+        f[n++] = (struct log_field){"user_id", LF_INT, NULL, r->user_id, 0};
     if (r->device_id)
-        json_object_set_new(f, "device_id", json_integer(r->device_id));
+        f[n++] = (struct log_field){"device_id", LF_INT, NULL, r->device_id, 0};
     if (r->problem_code)
-        json_object_set_new(f, "code", json_string(r->problem_code));
+        f[n++] = (struct log_field){"code", LF_STR, r->problem_code, 0, 0};
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-        json_object_set_new(f, "terminated", json_integer((json_int_t)toe));
-    nlog(lvl, "request", f);
+        f[n++] = (struct log_field){"terminated", LF_INT, NULL, (long long)toe, 0};
+    nlog_fields(lvl, "request", f, n); /* no allocation: one line per request */
 }
 
 /* Releases everything the request holds. */

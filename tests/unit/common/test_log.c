@@ -129,6 +129,64 @@ static void test_format(void)
     free(text);
 }
 
+/* ---- nlog_fields: the same line as nlog, without jansson; hostile strings stay JSON ---- */
+
+static void test_fields(void)
+{
+    int fd = temp_fd();
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    int saved = capture_begin(fd);
+    struct log_field f[] = {
+        {"rid", LF_STR, "r-1", 0, 0},
+        {"status", LF_INT, NULL, -200, 0},
+        {"ms", LF_REAL, NULL, 0, 1.5},
+        {"whole", LF_REAL, NULL, 0, 2.0},
+        {"null", LF_STR, NULL, 0, 0},
+        /* quote, backslash, control characters, valid UTF-8, then broken UTF-8
+         * (a lone continuation byte, a truncated sequence, an overlong "/", a surrogate) */
+        {"path", LF_STR, "/a\"b\\c\x01\n\xc3\xa9\xf0\x9f\x98\x80|\x80|\xe2\x82|\xc0\xaf|\xed\xa0\x80|", 0, 0},
+    };
+    nlog_fields(LOG_WARN, "fields", f, sizeof f / sizeof *f);
+    nlog_fields(LOG_DEBUG, "below the level", f, 1);
+    nlog(LOG_WARN, "fields",
+         json_pack("{s:s,s:I,s:f,s:f,s:s}", "rid", "r-1", "status", (json_int_t)-200, "ms", 1.5, "whole", 2.0, "null",
+                   ""));
+    log_flush();
+    capture_end(saved);
+    char *text = slurp(fd);
+    close(fd);
+    char *second = text ? strchr(text, '\n') : NULL;
+    CHECK(second != NULL);
+    if (!second) {
+        free(text);
+        return;
+    }
+    *second++ = '\0';
+    json_error_t err;
+    json_t *a = json_loads(text, 0, &err), *b = json_loads(second, 0, &err);
+    CHECK(a != NULL && b != NULL);
+    if (a && b) {
+        /* every field nlog writes, nlog_fields writes the same (ts aside) */
+        const char *key;
+        json_t *v;
+        json_object_foreach(b, key, v) {
+            if (strcmp(key, "ts") != 0)
+                CHECK(json_equal(v, json_object_get(a, key)));
+        }
+        CHECK(strcmp(json_string_value(json_object_get(a, "path")),
+                     "/a\"b\\c\x01\n\xc3\xa9\xf0\x9f\x98\x80|\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd|"
+                     "\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|") == 0);
+        CHECK(json_object_size(a) == json_object_size(b) + 1); /* path */
+    }
+    CHECK(strstr(text, "\"ms\":1.5,\"whole\":2.0,") != NULL); /* reals as jansson writes them */
+    CHECK(strstr(second, "below the level") == NULL);
+    json_decref(a);
+    json_decref(b);
+    free(text);
+}
+
 /* ---- log_flush() writes everything accepted, in order ---- */
 
 struct seq_check {
@@ -357,6 +415,7 @@ void suite_log(void)
     log_set_service("natter-unit");
     log_set_level(LOG_INFO);
     test_format();
+    test_fields();
     test_flush();
     test_threads();
     test_drops();
