@@ -1264,6 +1264,21 @@ static long server_inflight(void)
     return metrics_inflight < 0 ? -1 : metrics_inflight - 1; /* minus the /metrics request itself */
 }
 
+/* Polls /metrics every 0.5 s until the server holds no request or `limit`
+ * passes; returns the last count (-1 when unknown). */
+static long wait_server_drained(uint64_t limit)
+{
+    uint64_t end = now_ns() + limit;
+    long left = -1;
+    while (now_ns() < end) {
+        usleep(500000);
+        left = server_inflight();
+        if (left == 0)
+            break;
+    }
+    return left;
+}
+
 /* ====================================================================== */
 /* idle: hold N idle long-polls                                           */
 /* ====================================================================== */
@@ -1309,14 +1324,7 @@ static int cmd_idle(void)
         conn_close(&P[i].c);
     }
     if (pid > 0) {
-        uint64_t end = now_ns() + 15 * SEC;
-        long left = -1;
-        while (now_ns() < end) {
-            usleep(500000);
-            left = server_inflight();
-            if (left == 0)
-                break;
-        }
+        long left = wait_server_drained(15 * SEC);
         long rss2 = vmrss_kb(pid);
         printf("idle_polls_after natter-api VmRSS %.1f MB after the clients hung up (server inflight %ld)\n",
                rss2 / 1024.0, left);
@@ -1369,14 +1377,7 @@ static int cmd_renew(void)
         conn_close(&P[i].c);
     }
     /* let the server drop them before the next scenario (bounded) */
-    uint64_t end = now_ns() + 20 * SEC;
-    long left = -1;
-    while (now_ns() < end) {
-        usleep(500000);
-        left = server_inflight();
-        if (left == 0)
-            break;
-    }
+    long left = wait_server_drained(20 * SEC);
     printf("renew_after      server inflight %ld after the clients hung up\n", left);
     return 0;
 }

@@ -32,6 +32,21 @@ def fetch_then_ack(c, tok, since) -> int:
     return nxt
 
 
+def ack_pending(start_api, spec, prefix, text):
+    """A natter-api with a 10 s ack flush window; A sends B a message and B receives and
+    acks it, so that ack is pending in memory. Returns the server, a client, both users,
+    the chat, the message, B's device's acked_seq before the ack and B's new cursor."""
+    srv = start_api(NATTER_ACK_FLUSH_MS="10000")
+    c = Client(srv.base_url, spec)
+    (a, ta), (b, tb) = new_users(c, 2, prefix=prefix)
+    cid = make_direct(c, ta, b["id"])["id"]
+    hb = head(c, tb)
+    m = send(c, ta, cid, text)
+    before = device_acked_seq(device_of(b))
+    nxt = fetch_then_ack(c, tb, hb)
+    return srv, c, (a, ta), (b, tb), cid, m, before, nxt
+
+
 def test_group_acks_become_one_receipt_per_sender(start_api, spec):
     """Five members of a group ack A's and C's messages within one flush window: A and C
     each get ONE delivered receipt listing the four other members at the newest seq (not
@@ -94,14 +109,7 @@ def test_acks_lost_in_a_crash_are_made_good_by_the_next_poll(start_api, spec):
     the ack was written (acked_seq, delivered marker, receipt). B's next poll through a
     fresh natter-api acks the same range: the marker moves, A gets exactly one receipt
     with the right seq, and further polls add none."""
-    srv = start_api(NATTER_ACK_FLUSH_MS="10000")
-    c = Client(srv.base_url, spec)
-    (a, ta), (b, tb) = new_users(c, 2, prefix="ac")
-    cid = make_direct(c, ta, b["id"])["id"]
-    hb = head(c, tb)
-    m = send(c, ta, cid, "deliver me")
-    before = device_acked_seq(device_of(b))
-    nxt = fetch_then_ack(c, tb, hb)
+    srv, c, (a, ta), (b, tb), cid, m, before, nxt = ack_pending(start_api, spec, "ac", "deliver me")
     srv.send_signal(signal.SIGKILL)
     srv.stop(timeout=10)
     start_api.__self__.procs.remove(srv)                 # its exit is expected: not a clean one
@@ -126,13 +134,7 @@ def test_acks_lost_in_a_crash_are_made_good_by_the_next_poll(start_api, spec):
 def test_sigterm_flushes_pending_acks(start_api, spec):
     """Acks waiting in a long flush window are written when natter-api stops on SIGTERM,
     before it exits cleanly."""
-    srv = start_api(NATTER_ACK_FLUSH_MS="10000")
-    c = Client(srv.base_url, spec)
-    (a, ta), (b, tb) = new_users(c, 2, prefix="as")
-    cid = make_direct(c, ta, b["id"])["id"]
-    hb = head(c, tb)
-    m = send(c, ta, cid, "flush me")
-    nxt = fetch_then_ack(c, tb, hb)
+    srv, c, (a, ta), (b, tb), cid, m, _, nxt = ack_pending(start_api, spec, "as", "flush me")
     srv.stop(signal.SIGTERM)
     srv.assert_clean_exit()
     assert device_acked_seq(device_of(b)) == nxt
@@ -144,7 +146,7 @@ def group_round(c, users, cid_group, cid_direct):
     """A and C post into a group and A into a direct chat with B; every other member
     fetches and acks. Returns what each poster holds as delivered receipts, with user
     ids replaced by their index in `users` (comparable across servers)."""
-    (a, ta), (b, tb), (cu, tc) = users[0], users[1], users[2]
+    ta, tc = users[0][1], users[2][1]
     heads = {u["id"]: head(c, tok) for u, tok in users[1:]}
     for u, tok in users[1:]:                             # a first ack: what it covers is old
         poll(c, tok, heads[u["id"]], timeout=0)
@@ -183,7 +185,7 @@ def test_receipts_are_the_same_from_memory_and_from_the_database(start_api, spec
         srv = start_api(**env)
         c = Client(srv.base_url, spec)
         users = new_users(c, 4, prefix="ah")
-        (a, ta), (b, tb) = users[0], users[1]
+        ta, b = users[0][1], users[1][0]
         gid = make_group(c, ta, "hints", [u["id"] for u, _ in users[1:]])["id"]
         did = make_direct(c, ta, b["id"])["id"]
         m0 = metric_samples(c.get("/metrics").text)["natter_acks_hinted_total"]
