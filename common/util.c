@@ -280,3 +280,17 @@ bool uuid_valid(const char *s)
     }
     return true;
 }
+
+bool emoji_valid(const char *s, size_t max_chars)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max_chars * 4 || !utf8_valid(s, n) || utf8_has_control(s, n))
+        return false;
+    size_t chars = utf8_chars(s, n);
+    if (chars < 1 || chars > max_chars)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == ' ')
+            return false;
+    return true;
+}

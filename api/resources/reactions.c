@@ -25,20 +25,6 @@ static const char sql_reaction_summary[] =
     "  FROM (SELECT emoji, count(*) AS n, bool_or(user_id = $3) AS me FROM reactions"
     "         WHERE chat_id = $1 AND seq = $2 GROUP BY emoji) s";
 
-static bool emoji_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > EMOJI_MAX_CHARS * 4 || !utf8_valid(s, n) || utf8_has_control(s, n))
-        return false;
-    size_t chars = utf8_chars(s, n);
-    if (chars < 1 || chars > EMOJI_MAX_CHARS)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == ' ')
-            return false;
-    return true;
-}
-
 static int react(struct req *r, bool add)
 {
     struct member m;
@@ -47,7 +33,7 @@ static int react(struct req *r, bool add)
     if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
         return -1;
     const char *emoji = req_param(r, 2);
-    if (!emoji_ok(emoji))
+    if (!emoji_valid(emoji, EMOJI_MAX_CHARS))
         return reply_field(r, 422, "validation_failed", "emoji", "%s",
                            "emoji must be 1 to 32 characters without spaces or control characters");
     if (req_begin(r) < 0 || lock_message(r, &m, seq, &lm) < 0)

@@ -26,6 +26,14 @@ void suite_util(void)
     CHECK(utf8_valid("\xf0\x9f\x98\x80", 4));
     CHECK(!utf8_valid("\xff", 1));
     CHECK(!utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+
+    CHECK(emoji_valid("\xf0\x9f\x91\x8d", 32)); /* thumbs up */
+    CHECK(emoji_valid(":+1:", 32));
+    CHECK(!emoji_valid("", 32));
+    CHECK(!emoji_valid("a b", 32));
+    CHECK(!emoji_valid("\x01", 32));
+    CHECK(!emoji_valid("\xff", 32));
+    CHECK(emoji_valid("abc", 3) && !emoji_valid("abcd", 3));
     CHECK(!utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
     CHECK(!utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
     CHECK(!utf8_valid("\xe2\x82", 2));         /* truncated */
