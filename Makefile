@@ -8,6 +8,8 @@
 #   make format   clang-format the C sources in place
 #   make test     both builds, unit tests and API tests against real servers
 #   make bench    the benchmarks in bench/ (prints figures)
+#   make fuzz     the libFuzzer harnesses of tests/fuzz/, FUZZ_SECONDS (300) each
+#                 (built with clang in build-fuzz/; `make test` runs them briefly)
 
 BUILD ?= build
 CC ?= gcc
@@ -30,11 +32,13 @@ INC_app := $(INC_resources)
 INC_workers := -Iworkers $(INC_common)
 INC_tests := $(INC_app) -Iworkers -Itests/unit
 
-# Every warning here passes on the whole tree (both builds); keep it so.
+# Every warning here passes on the whole tree (both builds); keep it so. The
+# last three are gcc's only (clang, which builds the fuzzers, has no such flags).
+GCC_WARNINGS := -Wlogical-op -Wduplicated-cond -Wduplicated-branches
 WARNINGS := -Wall -Wextra -Werror -Wshadow -Wmissing-prototypes -Wmissing-declarations -Wstrict-prototypes \
             -Wold-style-definition -Wnested-externs -Wredundant-decls -Wvla -Wpointer-arith -Wwrite-strings \
-            -Wundef -Wformat=2 -Wimplicit-fallthrough -Wlogical-op -Wduplicated-cond -Wduplicated-branches \
-            -Wnull-dereference
+            -Wundef -Wformat=2 -Wimplicit-fallthrough -Wnull-dereference \
+            $(if $(findstring clang,$(CC)),,$(GCC_WARNINGS))
 
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARNINGS) -pthread $(INC) \
              $(PKG_CFLAGS) $(CFLAGS) $(SAN)
@@ -61,12 +65,26 @@ API_OBJ := $(API_SRC:%.c=$(BUILD)/obj/%.o)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all asan run test unit check format bench clean print-INC_%
+.PHONY: all asan run test unit check format bench clean fuzz fuzz-build fuzzers print-INC_%
 all: $(BUILD)/natter-api $(BUILD)/natter-worker $(BUILD)/unit-tests $(BUILD)/sigv4-tool
 
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g" \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" all
+
+# libFuzzer harnesses: clang, instrumented for coverage, ASan and UBSan
+FUZZERS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+fuzz-build:
+	$(MAKE) BUILD=build-fuzz CC=clang CFLAGS="-O1 -g" SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" fuzzers
+
+fuzzers: $(FUZZERS:%=$(BUILD)/fuzz-%)
+
+$(BUILD)/fuzz-%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a
+	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS)
+
+fuzz: fuzz-build
+	@bash scripts/fuzz.sh $${FUZZ_SECONDS:-300} keep
 
 run:
 	@bash scripts/run.sh
@@ -90,7 +108,7 @@ bench:
 	@bash bench/run.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 # `make -s print-INC_core`: a layer's include flags (scripts/check-layers.sh)
 print-INC_%:

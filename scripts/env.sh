@@ -15,7 +15,7 @@
 # Directory of this file, resolved once at source time (never hard-coded).
 _NATTER_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 
-NATTER_DEB_PACKAGES="build-essential pkg-config libmicrohttpd-dev libpq-dev libhiredis-dev libjansson-dev libjwt-dev libsodium-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server python3-pytest python3-requests python3-jsonschema python3-yaml python3-botocore clang-format"
+NATTER_DEB_PACKAGES="build-essential pkg-config libmicrohttpd-dev libpq-dev libhiredis-dev libjansson-dev libjwt-dev libsodium-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server python3-pytest python3-requests python3-jsonschema python3-yaml python3-botocore clang-format clang libclang-rt-14-dev"
 
 NATTER_PG_BIN=${NATTER_PG_BIN:-/usr/lib/postgresql/15/bin}
 NATTER_PG_PORT=5432 # only names the socket file (.s.PGSQL.5432); TCP is off

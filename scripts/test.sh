@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: build the normal and the sanitizer builds, start a throw-away PostgreSQL +
-# Redis under /tmp, run the C unit tests and the pytest API suite against both builds.
+# Redis under /tmp, run the C unit tests, the fuzz harnesses briefly (NATTER_FUZZ_SECONDS,
+# 5 s each; `make fuzz` runs them longer) and the pytest API suite against both builds.
 # Every step runs even if an earlier one failed; the exit status is non-zero if any failed.
 # The last lines printed are the runners' own summaries (the sanitizer pytest run last).
 #
@@ -15,6 +16,7 @@ PYTHON=/usr/bin/python3 # not the python3 first on PATH: Debian's pytest & co. l
 
 natter_ensure_packages
 make -C "$REPO" -j2 all asan
+make -C "$REPO" -s fuzz-build
 
 STATE_DIR=$(mktemp -d /tmp/natter-test.XXXXXX)
 # mktemp makes it 0700; let the postgres OS user reach $STATE_DIR/pg.
@@ -113,6 +115,7 @@ step "layer rule (include paths)" "$REPO/scripts/check-layers.sh"
 step "formatting (clang-format)" "$REPO/scripts/check-format.sh"
 step "unit tests (normal build)" "$REPO/build/unit-tests"
 step "unit tests (sanitizer build)" env "${SAN_ENV[@]}" "$REPO/build-asan/unit-tests"
+step "fuzz harnesses (libFuzzer, ${NATTER_FUZZ_SECONDS:-5} s each)" bash "$REPO/scripts/fuzz.sh" "${NATTER_FUZZ_SECONDS:-5}"
 run_pytest "$STATE_DIR/pytest-normal.out" "$REPO/build" natter "$NATTER_TEST_DATABASE_URL" \
     "$NATTER_TEST_REDIS_URL" "$NATTER_TEST_REDIS_SOCKET" "$STATE_DIR" &
 normal_pid=$!

@@ -139,7 +139,8 @@ static void uri_path(const char *path, char *out, size_t len)
     out[o] = '\0';
 }
 
-static int vproblem(struct req *r, int status, const char *code, json_t *extra_new, const char *fmt, va_list ap)
+__attribute__((format(printf, 5, 0))) static int vproblem(struct req *r, int status, const char *code,
+                                                          json_t *extra_new, const char *fmt, va_list ap)
 {
     char detail[512];
     vsnprintf(detail, sizeof detail, fmt, ap);

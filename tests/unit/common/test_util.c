@@ -25,7 +25,7 @@ void suite_util(void)
     CHECK(utf8_valid("abc", 3));
     CHECK(utf8_valid("\xf0\x9f\x98\x80", 4));
     CHECK(!utf8_valid("\xff", 1));
-    CHECK(!utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+    CHECK(!utf8_valid("\xc0\xaf", 2)); /* overlong '/' */
 
     CHECK(emoji_valid("\xf0\x9f\x91\x8d", 32)); /* thumbs up */
     CHECK(emoji_valid(":+1:", 32));
