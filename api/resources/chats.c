@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apilimits.h"
 #include "auth.h"
 #include "chat.h"
 #include "cursor.h"
@@ -20,9 +21,6 @@
 #include "resources.h"
 #include "tx.h"
 #include "util.h"
-
-#define LIST_DEFAULT 20
-#define LIST_MAX 100
 
 /* ======================================================================
  * The Chat object (one query serves get, create, rename and the list)

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apilimits.h"
 #include "app.h"
 #include "chat.h"
 #include "db.h"
@@ -26,12 +27,6 @@
 #include "sends.h"
 #include "tx.h"
 #include "util.h"
-
-#define PAGE_DEFAULT 50
-#define PAGE_MAX 100
-#define PAGE_BYTES (1024 * 1024) /* a page ends early once its texts pass this */
-#define MAX_MENTIONS 100
-#define MAX_ATTACHMENTS 10
 
 /* ======================================================================
  * Send
@@ -149,7 +144,7 @@ int messages_send(struct req *r)
 {
     static const struct jfield fields[] = {
         {"client_msg_id", JT_STRING, 1, 36, 36, 0},
-        {"text", JT_STRING, 1, 1, 100000, 0},
+        {"text", JT_STRING, 1, 1, MESSAGE_MAX_CHARS, 0},
         {"reply_to_seq", JT_INT, 0, 1, INT64_MAX, JF_NULLABLE},
         {"mentions", JT_ARRAY, 0, 0, MAX_MENTIONS, 0},
         {"attachment_ids", JT_ARRAY, 0, 0, MAX_ATTACHMENTS, 0},
@@ -357,7 +352,7 @@ static const char sql_drop_reactions[] = "DELETE FROM reactions WHERE chat_id = 
 
 int messages_edit(struct req *r)
 {
-    static const struct jfield fields[] = {{"text", JT_STRING, 1, 1, 100000, 0}};
+    static const struct jfield fields[] = {{"text", JT_STRING, 1, 1, MESSAGE_MAX_CHARS, 0}};
     struct member m;
     struct jsonv_error e;
     struct locked_msg lm;

@@ -11,14 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apilimits.h"
 #include "db.h"
 #include "http.h"
 #include "presence.h"
 #include "resources.h"
 #include "tx.h"
 #include "util.h"
-
-#define PRESENCE_MAX_IDS 200
 
 int presence_heartbeat(struct req *r)
 {

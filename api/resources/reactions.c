@@ -6,14 +6,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "apilimits.h"
 #include "chat.h"
 #include "db.h"
 #include "http.h"
 #include "resources.h"
 #include "tx.h"
 #include "util.h"
-
-#define EMOJI_MAX_CHARS 32
 
 static const char sql_add_reaction[] =
     "INSERT INTO reactions (chat_id, seq, user_id, emoji) VALUES ($1, $2, $3, $4)"
