@@ -198,6 +198,8 @@ static int create_group(struct req *r)
 
 int chats_create(struct req *r)
 {
+    if (limit_take(r, LIMIT_CHAT) < 0)
+        return -1;
     json_t *kind = json_object_get(r->json, "kind");
     if (!json_is_string(kind))
         return reply_field(r, 422, "validation_failed", "kind", "%s", "kind must be \"direct\" or \"group\"");
@@ -269,6 +271,8 @@ int chats_rename(struct req *r)
     static const struct jfield fields[] = {{"title", JT_STRING, 1, 1, 200, JF_NO_CONTROL}};
     struct member m;
     struct jsonv_error e;
+    if (limit_take(r, LIMIT_CHAT) < 0)
+        return -1;
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)

@@ -43,6 +43,8 @@ static int react(struct req *r, bool add)
     struct member m;
     struct locked_msg lm;
     int64_t seq;
+    if (limit_take(r, LIMIT_REACTION) < 0)
+        return -1;
     if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
         return -1;
     const char *emoji = req_param(r, 2);

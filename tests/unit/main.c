@@ -27,6 +27,7 @@ int main(void)
     suite_devcache();
     suite_log();
     suite_ratelimit();
+    suite_typing();
     printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;
 }

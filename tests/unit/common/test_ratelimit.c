@@ -59,6 +59,6 @@ void suite_ratelimit(void)
     for (int64_t id = 1; id <= 1000; id++)
         CHECK(rl_take(tiny, rl_key(tiny, 1, id), &one, t + (double)id) == 0);
     CHECK(rl_take(tiny, rl_key(tiny, 1, 1000), &one, t + 1000.0) > 0); /* still held: recent */
-    CHECK(rl_take(tiny, rl_key(tiny, 1, 1), &one, t + 1000.0) == 0);  /* evicted long ago */
+    CHECK(rl_take(tiny, rl_key(tiny, 1, 1), &one, t + 1000.0) == 0);   /* evicted long ago */
     rl_free(tiny);
 }
