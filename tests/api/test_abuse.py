@@ -1,4 +1,4 @@
-"""Abuse limits (issue 11 items 1, 2, 4; DESIGN.md "Abuse and limits"):
+"""Abuse limits (issue 11 items 1, 2, 4, 12; DESIGN.md "Abuse and limits"):
 
 - registration is rate-limited per client address and overall (429 + Retry-After) and
   runs in its own lane of the hashing pool, so a registration flood cannot starve logins;
@@ -7,7 +7,8 @@
 - per-user token buckets on sends, edits, reactions, typing, chat creation, member changes
   and attachment requests answer 429 rate_limited with Retry-After; typing is coalesced;
   a retried send that is already stored is not charged;
-- GET /v1/limits reports the limits in force, from the configuration.
+- GET /v1/limits reports the limits in force, from the configuration;
+- GET /v1/presence shows online state and last-seen only of people who share a chat.
 
 Tests that need tight limits start their own natter-api. Several client addresses come
 from binding 127.0.0.x (natterlib Client(source_ip=...))."""
@@ -17,7 +18,7 @@ import time
 from chatlib import (add_members_raw, chat_path, cmid, create_chat_raw, delete_message_raw,
                      edit_raw, make_direct, make_group, new_user, new_users, react_raw,
                      remove_member_raw, send, send_raw, set_role_raw)
-from eventlib import Listener, head, typing_raw
+from eventlib import Listener, head, presence, typing_raw
 from natterlib import (TEST_PASSWORD, Client, assert_problem, assert_status, login, register,
                        unique_username)
 
@@ -278,3 +279,21 @@ def test_limits_report_the_configuration(start_api, spec):
     n = lim["message"]["max_chars"]
     assert_status(send_raw(c, ta, cid, "x" * n), 201)
     assert_problem(send_raw(c, ta, cid, "x" * (n + 1)), 422, "validation_failed", field="text")
+
+
+# ------------------------------------------------------------------ item 12: presence
+
+def test_presence_only_of_people_sharing_a_chat(client):
+    """A polls (online). B shares a chat with A and sees A online with last_seen_at; S
+    shares no chat with A and sees A exactly like someone never seen: online false,
+    last_seen_at null. Everyone sees their own presence."""
+    (a, ta), (b, tb), (s, ts) = new_users(client, 3, prefix="pv")
+    make_direct(client, ta, b["id"])
+    head(client, ta)
+    head(client, ts)
+    seen_by_b = presence(client, tb, [a["id"]])[a["id"]]
+    assert seen_by_b["online"] is True and seen_by_b["last_seen_at"], seen_by_b
+    assert presence(client, ts, [a["id"]]) == {
+        a["id"]: {"user_id": a["id"], "online": False, "last_seen_at": None}}
+    me = presence(client, ts, [s["id"]])[s["id"]]
+    assert me["online"] is True and me["last_seen_at"], me
