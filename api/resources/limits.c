@@ -24,10 +24,10 @@
 
 /* One row per limit_kind, in its order. */
 static const struct limit_def {
-    const char *name;   /* key in GET /v1/limits "rates" */
-    const char *scope;  /* what one bucket belongs to */
-    const char *what;   /* for the 429's detail */
-    size_t burst;       /* offsets into struct config */
+    const char *name;  /* key in GET /v1/limits "rates" */
+    const char *scope; /* what one bucket belongs to */
+    const char *what;  /* for the 429's detail */
+    size_t burst;      /* offsets into struct config */
     size_t per_min;
 } defs[LIMIT_COUNT] = {
     [LIMIT_SEND] = {"send", "user", "messages", offsetof(struct config, rate_send_burst),
@@ -47,7 +47,8 @@ static const struct limit_def {
     [LIMIT_REGISTER_IP] = {"register", "address", "registrations from this address",
                            offsetof(struct config, rate_register_ip_burst),
                            offsetof(struct config, rate_register_ip_per_min)},
-    [LIMIT_REGISTER_ALL] = {"register_all", "instance", "registrations", offsetof(struct config, rate_register_all_burst),
+    [LIMIT_REGISTER_ALL] = {"register_all", "instance", "registrations",
+                            offsetof(struct config, rate_register_all_burst),
                             offsetof(struct config, rate_register_all_per_min)},
 };
 
@@ -133,10 +134,10 @@ int limits_get(struct req *r)
         "max_bytes", PAGE_BYTES, "chats", "default", LIST_DEFAULT, "max", LIST_MAX, "events", "default",
         POLL_DEFAULT_LIMIT, "max", POLL_MAX_LIMIT, "default_timeout", POLL_DEFAULT_TIMEOUT, "max_timeout",
         cfg->poll_timeout_max, "presence_user_ids", PRESENCE_MAX_IDS, "attachments", "max_bytes",
-        (json_int_t)cfg->attachment_max_bytes, "content_types", content_types(cfg->attachment_types),
-        "upload_url_ttl", cfg->upload_url_ttl, "download_url_ttl", cfg->download_url_ttl, "reaction",
-        "max_emoji_chars", EMOJI_MAX_CHARS, "typing", "coalesce_ms", cfg->typing_coalesce_ms, "login",
-        "window_seconds", cfg->login_window, "max_failures_per_username_address", cfg->login_max_per_user,
-        "max_failures_per_address", cfg->login_max_per_ip, "scope", "all instances", "rates", rates);
+        (json_int_t)cfg->attachment_max_bytes, "content_types", content_types(cfg->attachment_types), "upload_url_ttl",
+        cfg->upload_url_ttl, "download_url_ttl", cfg->download_url_ttl, "reaction", "max_emoji_chars", EMOJI_MAX_CHARS,
+        "typing", "coalesce_ms", cfg->typing_coalesce_ms, "login", "window_seconds", cfg->login_window,
+        "max_failures_per_username_address", cfg->login_max_per_user, "max_failures_per_address", cfg->login_max_per_ip,
+        "scope", "all instances", "rates", rates);
     return reply_json(r, 200, body);
 }
