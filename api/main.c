@@ -27,6 +27,7 @@
 #include "hub.h"
 #include "log.h"
 #include "migrate.h"
+#include "ratelimit.h"
 #include "readmarks.h"
 #include "realtime.h"
 #include "redis.h"
@@ -117,6 +118,7 @@ static int serve(struct config *cfg)
         goto out;
     }
     auth_set_pwhash_cost(cfg->pwhash_cost);
+    app.limits = rl_new((size_t)cfg->rate_table_buckets);
 
     /* signals are taken by sigwait in this thread only: block them before any
      * thread starts so every thread inherits the mask */
@@ -137,6 +139,7 @@ static int serve(struct config *cfg)
         .routes = routes,
         .nroutes = routes_count,
         .authenticate = auth_authenticate,
+        .admit = auth_admit,
         .raw = config_embedded_store(cfg) ? &blob_handler : NULL,
         .before_stop = before_stop,
     };
@@ -179,6 +182,7 @@ out:
     free(err);
     redis_pool_free(app.redis);
     db_pool_free(app.db);
+    rl_free(app.limits);
     return rc;
 }
 

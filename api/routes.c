@@ -18,8 +18,9 @@ const struct route routes[] = {
     {"GET", "/readyz", health_ready, 0, 0},
     {"GET", "/metrics", health_metrics, 0, 0},
     {"GET", "/openapi.yaml", health_openapi, 0, 0},
+    {"GET", "/v1/limits", limits_get, 0, 0},
 
-    {"POST", "/v1/auth/register", auth_register, R_JSON | R_OFFLOAD, 0},
+    {"POST", "/v1/auth/register", auth_register, R_JSON | R_OFFLOAD | R_BULK, 0},
     {"POST", "/v1/auth/login", auth_login, R_JSON | R_OFFLOAD, 0},
     {"POST", "/v1/auth/refresh", auth_refresh, R_JSON, 0},
     {"POST", "/v1/auth/logout", auth_logout, R_AUTH, 0},

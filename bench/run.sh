@@ -105,7 +105,12 @@ export NATTER_DATABASE_URL NATTER_REDIS_URL
 # Cheap password hashing and lifted login limits only so that ~20,000 devices
 # can log in within seconds; access tokens live long enough for the whole run.
 api_env=(NATTER_PORT="$PORT" NATTER_STATE_DIR="$STATE_DIR/api" NATTER_PWHASH_COST=min
-    NATTER_LOGIN_MAX_PER_USER=1000000 NATTER_LOGIN_MAX_PER_IP=1000000 NATTER_ACCESS_TOKEN_TTL=7200)
+    NATTER_LOGIN_MAX_PER_USER=1000000 NATTER_LOGIN_MAX_PER_IP=1000000 NATTER_ACCESS_TOKEN_TTL=7200
+    # the bench measures throughput, not the abuse limits: its users register
+    # from one address, send 10-25 messages a second each and create hundreds
+    # of chats (burst 0 = no limit)
+    NATTER_RATE_REGISTER_IP_BURST=0 NATTER_RATE_REGISTER_ALL_BURST=0 NATTER_RATE_SEND_BURST=0
+    NATTER_RATE_CHAT_BURST=0 NATTER_RATE_MEMBER_BURST=0)
 [[ -n $HTTP_THREADS ]] && api_env+=(NATTER_HTTP_THREADS="$HTTP_THREADS")
 [[ -n $DB_POOL ]] && api_env+=(NATTER_DB_POOL_SIZE="$DB_POOL")
 [[ -n $LOG_LEVEL ]] && api_env+=(NATTER_LOG_LEVEL="$LOG_LEVEL")

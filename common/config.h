@@ -26,8 +26,8 @@ struct config {
     int refresh_token_ttl;     /* seconds */
     char *pwhash_cost;         /* interactive | moderate | sensitive | min */
     int login_window;          /* seconds */
-    int login_max_per_user;    /* attempts per username per window */
-    int login_max_per_ip;      /* attempts per client address per window */
+    int login_max_per_user;    /* failed logins per (username, client address) per window */
+    int login_max_per_ip;      /* failed logins per client address per window */
     char *cors_origins;        /* comma-separated origins, or "*" */
     int http_threads;          /* MHD thread pool size */
     int max_connections;       /* 0 = derive from RLIMIT_NOFILE */
@@ -36,6 +36,20 @@ struct config {
     int db_pool_timeout_ms;    /* wait for a free connection before 503 */
     int hash_threads;          /* password hashing threads */
     int hash_queue;            /* max requests waiting for a hashing thread */
+    int hash_register_threads; /* hashing threads registrations may hold at once */
+    int hash_register_queue;   /* registrations that may wait for a hashing thread */
+    /* per-user (per-address for register) token buckets: burst, refill per minute */
+    int rate_send_burst, rate_send_per_min;
+    int rate_edit_burst, rate_edit_per_min;
+    int rate_reaction_burst, rate_reaction_per_min;
+    int rate_typing_burst, rate_typing_per_min;
+    int rate_chat_burst, rate_chat_per_min;
+    int rate_member_burst, rate_member_per_min;
+    int rate_attachment_burst, rate_attachment_per_min;
+    int rate_register_ip_burst, rate_register_ip_per_min;
+    int rate_register_all_burst, rate_register_all_per_min;
+    int rate_table_buckets;    /* size of the in-process bucket table */
+    int typing_coalesce_ms;    /* repeats of a typing state within this are not sent on */
     int worker_threads;        /* natter-worker threads */
     char *push_webhook_url;    /* webhook provider endpoint, "" = none */
     char *push_webhook_secret; /* HMAC key for X-Natter-Signature */

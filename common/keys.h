@@ -15,9 +15,9 @@
 #define KEY_PRESENCE_LOCK "natter:lock:presence"
 /* + user id: hash device id → online-until ms; the worker sends no push to such a user */
 #define KEY_POLLING_PREFIX "natter:polling:"
-/* login rate limits, fixed windows (resources/auth.c) */
-#define KEY_RL_LOGIN_IP_PREFIX "natter:rl:login:ip:"     /* + client address */
-#define KEY_RL_LOGIN_USER_PREFIX "natter:rl:login:user:" /* + lower-cased username */
+/* failed-login counters, fixed windows (resources/auth.c) */
+#define KEY_RL_LOGIN_IP_PREFIX "natter:rl:loginfail:ip:"     /* + client address */
+#define KEY_RL_LOGIN_USER_PREFIX "natter:rl:loginfail:user:" /* + lower-cased username ":" client address */
 
 /* the job queue (common/jobs.c, workers/jobs.c) */
 #define KEY_JOBS_STREAM "natter:jobs"                /* stream; field `job` holds the JSON */

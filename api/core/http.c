@@ -130,7 +130,11 @@ static void dispatch(struct req *r)
     if ((r->route->flags & R_AUTH) && r->srv->authenticate(r) < 0)
         return;
     if (r->route->flags & R_OFFLOAD) {
-        if (!offload_reserve(r->srv->offload)) {
+        enum offload_lane lane = (r->route->flags & R_BULK) ? OFFLOAD_BULK : OFFLOAD_MAIN;
+        /* the application's cheap refusals (rate limits) never take a slot */
+        if (r->srv->admit && r->srv->admit(r) < 0)
+            return;
+        if (!offload_reserve(r->srv->offload, lane)) {
             req_add_header(r, "Retry-After", "1");
             reply_problem(r, 503, "service_unavailable", "the server is busy; retry shortly");
             return;
@@ -139,7 +143,7 @@ static void dispatch(struct req *r)
         req_release_db(r);
         r->offloaded = true;
         MHD_suspend_connection(r->conn);
-        offload_submit(r->srv->offload, r);
+        offload_submit(r->srv->offload, lane, r);
         return;
     }
     run_handler(r);
@@ -393,7 +397,8 @@ int http_start(struct server *s)
         return -1;
     }
     s->cors = cors_new(s->cfg->cors_origins);
-    s->offload = offload_new(s->cfg->hash_threads, s->cfg->hash_queue, offload_run);
+    s->offload = offload_new(s->cfg->hash_threads, s->cfg->hash_queue, s->cfg->hash_register_threads,
+                             s->cfg->hash_register_queue, offload_run);
     unsigned limit = connection_limit(s->cfg);
     s->daemon = MHD_start_daemon(flags, (uint16_t)s->cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
                                  (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg->http_threads,

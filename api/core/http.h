@@ -175,6 +175,9 @@ struct server {
     size_t nroutes;
     /* R_AUTH: sets r->user_id and r->device_id; 0, or -1 after replying */
     int (*authenticate)(struct req *r);
+    /* optional, R_OFFLOAD routes: on the HTTP thread before the request takes
+     * a slot of the offload pool; 0, or -1 after replying (a rate limit) */
+    int (*admit)(struct req *r);
     const struct raw_handler *raw; /* optional */
     /* called by http_stop once new requests are refused, before it waits for
      * the dispatched ones (the application ends its long-polls here) */

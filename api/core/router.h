@@ -22,6 +22,7 @@ typedef int (*handler_fn)(struct req *r);
 #define R_JSON 0x2u     /* application/json object body required */
 #define R_OFFLOAD 0x4u  /* runs on the offload pool, off the HTTP threads (password hashing) */
 #define R_JSON_OPT 0x8u /* JSON body allowed but optional */
+#define R_BULK 0x10u    /* with R_OFFLOAD: the pool's bulk lane (bounded share, served after the rest) */
 
 struct route {
     const char *method;

@@ -10,13 +10,15 @@
 
 struct config;
 struct db_pool;
+struct ratelimit;
 struct redis_pool;
 
 struct app {
     struct config *cfg;
     struct db_pool *db;
     struct redis_pool *redis;
-    const char *openapi; /* embedded spec */
+    struct ratelimit *limits; /* the per-user token buckets (resources/limits.c) */
+    const char *openapi;      /* embedded spec */
     size_t openapi_len;
     char instance_id[17]; /* random per process: tells our own pub/sub messages apart */
 };

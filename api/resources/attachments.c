@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apilimits.h"
 #include "app.h"
 #include "chat.h"
 #include "db.h"
@@ -114,6 +115,8 @@ int attachments_create(struct req *r)
     };
     struct member m;
     struct jsonv_error e;
+    if (limit_take(r, LIMIT_ATTACHMENT) < 0)
+        return -1;
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)

@@ -17,8 +17,10 @@
 
 #include <sodium.h>
 
+#include "apilimits.h"
 #include "app.h"
 #include "bus.h"
+#include "config.h"
 #include "db.h"
 #include "devcache.h"
 #include "http.h"
@@ -156,52 +158,94 @@ int auth_authenticate(struct req *r)
 }
 
 /* ======================================================================
- * Rate limiting (Redis fixed window)
+ * Login throttling: failures only, keyed by address (Redis fixed windows)
+ *
+ * Only failed logins count, per client address and per (username, client
+ * address). An address past either bound gets 429 until its window ends; the
+ * owner of an account, logging in from an address that did not fail, is
+ * never refused — however many addresses guess at the account (argon2id
+ * bounds how fast each of them can). A successful login clears its
+ * (username, address) count. Counters live in Redis, so they hold across
+ * instances.
  * ====================================================================== */
 
-/* INCR + EXPIRE in one atomic step; returns {count, ttl}. */
-static const char rate_script[] =
-    "local c = redis.call('INCR', KEYS[1]) "
-    "if c == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end "
-    "return {c, redis.call('TTL', KEYS[1])}";
+/* {count, ttl} of both keys, without counting. */
+static const char fail_peek_script[] =
+    "return {tonumber(redis.call('GET', KEYS[1]) or 0), redis.call('TTL', KEYS[1]),"
+    " tonumber(redis.call('GET', KEYS[2]) or 0), redis.call('TTL', KEYS[2])}";
+/* INCR + EXPIRE of each key in one atomic step (the window starts at the first failure). */
+static const char fail_count_script[] =
+    "for i = 1, 2 do local c = redis.call('INCR', KEYS[i]) "
+    "if c == 1 or redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end end "
+    "return 1";
 
-/* Counts one attempt against key; returns seconds to wait (>0) when over max,
- * 0 when allowed. Redis down: allowed (logged by the pool) — login must keep
- * working through a Redis outage; argon2id still bounds guessing speed. */
-static int rate_hit(struct req *r, const char *key, int max)
+static void login_keys(struct req *r, const char *username, char *ip_key, char *user_key, size_t len)
 {
-    char window[16];
-    snprintf(window, sizeof window, "%d", r->app->cfg->login_window);
-    redisReply *rep = redis_cmd(r->app->redis, "EVAL %s 1 %s %s", rate_script, key, window);
-    int wait = 0;
-    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 && rep->element[0]->integer > max)
-        wait = rep->element[1]->integer > 0 ? (int)rep->element[1]->integer : 1;
-    if (rep)
-        freeReplyObject(rep);
-    return wait;
-}
-
-static int rate_limit_login(struct req *r, const char *username)
-{
-    char key[160], lower[40];
+    char lower[40];
     size_t n = strlen(username);
     if (n > 32)
         n = 32; /* longer names are invalid anyway; bound the key */
     for (size_t i = 0; i < n; i++)
         lower[i] = (char)tolower((unsigned char)username[i]);
     lower[n] = '\0';
-    snprintf(key, sizeof key, KEY_RL_LOGIN_IP_PREFIX "%s", r->client_ip);
-    int wait = rate_hit(r, key, r->app->cfg->login_max_per_ip);
-    if (!wait) {
-        snprintf(key, sizeof key, KEY_RL_LOGIN_USER_PREFIX "%s", lower);
-        wait = rate_hit(r, key, r->app->cfg->login_max_per_user);
+    snprintf(ip_key, len, KEY_RL_LOGIN_IP_PREFIX "%s", r->client_ip);
+    snprintf(user_key, len, KEY_RL_LOGIN_USER_PREFIX "%s:%s", lower, r->client_ip);
+}
+
+/* 0 when this address may try this username; else replies 429 with the
+ * window's rest as Retry-After and returns -1. Redis down: allowed (logged
+ * by the pool) — login must keep working through a Redis outage. */
+static int login_throttle(struct req *r, const char *ip_key, const char *user_key)
+{
+    const struct config *cfg = r->app->cfg;
+    redisReply *rep = redis_cmd(r->app->redis, "EVAL %s 2 %s %s", fail_peek_script, ip_key, user_key);
+    int wait = 0;
+    if (rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4) {
+        long long ip_n = rep->element[0]->integer, ip_ttl = rep->element[1]->integer;
+        long long us_n = rep->element[2]->integer, us_ttl = rep->element[3]->integer;
+        if (ip_n >= cfg->login_max_per_ip)
+            wait = ip_ttl > 0 ? (int)ip_ttl : 1;
+        if (us_n >= cfg->login_max_per_user && (us_ttl > 0 ? (int)us_ttl : 1) > wait)
+            wait = us_ttl > 0 ? (int)us_ttl : 1;
     }
+    if (rep)
+        freeReplyObject(rep);
     if (!wait)
         return 0;
     char ra[16];
     snprintf(ra, sizeof ra, "%d", wait);
     req_add_header(r, "Retry-After", ra);
-    return reply_problem(r, 429, "rate_limited", "too many login attempts; retry in %d seconds", wait);
+    return reply_problem(r, 429, "rate_limited", "too many failed logins from this address; retry in %d seconds", wait);
+}
+
+static void login_failed(struct req *r, const char *ip_key, const char *user_key)
+{
+    char window[16];
+    snprintf(window, sizeof window, "%d", r->app->cfg->login_window);
+    redisReply *rep = redis_cmd(r->app->redis, "EVAL %s 2 %s %s %s", fail_count_script, ip_key, user_key, window);
+    if (rep)
+        freeReplyObject(rep);
+}
+
+static void login_succeeded(struct req *r, const char *user_key)
+{
+    redisReply *rep = redis_cmd(r->app->redis, "DEL %s", user_key);
+    if (rep)
+        freeReplyObject(rep);
+}
+
+/* ======================================================================
+ * Registration admission (in-process token buckets, resources/limits.c)
+ * ====================================================================== */
+
+int auth_admit(struct req *r)
+{
+    if (r->route->handler != auth_register)
+        return 0;
+    /* per address first: a flooding address must not spend everyone's share */
+    if (limit_take(r, LIMIT_REGISTER_IP) < 0 || limit_take(r, LIMIT_REGISTER_ALL) < 0)
+        return -1;
+    return 0;
 }
 
 /* ======================================================================
@@ -313,7 +357,9 @@ int auth_login(struct req *r)
         snprintf(e.reason, sizeof e.reason, "must be one of ios, android, web, desktop, other");
         return reply_invalid(r, &e);
     }
-    if (rate_limit_login(r, username) < 0)
+    char ip_key[160], user_key[160];
+    login_keys(r, username, ip_key, user_key, sizeof ip_key);
+    if (login_throttle(r, ip_key, user_key) < 0)
         return -1;
 
     const char *v1[1] = {username};
@@ -323,8 +369,11 @@ int auth_login(struct req *r)
     bool found = PQntuples(u) == 1;
     const char *stored = found ? PQgetvalue(u, 0, 4) : dummy_hash;
     bool ok = crypto_pwhash_str_verify(stored, password, strlen(password)) == 0 && found;
-    if (!ok)
+    if (!ok) {
+        login_failed(r, ip_key, user_key);
         return reply_problem(r, 401, "invalid_credentials", "wrong username or password");
+    }
+    login_succeeded(r, user_key);
 
     const char *uid = PQgetvalue(u, 0, 0);
     if (req_begin(r) < 0)

@@ -13,6 +13,11 @@ struct req;
 /* Verifies the Bearer JWT (HS256 pinned, exp enforced) and that its device is
  * live; sets r->user_id and r->device_id. 0, or -1 after replying 401/503. */
 int auth_authenticate(struct req *r);
+/* The transport's admission check of offloaded routes (server.admit), on the
+ * HTTP thread: registrations are rate-limited per client address and over
+ * all addresses before they take a slot of the hashing pool. 0, or -1 after
+ * replying 429. */
+int auth_admit(struct req *r);
 
 /* Sets the argon2id cost preset ("interactive" | "moderate" | "sensitive" | "min"). */
 void auth_set_pwhash_cost(const char *preset);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apilimits.h"
 #include "auth.h"
 #include "chat.h"
 #include "cursor.h"
@@ -20,9 +21,6 @@
 #include "resources.h"
 #include "tx.h"
 #include "util.h"
-
-#define LIST_DEFAULT 20
-#define LIST_MAX 100
 
 /* ======================================================================
  * The Chat object (one query serves get, create, rename and the list)
@@ -200,6 +198,8 @@ static int create_group(struct req *r)
 
 int chats_create(struct req *r)
 {
+    if (limit_take(r, LIMIT_CHAT) < 0)
+        return -1;
     json_t *kind = json_object_get(r->json, "kind");
     if (!json_is_string(kind))
         return reply_field(r, 422, "validation_failed", "kind", "%s", "kind must be \"direct\" or \"group\"");
@@ -271,6 +271,8 @@ int chats_rename(struct req *r)
     static const struct jfield fields[] = {{"title", JT_STRING, 1, 1, 200, JF_NO_CONTROL}};
     struct member m;
     struct jsonv_error e;
+    if (limit_take(r, LIMIT_CHAT) < 0)
+        return -1;
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "acks.h"
+#include "apilimits.h"
 #include "app.h"
 #include "bus.h"
 #include "chat.h"
@@ -33,9 +34,6 @@
 #include "util.h"
 #include "wake.h"
 
-#define POLL_DEFAULT_TIMEOUT 30
-#define POLL_DEFAULT_LIMIT 100
-#define POLL_MAX_LIMIT 500
 #define ONLINE_GRACE_MS 10000 /* a device that just got its answer counts as connected */
 
 /* ======================================================================

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apilimits.h"
 #include "auth.h"
 #include "chat.h"
 #include "db.h"
@@ -71,6 +72,8 @@ int members_add(struct req *r)
     static const struct jfield fields[] = {{"user_ids", JT_ARRAY, 1, 1, 99, 0}};
     struct member m;
     struct jsonv_error e;
+    if (limit_take(r, LIMIT_MEMBER) < 0)
+        return -1;
     int64_t ids[100];
     if (load_member(r, 0, &m) < 0)
         return -1;
@@ -170,6 +173,8 @@ int members_remove(struct req *r)
     struct member m;
     int64_t target;
     char role[16];
+    if (limit_take(r, LIMIT_MEMBER) < 0)
+        return -1;
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (!parse_i64(req_param(r, 1), &target) || target <= 0)
@@ -219,6 +224,8 @@ int members_set_role(struct req *r)
     struct jsonv_error e;
     int64_t target;
     char cur[16];
+    if (limit_take(r, LIMIT_MEMBER) < 0)
+        return -1;
     if (load_member(r, 0, &m) < 0)
         return -1;
     if (!parse_i64(req_param(r, 1), &target) || target <= 0)

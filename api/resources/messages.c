@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "apilimits.h"
 #include "app.h"
 #include "chat.h"
 #include "db.h"
@@ -26,12 +27,6 @@
 #include "sends.h"
 #include "tx.h"
 #include "util.h"
-
-#define PAGE_DEFAULT 50
-#define PAGE_MAX 100
-#define PAGE_BYTES (1024 * 1024) /* a page ends early once its texts pass this */
-#define MAX_MENTIONS 100
-#define MAX_ATTACHMENTS 10
 
 /* ======================================================================
  * Send
@@ -104,6 +99,8 @@ static void send_done(struct send *s)
 {
     struct req *r = s->it.r;
     char loc[80];
+    if (s->status != SEND_NEW)
+        limit_refund(r, LIMIT_SEND); /* only a new message costs: retries and failures are free */
     switch (s->status) {
     case SEND_NEW:
         snprintf(loc, sizeof loc, "/v1/chats/%lld/messages/%lld", (long long)s->chat_id, (long long)s->seq);
@@ -149,7 +146,7 @@ int messages_send(struct req *r)
 {
     static const struct jfield fields[] = {
         {"client_msg_id", JT_STRING, 1, 36, 36, 0},
-        {"text", JT_STRING, 1, 1, 100000, 0},
+        {"text", JT_STRING, 1, 1, MESSAGE_MAX_CHARS, 0},
         {"reply_to_seq", JT_INT, 0, 1, INT64_MAX, JF_NULLABLE},
         {"mentions", JT_ARRAY, 0, 0, MAX_MENTIONS, 0},
         {"attachment_ids", JT_ARRAY, 0, 0, MAX_ATTACHMENTS, 0},
@@ -242,6 +239,25 @@ int messages_send(struct req *r)
         }
     }
 
+    /* the rate limit, in memory: a hash and a lock. A retry of a message that
+     * is already stored is answered rather than refused (the refs check
+     * above has looked for one already); one that reaches the pipeline is
+     * refunded in send_done. */
+    int wait = limit_try(r, LIMIT_SEND);
+    if (wait) {
+        if (!(nm > 0 || reply || na > 0)) {
+            char c[24], u[24];
+            if (load_member(r, 0, &m) < 0)
+                return -1;
+            const char *ve[3] = {i64s(c, m.chat_id), cmid, i64s(u, r->user_id)};
+            PGresult *ex = req_sql(r, NULL, sql_existing, 3, ve);
+            if (!ex)
+                return -1;
+            if (PQntuples(ex) == 1)
+                return reply_existing(r, ex, hash);
+        }
+        return limit_refuse(r, LIMIT_SEND, wait);
+    }
     struct send *s = xcalloc(1, sizeof *s);
     req_defer(r, free, s);
     *s = (struct send){
@@ -256,6 +272,7 @@ int messages_send(struct req *r)
         .done = send_done,
     };
     if (!sends_submit(r, s)) {
+        limit_refund(r, LIMIT_SEND);
         req_add_header(r, "Retry-After", "1");
         return reply_problem(r, 503, "service_unavailable", "the server is busy; retry shortly");
     }
@@ -357,11 +374,13 @@ static const char sql_drop_reactions[] = "DELETE FROM reactions WHERE chat_id = 
 
 int messages_edit(struct req *r)
 {
-    static const struct jfield fields[] = {{"text", JT_STRING, 1, 1, 100000, 0}};
+    static const struct jfield fields[] = {{"text", JT_STRING, 1, 1, MESSAGE_MAX_CHARS, 0}};
     struct member m;
     struct jsonv_error e;
     struct locked_msg lm;
     int64_t seq;
+    if (limit_take(r, LIMIT_EDIT) < 0)
+        return -1;
     if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
         return -1;
     if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
@@ -396,6 +415,8 @@ int messages_delete(struct req *r)
     struct member m;
     struct locked_msg lm;
     int64_t seq;
+    if (limit_take(r, LIMIT_EDIT) < 0)
+        return -1;
     if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
         return -1;
     if (req_begin(r) < 0 || lock_message(r, &m, seq, &lm) < 0)

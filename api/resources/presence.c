@@ -6,19 +6,22 @@
  *
  * Online means seen within NATTER_PRESENCE_TTL (realtime/presence.h); the
  * last_seen_at of an offline user comes from PostgreSQL.
+ *
+ * Visibility: the caller sees the presence of people who share a chat with
+ * them (and their own). Anyone else reads as offline with no last_seen_at,
+ * exactly like someone never seen, so the answer tells a stranger nothing.
  */
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "apilimits.h"
 #include "db.h"
 #include "http.h"
 #include "presence.h"
 #include "resources.h"
 #include "tx.h"
 #include "util.h"
-
-#define PRESENCE_MAX_IDS 200
 
 int presence_heartbeat(struct req *r)
 {
@@ -27,7 +30,10 @@ int presence_heartbeat(struct req *r)
 }
 
 static const char sql_last_seen[] =
-    "SELECT id, " DB_TS("last_seen_at") " FROM users WHERE id = ANY($1::bigint[]) ORDER BY id";
+    "SELECT u.id, " DB_TS("u.last_seen_at") ","
+    "       u.id = $2 OR EXISTS (SELECT 1 FROM chat_members mine JOIN chat_members o ON o.chat_id = mine.chat_id"
+    "                             WHERE mine.user_id = $2 AND o.user_id = u.id)"
+    "  FROM users u WHERE u.id = ANY($1::bigint[]) ORDER BY u.id";
 
 int presence_get(struct req *r)
 {
@@ -51,21 +57,25 @@ int presence_get(struct req *r)
         if (comma && !*p)
             goto bad;
     }
-    const char *vals[1] = {req_id_array(r, ids, n)};
-    PGresult *res = req_sql(r, NULL, sql_last_seen, 1, vals);
+    char me[24];
+    const char *vals[2] = {req_id_array(r, ids, n), i64s(me, r->user_id)};
+    PGresult *res = req_sql(r, NULL, sql_last_seen, 2, vals);
     if (!res)
         return -1;
-    /* one round trip for every score; Redis down: everyone reads as offline */
-    size_t found = (size_t)PQntuples(res);
+    /* one round trip for the scores of the visible ones; Redis down: everyone
+     * reads as offline */
+    size_t found = (size_t)PQntuples(res), nvis = 0;
     int64_t seen_ms[PRESENCE_MAX_IDS];
     for (size_t i = 0; i < found; i++)
-        ids[i] = db_i64(res, (int)i, 0);
-    presence_seen(ids, found, seen_ms);
+        if (PQgetvalue(res, (int)i, 2)[0] == 't')
+            ids[nvis++] = db_i64(res, (int)i, 0);
+    presence_seen(ids, nvis, seen_ms);
     json_t *arr = json_array();
-    for (int i = 0; i < PQntuples(res); i++) {
-        int64_t seen = seen_ms[i];
-        bool online = presence_online(seen);
-        json_t *last = PQgetisnull(res, i, 1) ? json_null() : json_string(PQgetvalue(res, i, 1));
+    for (int i = 0, v = 0; i < PQntuples(res); i++) {
+        bool visible = PQgetvalue(res, i, 2)[0] == 't';
+        int64_t seen = visible ? seen_ms[v++] : -1;
+        bool online = visible && presence_online(seen);
+        json_t *last = !visible || PQgetisnull(res, i, 1) ? json_null() : json_string(PQgetvalue(res, i, 1));
         if (seen >= 0) {
             char ts[40];
             rfc3339_ms(seen, ts, sizeof ts);

@@ -6,14 +6,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "apilimits.h"
 #include "chat.h"
 #include "db.h"
 #include "http.h"
 #include "resources.h"
 #include "tx.h"
 #include "util.h"
-
-#define EMOJI_MAX_CHARS 32
 
 static const char sql_add_reaction[] =
     "INSERT INTO reactions (chat_id, seq, user_id, emoji) VALUES ($1, $2, $3, $4)"
@@ -30,6 +29,8 @@ static int react(struct req *r, bool add)
     struct member m;
     struct locked_msg lm;
     int64_t seq;
+    if (limit_take(r, LIMIT_REACTION) < 0)
+        return -1;
     if (load_member(r, 0, &m) < 0 || parse_seq(r, 1, &seq) < 0)
         return -1;
     const char *emoji = req_param(r, 2);

@@ -65,6 +65,8 @@ int presence_heartbeat(struct req *r);
 int presence_get(struct req *r);
 /* typing.c */
 int chats_typing(struct req *r);
+/* limits.c */
+int limits_get(struct req *r);
 
 /* the route table (api/routes.c) */
 extern const struct route routes[];

@@ -554,9 +554,10 @@ def test_secured_operations_need_a_token(client, spec):
 # ---------------------------------------------------------------- rate limits
 
 def test_login_rate_limit_per_user(start_api, private_redis):
-    """With NATTER_LOGIN_MAX_PER_USER=3 the 4th attempt for a username (even with the
-    right password, in any case) gets 429 rate_limited with Retry-After 1..60, while
-    another username still logs in."""
+    """With NATTER_LOGIN_MAX_PER_USER=3, after 3 failed logins for a username from one
+    address the 4th attempt from that address (even with the right password, in any case)
+    gets 429 rate_limited with Retry-After 1..60, while the owner logging in from another
+    address is not refused, and the first address still logs in another username."""
     srv = start_api(NATTER_REDIS_URL=private_redis.url, NATTER_LOGIN_MAX_PER_USER="3",
                     NATTER_LOGIN_WINDOW="60")
     c = Client(srv.base_url)
@@ -571,6 +572,9 @@ def test_login_rate_limit_per_user(start_api, private_redis):
         assert 1 <= int(r.headers["Retry-After"]) <= 60
     assert device_rows(victim["id"]) == 0
     login(c, bystander["username"])
+    owner = Client(srv.base_url, source_ip="127.0.0.2")
+    login(owner, victim["username"])
+    assert device_rows(victim["id"]) == 1
 
 
 def test_login_rate_limit_per_ip(start_api, private_redis):

@@ -139,8 +139,10 @@ def test_simultaneous_offline_transitions_all_reach_a_contact(fast):
 def test_presence_query(client):
     """GET /v1/presence?user_ids=… answers the ids that exist, ordered by user id (unknown
     ids left out, order of the query irrelevant): a user who polled is online with
-    last_seen_at set, one never seen is offline with last_seen_at null. 200 ids are fine."""
+    last_seen_at set, one never seen is offline with last_seen_at null (both share a chat
+    with the caller: presence is visible between contacts only). 200 ids are fine."""
     (a, ta), (b, tb), (n, tn) = new_users(client, 3, prefix="p")
+    make_group(client, tb, "contacts", [a["id"], n["id"]])
     head(client, ta)
     missing = int(psql("SELECT coalesce(max(id), 0) + 100000 FROM users"))
     got = presence(client, tb, [missing, a["id"], n["id"]])

@@ -26,6 +26,8 @@ int main(void)
     suite_wake_frame();
     suite_devcache();
     suite_log();
+    suite_ratelimit();
+    suite_typing();
     printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;
 }

@@ -33,5 +33,7 @@ void suite_recent(void);
 void suite_wake_frame(void);
 void suite_devcache(void);
 void suite_log(void);
+void suite_ratelimit(void);
+void suite_typing(void);
 
 #endif

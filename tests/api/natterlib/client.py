@@ -44,10 +44,18 @@ def describe(resp: requests.Response) -> str:
 
 class _TimeoutAdapter(requests.adapters.HTTPAdapter):
     """Puts the timeout on the connection pool too: requests ignores `timeout` when it
-    streams a chunked (generator) body, and would then wait for the server forever."""
+    streams a chunked (generator) body, and would then wait for the server forever.
+    source_ip binds the client's end of each connection (any of 127.0.0.0/8 reaches a
+    server on 127.0.0.1), so that a test can speak from several client addresses."""
+
+    def __init__(self, source_ip: str | None = None):
+        self._source_ip = source_ip
+        super().__init__()
 
     def init_poolmanager(self, *args, **kwargs):
         kwargs.setdefault("timeout", urllib3.Timeout(connect=HTTP_TIMEOUT, read=HTTP_TIMEOUT))
+        if self._source_ip:
+            kwargs["source_address"] = (self._source_ip, 0)
         super().init_poolmanager(*args, **kwargs)
 
 
@@ -56,13 +64,14 @@ class Client:
     contract's invariants (X-Request-Id, problem bodies).
 
     raw=True skips the OpenAPI check only; the X-Request-Id and problem checks always run.
-    json=None sends no JSON body (send `null` with data=b"null")."""
+    json=None sends no JSON body (send `null` with data=b"null").
+    source_ip: the client address to connect from (a loopback address such as 127.0.0.7)."""
 
-    def __init__(self, base_url: str, spec: OpenAPI | None = None):
+    def __init__(self, base_url: str, spec: OpenAPI | None = None, source_ip: str | None = None):
         self.base_url = base_url.rstrip("/")
         self.spec = spec if spec is not None else load_spec()
         self.session = requests.Session()
-        self.session.mount("http://", _TimeoutAdapter())
+        self.session.mount("http://", _TimeoutAdapter(source_ip))
 
     def close(self):
         self.session.close()

@@ -107,6 +107,10 @@ def api_env(state_dir: Path, port: int, **overrides) -> dict:
     base = {
         "NATTER_LOGIN_MAX_PER_USER": "1000",
         "NATTER_LOGIN_MAX_PER_IP": "100000",
+        # every test registers its users from 127.0.0.1: no registration limit
+        # (tests of the limit set their own)
+        "NATTER_RATE_REGISTER_IP_BURST": "0",
+        "NATTER_RATE_REGISTER_ALL_BURST": "0",
         "NATTER_LISTEN_ADDR": "127.0.0.1",
         "NATTER_PORT": str(port),
         "NATTER_HTTP_THREADS": "4",
