@@ -90,6 +90,8 @@ static const struct config_item items[] = {
     {"NATTER_AUTH_CACHE_TTL", CT_INT, F(auth_cache_ttl), "60", 0, 300, NULL, ROLE_API, false,
      "seconds a device's checked state is reused without a query; a revocation elsewhere reaches this instance"
      " through Redis at once, or after at most this long; 0 checks every request"},
+    {"NATTER_METRICS_TOKEN", CT_STR, F(metrics_token), "", 0, 0, NULL, ROLE_API, true,
+     "bearer token GET /metrics requires (Authorization: Bearer <token>, at least 16 bytes); empty = /metrics is public"},
     {"NATTER_WORKER_THREADS", CT_INT, F(worker_threads), "4", 1, 256, NULL, ROLE_WORKER, false,
      "natter-worker threads"},
     {"NATTER_PUSH_WEBHOOK_URL", CT_STR, F(push_webhook_url), "", 0, 0, NULL, ROLE_WORKER, false,
@@ -203,6 +205,10 @@ int config_load(struct config *cfg, enum config_role role, const char *(*getenv_
             *err = xasprintf(
                 "NATTER_JWT_SECRET: required when NATTER_ENV=production "
                 "(generate one with: head -c 32 /dev/urandom | base64)");
+            goto fail;
+        }
+        if (*cfg->metrics_token && strlen(cfg->metrics_token) < 16) {
+            *err = xasprintf("NATTER_METRICS_TOKEN: must be at least 16 bytes (or empty: /metrics public)");
             goto fail;
         }
         if (cfg->production && strcmp(cfg->pwhash_cost, "min") == 0) {

@@ -65,6 +65,7 @@ struct config {
     int send_committers;      /* send batches in flight at once */
     int wake_event_max;       /* largest event body a wake-up carries (bytes) */
     int auth_cache_ttl;       /* seconds a device check is reused */
+    char *metrics_token;      /* "" = /metrics is public; else the bearer token it requires */
     char *log_level;          /* debug | info | warn | error */
 };
 
