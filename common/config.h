@@ -32,6 +32,9 @@ struct config {
     int http_threads;          /* MHD thread pool size */
     int max_connections;       /* 0 = derive from RLIMIT_NOFILE */
     int conn_timeout;          /* idle keep-alive timeout, seconds */
+    int head_timeout;          /* seconds to send a complete request head */
+    int body_timeout;          /* seconds to send a request body (+1 s per 16 KiB) */
+    int max_conns_per_ip;      /* connections per client address; 0 = half the connection limit */
     int db_pool_size;          /* PostgreSQL connections per process */
     int db_pool_timeout_ms;    /* wait for a free connection before 503 */
     int hash_threads;          /* password hashing threads */

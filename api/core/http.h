@@ -50,6 +50,8 @@ struct tx_note; /* tx.h */
 #define HTTP_DEFAULT_MAX_BODY (16 * 1024)
 #define HTTP_MAX_PARAMS ROUTE_MAX_PARAMS
 #define HTTP_MAX_HEADERS 8 /* extra reply headers per request (req_add_header) */
+/* longest URL path served; a longer one is answered 414 uri_too_long */
+#define HTTP_MAX_PATH 2048
 /* after a body passes its limit, bytes read and dropped before hanging up */
 #define HTTP_DISCARD_MAX (1024 * 1024)
 
@@ -72,8 +74,10 @@ struct req {
     struct server *srv;
     struct app *app; /* srv->app */
     struct MHD_Connection *conn;
-    const char *method;                  /* borrowed from MHD */
-    char *path;                          /* owned: URL path without query */
+    const char *method;                  /* borrowed from MHD ("" until the head is read) */
+    char *path;                          /* owned: URL path without query (raw until the head is read) */
+    bool begun;                          /* the access handler has seen the request (its head is complete) */
+    bool path_too_long;                  /* the path passed HTTP_MAX_PATH: 414 */
     const struct route *route;           /* matched route, NULL until routed */
     const char *label;                   /* metrics/log label: route pattern, raw handler, "unmatched" */
     const char *params[HTTP_MAX_PARAMS]; /* path params, owned by the request */
