@@ -105,7 +105,8 @@ export NATTER_DATABASE_URL NATTER_REDIS_URL
 # Cheap password hashing and lifted login limits only so that ~20,000 devices
 # can log in within seconds; access tokens live long enough for the whole run.
 api_env=(NATTER_PORT="$PORT" NATTER_STATE_DIR="$STATE_DIR/api" NATTER_PWHASH_COST=min
-    NATTER_LOGIN_MAX_PER_USER=1000000 NATTER_LOGIN_MAX_PER_IP=1000000 NATTER_ACCESS_TOKEN_TTL=7200)
+    NATTER_LOGIN_MAX_PER_USER=1000000 NATTER_LOGIN_MAX_PER_IP=1000000 NATTER_ACCESS_TOKEN_TTL=7200
+    NATTER_MAX_CONNECTIONS_PER_IP=1000000) # natterload connects from one address (default: half the limit)
 [[ -n $HTTP_THREADS ]] && api_env+=(NATTER_HTTP_THREADS="$HTTP_THREADS")
 [[ -n $DB_POOL ]] && api_env+=(NATTER_DB_POOL_SIZE="$DB_POOL")
 [[ -n $LOG_LEVEL ]] && api_env+=(NATTER_LOG_LEVEL="$LOG_LEVEL")
