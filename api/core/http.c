@@ -5,11 +5,15 @@
  * the database session in tx.c, CORS in cors.c, figures in metrics.c.
  *
  * Life of a request (see http.h for the handler-facing API):
- *   1st call    create struct req, route it, check Content-Length (413 early);
- *               return MHD_YES without replying (replying here forces
- *               Connection: close, which costs ~5x throughput).
+ *   request line  on_uri creates struct req (so that a request MHD refuses
+ *               itself still gets its access-log line).
+ *   1st call    the head is in: request id, route, check Content-Length (413
+ *               early), path length (414); return MHD_YES without replying
+ *               (replying here forces Connection: close, which costs ~5x
+ *               throughput). conns.c's deadline moves from head to body.
  *   body calls  append to r->body up to the route's bound (413 past it).
- *   last call   dispatch(): preflight / 404 / 405 / 415 / 400 / 401, then the
+ *   last call   no deadline from here (conns_dispatched); dispatch():
+ *               preflight / 404 / 405 / 415 / 400 / 401, then the
  *               handler, or suspend and hand it to the offload pool.
  *   resumed     queue the reply the offload thread parked.
  *   completed   access log, metrics, release the DB connection and every

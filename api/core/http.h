@@ -2,8 +2,9 @@
  * http.h — the transport: the request context, the route table's shape, the
  * reply helpers every handler uses, and the server that runs them.
  *
- * http.c owns libmicrohttpd's multi-call protocol: it creates a struct req on
- * the first call, checks Content-Length and accumulates the body up to the
+ * http.c owns libmicrohttpd's multi-call protocol: it creates a struct req
+ * once the request line is read, checks Content-Length on the first call of
+ * the access handler and accumulates the body up to the
  * route's bound (413 past it), then on the last call routes (404/405),
  * answers CORS preflights, checks the content type (415), parses JSON (400),
  * calls the application's authenticate hook (R_AUTH) and the handler.
