@@ -244,7 +244,8 @@ def test_slow_body_is_cut_and_long_poll_is_not(start_api):
 def test_refusals_are_json_lines(start_api):
     """Requests libmicrohttpd refuses itself — a header past its 8 KiB buffer (431), a
     request line past it (414), HTTP/2.5 (505), a bad Content-Length or chunked body
-    (400) — still get their status, and every one is logged as a JSON line (the status
+    (400), a Content-Length too large to parse (413) — still get their status, and every
+    one is logged as a JSON line (the status
     as a field, no HTML): the server's log has no line that is not a JSON object. A
     path past 2048 bytes that still fits is answered by natter itself: 414
     uri_too_long as problem+json."""
