@@ -69,9 +69,6 @@ static int check_schema(struct config *cfg)
     if (st > 0) {
         nlog(LOG_ERROR, "schema is behind: run `natter-api migrate` first",
              json_pack("{s:i,s:i}", "database_version", have, "required_version", want));
-        log_flush(); /* the JSON line first, as written */
-        fprintf(stderr, "natter-api: schema is behind (database at %d, binary needs %d): run `natter-api migrate`\n",
-                have, want);
         return -1;
     }
     return 0;
@@ -99,12 +96,12 @@ static int serve(struct config *cfg)
 
     if (!cfg->production) {
         if (config_dev_secret(cfg, &err) < 0) {
-            fprintf(stderr, "natter-api: %s\n", err);
+            nlog(LOG_ERROR, "cannot start", json_pack("{s:s}", "error", err));
             goto out;
         }
     }
     if (config_s3_secret(cfg, &err) < 0) {
-        fprintf(stderr, "natter-api: %s\n", err);
+        nlog(LOG_ERROR, "cannot start", json_pack("{s:s}", "error", err));
         goto out;
     }
     if (check_schema(cfg) < 0)
@@ -114,7 +111,7 @@ static int serve(struct config *cfg)
     app.db = db_pool_new(cfg->database_url, cfg->db_pool_size);
     app.redis = redis_pool_new(cfg->redis_url, cfg->http_threads + cfg->hash_threads + 4, &err);
     if (!app.redis) {
-        fprintf(stderr, "natter-api: %s\n", err);
+        nlog(LOG_ERROR, "cannot start", json_pack("{s:s}", "error", err));
         goto out;
     }
     auth_set_pwhash_cost(cfg->pwhash_cost);
@@ -197,6 +194,7 @@ int main(int argc, char **argv)
     struct config cfg;
     char *err = NULL;
     const char *cmd = argc > 1 ? argv[1] : "serve";
+    log_set_service("natter-api");
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
         config_print_help("natter-api", ROLE_API);
         return 0;
@@ -206,20 +204,17 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0) {
-        fprintf(stderr, "natter-api: unknown command '%s' (try --help)\n", cmd);
+        nlog(LOG_ERROR, "unknown command (try --help)", json_pack("{s:s}", "command", cmd));
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    log_set_service("natter-api");
     if (sodium_init() < 0) {
-        fprintf(stderr, "natter-api: libsodium failed to initialise\n");
+        nlog(LOG_ERROR, "libsodium failed to initialise", NULL);
         return 1;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (config_load(&cfg, ROLE_API, env_get, &err) < 0) {
         nlog(LOG_ERROR, "bad configuration", json_pack("{s:s}", "error", err));
-        log_flush(); /* the JSON line first, as written */
-        fprintf(stderr, "natter-api: %s\n", err);
         free(err);
         curl_global_cleanup();
         return 1;

@@ -110,7 +110,8 @@ api_env=(NATTER_PORT="$PORT" NATTER_STATE_DIR="$STATE_DIR/api" NATTER_PWHASH_COS
     # from one address, send 10-25 messages a second each and create hundreds
     # of chats (burst 0 = no limit)
     NATTER_RATE_REGISTER_IP_BURST=0 NATTER_RATE_REGISTER_ALL_BURST=0 NATTER_RATE_SEND_BURST=0
-    NATTER_RATE_CHAT_BURST=0 NATTER_RATE_MEMBER_BURST=0)
+    NATTER_RATE_CHAT_BURST=0 NATTER_RATE_MEMBER_BURST=0
+    NATTER_MAX_CONNECTIONS_PER_IP=1000000) # natterload connects from one address (default: half the limit)
 [[ -n $HTTP_THREADS ]] && api_env+=(NATTER_HTTP_THREADS="$HTTP_THREADS")
 [[ -n $DB_POOL ]] && api_env+=(NATTER_DB_POOL_SIZE="$DB_POOL")
 [[ -n $LOG_LEVEL ]] && api_env+=(NATTER_LOG_LEVEL="$LOG_LEVEL")

@@ -69,6 +69,13 @@ static const struct config_item items[] = {
      "connection limit; 0 = open-file limit minus a reserve"},
     {"NATTER_CONN_TIMEOUT", CT_INT, F(conn_timeout), "90", 1, 3600, NULL, ROLE_API, false,
      "idle keep-alive connection timeout, seconds"},
+    {"NATTER_HEAD_TIMEOUT", CT_INT, F(head_timeout), "20", 1, 3600, NULL, ROLE_API, false,
+     "seconds a client has to send a complete request head (after connecting, or after the idle timeout following"
+     " its previous request), however slowly the bytes come"},
+    {"NATTER_BODY_TIMEOUT", CT_INT, F(body_timeout), "60", 1, 3600, NULL, ROLE_API, false,
+     "seconds a client has to send a request body, plus one second per 16 KiB of its Content-Length"},
+    {"NATTER_MAX_CONNECTIONS_PER_IP", CT_INT, F(max_conns_per_ip), "0", 0, 1000000, NULL, ROLE_API, false,
+     "connections one client address may hold; 0 = half the connection limit (behind a balancer: the connection limit)"},
     {"NATTER_DB_POOL_SIZE", CT_INT, F(db_pool_size), "16", 1, 1000, NULL, ROLE_API, false,
      "PostgreSQL connections held by natter-api"},
     {"NATTER_DB_POOL_TIMEOUT_MS", CT_INT, F(db_pool_timeout_ms), "2000", 1, 60000, NULL, ROLE_API, false,
@@ -134,6 +141,8 @@ static const struct config_item items[] = {
     {"NATTER_AUTH_CACHE_TTL", CT_INT, F(auth_cache_ttl), "60", 0, 300, NULL, ROLE_API, false,
      "seconds a device's checked state is reused without a query; a revocation elsewhere reaches this instance"
      " through Redis at once, or after at most this long; 0 checks every request"},
+    {"NATTER_METRICS_TOKEN", CT_STR, F(metrics_token), "", 0, 0, NULL, ROLE_API, true,
+     "bearer token GET /metrics requires (Authorization: Bearer <token>, at least 16 bytes); empty = /metrics is public"},
     {"NATTER_WORKER_THREADS", CT_INT, F(worker_threads), "4", 1, 256, NULL, ROLE_WORKER, false,
      "natter-worker threads"},
     {"NATTER_PUSH_WEBHOOK_URL", CT_STR, F(push_webhook_url), "", 0, 0, NULL, ROLE_WORKER, false,
@@ -247,6 +256,10 @@ int config_load(struct config *cfg, enum config_role role, const char *(*getenv_
             *err = xasprintf(
                 "NATTER_JWT_SECRET: required when NATTER_ENV=production "
                 "(generate one with: head -c 32 /dev/urandom | base64)");
+            goto fail;
+        }
+        if (*cfg->metrics_token && strlen(cfg->metrics_token) < 16) {
+            *err = xasprintf("NATTER_METRICS_TOKEN: must be at least 16 bytes (or empty: /metrics public)");
             goto fail;
         }
         if (cfg->production && strcmp(cfg->pwhash_cost, "min") == 0) {
@@ -392,7 +405,9 @@ void config_log(const struct config *cfg, enum config_role role)
         if (it->type == CT_INT)
             json_object_set_new(f, it->name, json_integer(*(const int *)base));
         else if (it->secret)
-            json_object_set_new(f, it->name, json_string(*(char *const *)base ? "(set, redacted)" : "(unset)"));
+            json_object_set_new(f, it->name,
+                                json_string(*(char *const *)base && **(char *const *)base ? "(set, redacted)"
+                                                                                          : "(unset)"));
         else
             json_object_set_new(f, it->name, *(char *const *)base ? json_string(*(char *const *)base) : json_null());
     }

@@ -32,6 +32,9 @@ struct config {
     int http_threads;          /* MHD thread pool size */
     int max_connections;       /* 0 = derive from RLIMIT_NOFILE */
     int conn_timeout;          /* idle keep-alive timeout, seconds */
+    int head_timeout;          /* seconds to send a complete request head */
+    int body_timeout;          /* seconds to send a request body (+1 s per 16 KiB) */
+    int max_conns_per_ip;      /* connections per client address; 0 = half the connection limit */
     int db_pool_size;          /* PostgreSQL connections per process */
     int db_pool_timeout_ms;    /* wait for a free connection before 503 */
     int hash_threads;          /* password hashing threads */
@@ -79,6 +82,7 @@ struct config {
     int send_committers;      /* send batches in flight at once */
     int wake_event_max;       /* largest event body a wake-up carries (bytes) */
     int auth_cache_ttl;       /* seconds a device check is reused */
+    char *metrics_token;      /* "" = /metrics is public; else the bearer token it requires */
     char *log_level;          /* debug | info | warn | error */
 };
 

@@ -71,9 +71,29 @@ void db_pool_free(struct db_pool *p)
     free(p);
 }
 
+/* libpq's notice receiver: a server NOTICE/WARNING as a JSON line (by
+ * default libpq prints "NOTICE:  …" as plain text on stderr, e.g. for every
+ * `CREATE TABLE IF NOT EXISTS` of a repeated migrate). Notices below WARNING
+ * are debug lines: they say nothing an operator must act on. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    (void)arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    bool warn = sev && strcmp(sev, "WARNING") == 0;
+    enum log_level lvl = warn ? LOG_WARN : LOG_DEBUG;
+    if (!log_enabled(lvl))
+        return;
+    nlog(lvl, "postgres notice",
+         json_pack("{s:s,s:s,s:s}", "severity", sev ? sev : "", "message", msg ? msg : "", "sqlstate",
+                   state ? state : ""));
+}
+
 PGconn *db_connect(const char *conninfo)
 {
     PGconn *c = PQconnectdb(conninfo);
+    PQsetNoticeReceiver(c, on_notice, NULL);
     if (PQstatus(c) != CONNECTION_OK) {
         char *msg = xstrdup(PQerrorMessage(c));
         size_t n = strlen(msg);

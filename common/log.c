@@ -435,58 +435,70 @@ static void lb_str(struct lbuf *b, const char *s)
     lb_add(b, "\"", 1);
 }
 
+/* Formats the line of nlog_fields into b (newline not included). */
+static void format_fields(struct lbuf *b, enum log_level lvl, const char *msg, const struct log_field *f, size_t n)
+{
+    char ts[40], num[64];
+    rfc3339_now(ts, sizeof ts);
+    lb_add(b, "{\"ts\":", 6);
+    lb_str(b, ts);
+    lb_add(b, ",\"level\":", 9);
+    lb_str(b, level_names[lvl]);
+    lb_add(b, ",\"service\":", 11);
+    lb_str(b, atomic_load(&service));
+    lb_add(b, ",\"msg\":", 7);
+    lb_str(b, msg ? msg : "");
+    for (size_t i = 0; i < n; i++) {
+        lb_add(b, ",", 1);
+        lb_str(b, f[i].key);
+        lb_add(b, ":", 1);
+        int k = 0;
+        switch (f[i].type) {
+        case LF_STR:
+            lb_str(b, f[i].s ? f[i].s : "");
+            break;
+        case LF_INT:
+            k = snprintf(num, sizeof num, "%lld", f[i].i);
+            lb_add(b, num, (size_t)k);
+            break;
+        case LF_REAL:
+            /* as jansson writes it with JSON_REAL_PRECISION(6) */
+            k = snprintf(num, sizeof num, "%.6g", f[i].d);
+            lb_add(b, num, (size_t)k);
+            if (!strpbrk(num, ".eE") && isfinite(f[i].d))
+                lb_add(b, ".0", 2);
+            break;
+        }
+    }
+    lb_add(b, "}", 1);
+}
+
 void nlog_fields(enum log_level lvl, const char *msg, const struct log_field *f, size_t n)
 {
     if ((int)lvl < atomic_load_explicit(&min_level, memory_order_relaxed))
         return;
     pthread_once(&start_once, start_writer);
-    char buf[LINE_STACK_BYTES], ts[40], num[64];
+    char buf[LINE_STACK_BYTES];
     struct lbuf b = {buf, 0, sizeof buf - 1, false}; /* room for the newline */
-    rfc3339_now(ts, sizeof ts);
-    lb_add(&b, "{\"ts\":", 6);
-    lb_str(&b, ts);
-    lb_add(&b, ",\"level\":", 9);
-    lb_str(&b, level_names[lvl]);
-    lb_add(&b, ",\"service\":", 11);
-    lb_str(&b, atomic_load(&service));
-    lb_add(&b, ",\"msg\":", 7);
-    lb_str(&b, msg ? msg : "");
-    for (size_t i = 0; i < n; i++) {
-        lb_add(&b, ",", 1);
-        lb_str(&b, f[i].key);
-        lb_add(&b, ":", 1);
-        int k = 0;
-        switch (f[i].type) {
-        case LF_STR:
-            lb_str(&b, f[i].s ? f[i].s : "");
-            break;
-        case LF_INT:
-            k = snprintf(num, sizeof num, "%lld", f[i].i);
-            lb_add(&b, num, (size_t)k);
-            break;
-        case LF_REAL:
-            /* as jansson writes it with JSON_REAL_PRECISION(6) */
-            k = snprintf(num, sizeof num, "%.6g", f[i].d);
-            lb_add(&b, num, (size_t)k);
-            if (!strpbrk(num, ".eE") && isfinite(f[i].d))
-                lb_add(&b, ".0", 2);
-            break;
-        }
-    }
-    lb_add(&b, "}", 1);
-    if (b.cut) /* a line past the stack buffer: rare, and then the slow path */
-    {
-        json_t *obj = json_object();
-        for (size_t i = 0; i < n; i++)
-            json_object_set_new(obj, f[i].key,
-                                f[i].type == LF_STR   ? json_string(f[i].s ? f[i].s : "")
-                                : f[i].type == LF_INT ? json_integer(f[i].i)
-                                                      : json_real(f[i].d));
-        nlog(lvl, msg, obj);
+    format_fields(&b, lvl, msg, f, n);
+    if (!b.cut) {
+        buf[b.len++] = '\n';
+        enqueue(buf, b.len);
         return;
     }
-    buf[b.len++] = '\n';
-    enqueue(buf, b.len);
+    /* A line past the stack buffer (a long path): rare, so a heap buffer
+     * sized for the worst case, every byte escaped as \uXXXX. Not jansson:
+     * it refuses strings that are not UTF-8, which would lose the field. */
+    size_t worst = 256 + 6 * strlen(msg ? msg : "") + 6 * strlen(atomic_load(&service));
+    for (size_t i = 0; i < n; i++)
+        worst += 80 + 6 * strlen(f[i].key) + (f[i].type == LF_STR && f[i].s ? 6 * strlen(f[i].s) : 0);
+    char *big = xmalloc(worst + 1);
+    b = (struct lbuf){big, 0, worst, false};
+    format_fields(&b, lvl, msg, f, n);
+    big[b.len++] = '\n';
+    if (!b.cut) /* cannot be cut: the bound above is the worst case */
+        enqueue(big, b.len);
+    free(big);
 }
 
 void log_flush(void)

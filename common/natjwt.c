@@ -3,11 +3,11 @@
  */
 #include "natjwt.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <jwt.h>
 
 #include "util.h"
@@ -41,6 +41,8 @@ enum jwt_status natter_jwt_verify(const char *secret, const char *token, int64_t
                                   int64_t *device_id)
 {
     jwt_t *jwt = NULL;
+    char *claims = NULL; /* owned, from libjwt */
+    json_t *root = NULL;
     enum jwt_status st = JWT_INVALID;
     if (!secret || !*secret || !token || strlen(token) > JWT_MAX_LEN)
         return JWT_INVALID;
@@ -49,22 +51,26 @@ enum jwt_status natter_jwt_verify(const char *secret, const char *token, int64_t
         goto out;
     if (jwt_get_alg(jwt) != JWT_ALG_HS256)
         goto out;
-    const char *iss = jwt_get_grant(jwt, "iss");
+    /* The claims are read from the payload with their JSON types: libjwt's
+     * jwt_get_grant_int answers -1 for a claim that is not an integer, which
+     * would make an `exp` of "9999999999" (a string) look long expired. A
+     * claim of the wrong type is a malformed token, not an expired one. */
+    claims = jwt_get_grants_json(jwt, NULL);
+    root = claims ? json_loads(claims, 0, NULL) : NULL;
+    if (!json_is_object(root))
+        goto out;
+    const char *iss = json_string_value(json_object_get(root, "iss"));
     if (!iss || strcmp(iss, "natter") != 0)
         goto out;
-    const char *sub = jwt_get_grant(jwt, "sub");
+    const char *sub = json_string_value(json_object_get(root, "sub"));
     int64_t uid;
     if (!sub || !parse_i64(sub, &uid) || uid <= 0)
         goto out;
-    errno = 0;
-    long did = jwt_get_grant_int(jwt, "did");
-    if (errno || did <= 0)
+    json_t *jdid = json_object_get(root, "did"), *jexp = json_object_get(root, "exp");
+    if (!json_is_integer(jdid) || json_integer_value(jdid) <= 0 || !json_is_integer(jexp))
         goto out;
-    errno = 0;
-    long exp = jwt_get_grant_int(jwt, "exp");
-    if (errno)
-        goto out;
-    if ((int64_t)exp <= now) {
+    int64_t did = json_integer_value(jdid), exp = json_integer_value(jexp);
+    if (exp <= now) {
         st = JWT_EXPIRED;
         goto out;
     }
@@ -72,6 +78,8 @@ enum jwt_status natter_jwt_verify(const char *secret, const char *token, int64_t
     *device_id = did;
     st = JWT_OK;
 out:
+    json_decref(root);
+    free(claims);
     jwt_free(jwt);
     return st;
 }

@@ -4,7 +4,9 @@
  *
  * libjwt 1.10 checks neither exp nor the algorithm; natter_jwt_verify does
  * both: the algorithm is pinned to HS256 (alg=none and any other alg are
- * refused) and exp is compared with now.
+ * refused) and exp is compared with now. Claims are read with their JSON
+ * types: an exp (or did) that is not an integer is JWT_INVALID, never
+ * JWT_EXPIRED.
  */
 #ifndef NATTER_NATJWT_H
 #define NATTER_NATJWT_H

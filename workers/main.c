@@ -83,24 +83,24 @@ int main(int argc, char **argv)
     struct redis_pool *main_redis = NULL;
     struct periodic *periodic = NULL;
     int started = 0;
+    log_set_service("natter-worker");
 
     if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         config_print_help("natter-worker", ROLE_WORKER);
         return 0;
     }
     if (argc > 1) {
-        fprintf(stderr, "natter-worker: unknown argument '%s' (try --help)\n", argv[1]);
+        nlog(LOG_ERROR, "unknown argument (try --help)", json_pack("{s:s}", "argument", argv[1]));
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    log_set_service("natter-worker");
-    if (sodium_init() < 0)
+    if (sodium_init() < 0) {
+        nlog(LOG_ERROR, "libsodium failed to initialise", NULL);
         return 1;
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (config_load(&cfg, ROLE_WORKER, env_get, &err) < 0) {
         nlog(LOG_ERROR, "bad configuration", json_pack("{s:s}", "error", err));
-        log_flush(); /* the JSON line first, as written */
-        fprintf(stderr, "natter-worker: %s\n", err);
         free(err);
         curl_global_cleanup();
         return 1;
@@ -108,12 +108,12 @@ int main(int argc, char **argv)
     log_set_level((enum log_level)log_level_parse(cfg.log_level));
 
     if (config_s3_secret(&cfg, &err) < 0) {
-        fprintf(stderr, "natter-worker: %s\n", err);
+        nlog(LOG_ERROR, "cannot start", json_pack("{s:s}", "error", err));
         goto out;
     }
     main_redis = redis_pool_new(cfg.redis_url, 4, &err);
     if (!main_redis) {
-        fprintf(stderr, "natter-worker: %s\n", err);
+        nlog(LOG_ERROR, "cannot start", json_pack("{s:s}", "error", err));
         goto out;
     }
     {

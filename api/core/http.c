@@ -5,11 +5,15 @@
  * the database session in tx.c, CORS in cors.c, figures in metrics.c.
  *
  * Life of a request (see http.h for the handler-facing API):
- *   1st call    create struct req, route it, check Content-Length (413 early);
- *               return MHD_YES without replying (replying here forces
- *               Connection: close, which costs ~5x throughput).
+ *   request line  on_uri creates struct req (so that a request MHD refuses
+ *               itself still gets its access-log line).
+ *   1st call    the head is in: request id, route, check Content-Length (413
+ *               early), path length (414); return MHD_YES without replying
+ *               (replying here forces Connection: close, which costs ~5x
+ *               throughput). conns.c's deadline moves from head to body.
  *   body calls  append to r->body up to the route's bound (413 past it).
- *   last call   dispatch(): preflight / 404 / 405 / 415 / 400 / 401, then the
+ *   last call   no deadline from here (conns_dispatched); dispatch():
+ *               preflight / 404 / 405 / 415 / 400 / 401, then the
  *               handler, or suspend and hand it to the offload pool.
  *   resumed     queue the reply the offload thread parked.
  *   completed   access log, metrics, release the DB connection and every
@@ -19,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +32,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "conns.h"
 #include "cors.h"
 #include "db.h"
 #include "log.h"
@@ -187,21 +193,49 @@ static void set_client_ip(struct req *r)
                   sizeof r->client_ip);
 }
 
-static struct req *req_new(struct server *s, struct MHD_Connection *conn, const char *url, const char *method)
+/* MHD_OPTION_URI_LOG_CALLBACK: the request line has been read (the headers
+ * not yet). The request context is made here rather than in the access
+ * handler so that a request libmicrohttpd refuses itself after this point
+ * (431, 400, 413, …: the handler is never called) still reaches on_completed
+ * and gets its access-log line. uri is the raw target, query included. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
+    struct server *s = cls;
     struct req *r = xcalloc(1, sizeof *r);
     r->srv = s;
     r->app = s->app;
     r->conn = conn;
-    r->method = method;
+    r->method = "";
     r->label = unmatched;
     r->start_us = now_us();
-    size_t ul = strlen(url);
-    r->path = xstrndup(url, ul > 2048 ? 2048 : ul);
-    set_request_id(r);
+    size_t ul = strcspn(uri, "?");
+    r->path = xstrndup(uri, ul > HTTP_MAX_PATH ? HTTP_MAX_PATH : ul); /* until the handler has the decoded one */
+    id_hex16(r->request_id);
     set_client_ip(r);
-    r->cors_origin = cors_allowed(s->cors, req_header(r, "Origin"));
     return r;
+}
+
+/* First call of the access handler: the head is complete. */
+static void req_head(struct req *r, const char *url, const char *method)
+{
+    r->begun = true;
+    r->method = method;
+    free(r->path);
+    size_t ul = strlen(url);
+    r->path = xstrndup(url, ul > HTTP_MAX_PATH ? HTTP_MAX_PATH : ul);
+    r->path_too_long = ul > HTTP_MAX_PATH;
+    set_request_id(r);
+    r->cors_origin = cors_allowed(r->srv->cors, req_header(r, "Origin"));
+}
+
+/* The declared body length for the head-done deadline: 0 none, -1 unknown. */
+static int64_t declared_body(struct req *r)
+{
+    const char *cl = req_header(r, "Content-Length");
+    int64_t n;
+    if (cl && parse_i64(cl, &n) && n >= 0)
+        return n;
+    return req_header(r, "Transfer-Encoding") ? -1 : 0;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -211,10 +245,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)version;
     struct server *s = cls;
     struct req *r = *con_cls;
-    if (!r) {
-        char allow[128];
-        r = req_new(s, conn, url, method);
+    if (!r) { /* cannot happen: on_uri made it; be safe */
+        r = on_uri(s, url, conn);
         *con_cls = r;
+    }
+    if (!r->begun) {
+        char allow[128];
+        req_head(r, url, method);
+        conns_head_done(conn, declared_body(r));
         if (atomic_load(&stopping)) {
             /* replying in the first call closes the connection: what we want */
             req_add_header(r, "Retry-After", "1");
@@ -227,6 +265,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->raw = s->raw;
             r->label = s->raw->label;
             s->raw->begin(r); /* e.g. verifies a signature now; a body then streams to it */
+            return MHD_YES;
+        }
+        if (r->path_too_long) {
+            /* ours rather than libmicrohttpd's HTML 414 (which it sends for a
+             * request line past its 8 KiB buffer) */
+            reply_problem(r, 414, "uri_too_long", "the path exceeds %d bytes", HTTP_MAX_PATH);
             return MHD_YES;
         }
         route_request(r, allow, sizeof allow);
@@ -286,6 +330,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->replied || r->dispatched)
         return MHD_YES;
     r->dispatched = true;
+    conns_dispatched(conn);
     metrics_inflight_add(1);
     if (r->raw)
         r->raw->finish(r);
@@ -301,7 +346,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 /* The request's access-log line. */
 static void access_log(struct req *r, enum log_level lvl, int status, double secs, enum MHD_RequestTerminationCode toe)
 {
-    struct log_field f[11] = {
+    struct log_field f[12] = {
         {"request_id", LF_STR, r->request_id, 0, 0},
         {"method", LF_STR, r->method, 0, 0},
         {"path", LF_STR, r->path, 0, 0},
@@ -319,6 +364,8 @@ static void access_log(struct req *r, enum log_level lvl, int status, double sec
         f[n++] = (struct log_field){"code", LF_STR, r->problem_code, 0, 0};
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         f[n++] = (struct log_field){"terminated", LF_INT, NULL, (long long)toe, 0};
+    if (!r->replied && status != 499)
+        f[n++] = (struct log_field){"refused_by", LF_STR, "libmicrohttpd", 0, 0};
     nlog_fields(lvl, "request", f, n); /* no allocation: one line per request */
 }
 
@@ -348,13 +395,19 @@ static void req_free(struct req *r)
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)conn;
     struct req *r = *con_cls;
     if (!r)
         return;
     *con_cls = NULL;
+    conns_request_done(conn);
     double secs = (double)(now_us() - r->start_us) / 1e6;
-    int status = r->status ? r->status : 499; /* client went away before any reply */
+    int status = r->status;
+    if (!status) {
+        /* no reply of ours: libmicrohttpd refused the request itself (its
+         * status is queued on the connection), or the client went away */
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS);
+        status = ci && ci->http_status >= 100 && ci->http_status <= 599 ? (int)ci->http_status : 499;
+    }
     metrics_observe(r->label, r->method, status, secs);
     enum log_level lvl = status >= 500 ? LOG_ERROR : LOG_INFO;
     if (log_enabled(lvl))
@@ -378,6 +431,45 @@ static unsigned connection_limit(const struct config *cfg)
     return lim < 64 ? 64 : (unsigned)lim;
 }
 
+/* Connections one address may hold: configured, or half the limit, so that
+ * one address can never take them all. */
+static unsigned per_ip_limit(const struct config *cfg, unsigned limit)
+{
+    if (cfg->max_conns_per_ip > 0)
+        return (unsigned)cfg->max_conns_per_ip;
+    return limit / 2 > 0 ? limit / 2 : 1;
+}
+
+/* MHD_OPTION_EXTERNAL_LOGGER: libmicrohttpd's own messages as JSON lines
+ * (without it they are plain text on stderr). Its refusals read "Error
+ * processing request (HTTP response code is 431 ('<html>…')). Closing
+ * connection.": the status becomes a field and the HTML page it sent is
+ * left out. Anything not printable ASCII becomes '?', so the line is
+ * always valid JSON. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char text[512];
+    vsnprintf(text, sizeof text, fmt, ap);
+    unsigned status = 0;
+    const char *code = strstr(text, "HTTP response code is ");
+    if (code)
+        status = (unsigned)strtoul(code + strlen("HTTP response code is "), NULL, 10);
+    char *html = strstr(text, " ('<");
+    if (html)
+        snprintf(html, sizeof text - (size_t)(html - text), "). Closing connection.");
+    size_t n = strlen(text);
+    while (n && (text[n - 1] == '\n' || text[n - 1] == ' '))
+        text[--n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)text[i] < 0x20 || (unsigned char)text[i] > 0x7e)
+            text[i] = '?';
+    json_t *f = json_pack("{s:s}", "detail", text);
+    if (status >= 100 && status <= 599)
+        json_object_set_new(f, "status", json_integer(status));
+    nlog(LOG_WARN, status ? "libmicrohttpd refused a request" : "libmicrohttpd", f);
+}
+
 int http_start(struct server *s)
 {
     struct sockaddr_storage ss;
@@ -399,13 +491,26 @@ int http_start(struct server *s)
     s->cors = cors_new(s->cfg->cors_origins);
     s->offload = offload_new(s->cfg->hash_threads, s->cfg->hash_queue, s->cfg->hash_register_threads,
                              s->cfg->hash_register_queue, offload_run);
-    unsigned limit = connection_limit(s->cfg);
-    s->daemon = MHD_start_daemon(flags, (uint16_t)s->cfg->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-                                 (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg->http_threads,
-                                 MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg->conn_timeout,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    unsigned limit = connection_limit(s->cfg), per_ip = per_ip_limit(s->cfg, limit);
+    if (conns_start((unsigned)s->cfg->head_timeout, (unsigned)s->cfg->body_timeout, (unsigned)s->cfg->conn_timeout) <
+        0) {
+        offload_stop(s->offload);
+        offload_free(s->offload);
+        s->offload = NULL;
+        cors_free(s->cors);
+        s->cors = NULL;
+        return -1;
+    }
+    s->daemon = MHD_start_daemon(flags, (uint16_t)s->cfg->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
+                                 on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg->http_threads,
+                                 MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_CONNECTION_TIMEOUT,
+                                 (unsigned)s->cfg->conn_timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                 MHD_OPTION_NOTIFY_CONNECTION, conns_notify, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
+                                 s, MHD_OPTION_END);
     if (!s->daemon) {
+        conns_stop();
         nlog(LOG_ERROR, "cannot start HTTP server (address in use?)",
              json_pack("{s:s,s:i}", "addr", s->cfg->listen_addr, "port", s->cfg->port));
         offload_stop(s->offload);
@@ -416,8 +521,9 @@ int http_start(struct server *s)
         return -1;
     }
     nlog(LOG_INFO, "listening",
-         json_pack("{s:s,s:i,s:i,s:i}", "addr", s->cfg->listen_addr, "port", s->cfg->port, "threads",
-                   s->cfg->http_threads, "connection_limit", (int)limit));
+         json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i}", "addr", s->cfg->listen_addr, "port", s->cfg->port, "threads",
+                   s->cfg->http_threads, "connection_limit", (int)limit, "per_ip_limit", (int)per_ip, "head_timeout",
+                   s->cfg->head_timeout, "body_timeout", s->cfg->body_timeout));
     return 0;
 }
 
@@ -442,6 +548,7 @@ void http_stop(struct server *s)
     int left = metrics_inflight();
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
+    conns_stop();
     offload_free(s->offload);
     s->offload = NULL;
     cors_free(s->cors);

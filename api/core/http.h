@@ -2,8 +2,9 @@
  * http.h — the transport: the request context, the route table's shape, the
  * reply helpers every handler uses, and the server that runs them.
  *
- * http.c owns libmicrohttpd's multi-call protocol: it creates a struct req on
- * the first call, checks Content-Length and accumulates the body up to the
+ * http.c owns libmicrohttpd's multi-call protocol: it creates a struct req
+ * once the request line is read, checks Content-Length on the first call of
+ * the access handler and accumulates the body up to the
  * route's bound (413 past it), then on the last call routes (404/405),
  * answers CORS preflights, checks the content type (415), parses JSON (400),
  * calls the application's authenticate hook (R_AUTH) and the handler.
@@ -50,6 +51,8 @@ struct tx_note; /* tx.h */
 #define HTTP_DEFAULT_MAX_BODY (16 * 1024)
 #define HTTP_MAX_PARAMS ROUTE_MAX_PARAMS
 #define HTTP_MAX_HEADERS 8 /* extra reply headers per request (req_add_header) */
+/* longest URL path served; a longer one is answered 414 uri_too_long */
+#define HTTP_MAX_PATH 2048
 /* after a body passes its limit, bytes read and dropped before hanging up */
 #define HTTP_DISCARD_MAX (1024 * 1024)
 
@@ -72,8 +75,10 @@ struct req {
     struct server *srv;
     struct app *app; /* srv->app */
     struct MHD_Connection *conn;
-    const char *method;                  /* borrowed from MHD */
-    char *path;                          /* owned: URL path without query */
+    const char *method;                  /* borrowed from MHD ("" until the head is read) */
+    char *path;                          /* owned: URL path without query (raw until the head is read) */
+    bool begun;                          /* the access handler has seen the request (its head is complete) */
+    bool path_too_long;                  /* the path passed HTTP_MAX_PATH: 414 */
     const struct route *route;           /* matched route, NULL until routed */
     const char *label;                   /* metrics/log label: route pattern, raw handler, "unmatched" */
     const char *params[HTTP_MAX_PARAMS]; /* path params, owned by the request */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "conns.h"
 #include "strbuf.h"
 
 #define METRIC_SLOTS 1024
@@ -107,4 +108,15 @@ void http_metrics_render(struct strbuf *sb)
                   "# HELP natter_http_inflight_requests Requests being processed.\n"
                   "# TYPE natter_http_inflight_requests gauge\nnatter_http_inflight_requests %d\n",
                   metrics_inflight());
+    unsigned long long head_cut, body_cut, open;
+    conns_stats(&head_cut, &body_cut, &open);
+    strbuf_printf(
+        sb,
+        "# HELP natter_http_connections Open HTTP connections.\n"
+        "# TYPE natter_http_connections gauge\nnatter_http_connections %llu\n"
+        "# HELP natter_http_slow_closed_total Connections closed because the request head or body did not"
+        " arrive in time (NATTER_HEAD_TIMEOUT, NATTER_BODY_TIMEOUT).\n"
+        "# TYPE natter_http_slow_closed_total counter\n"
+        "natter_http_slow_closed_total{phase=\"head\"} %llu\nnatter_http_slow_closed_total{phase=\"body\"} %llu\n",
+        open, head_cut, body_cut);
 }

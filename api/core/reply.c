@@ -105,6 +105,8 @@ static const char *title_of(int status)
         return "Gone";
     case 413:
         return "Payload too large";
+    case 414:
+        return "URI too long";
     case 415:
         return "Unsupported media type";
     case 422:

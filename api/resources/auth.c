@@ -383,7 +383,8 @@ int auth_login(struct req *r)
     if (!d)
         return -1;
     nlog(LOG_INFO, "login",
-         json_pack("{s:s,s:s,s:s}", "request_id", r->request_id, "user_id", uid, "device_id", PQgetvalue(d, 0, 0)));
+         json_pack("{s:s,s:I,s:I}", "request_id", r->request_id, "user_id", (json_int_t)atoll(uid), "device_id",
+                   (json_int_t)atoll(PQgetvalue(d, 0, 0))));
     return issue_tokens(r, uid, PQgetvalue(d, 0, 0),
                         user_json(uid, PQgetvalue(u, 0, 1), PQgetvalue(u, 0, 2), PQgetvalue(u, 0, 3)));
 }
@@ -453,7 +454,8 @@ int auth_refresh(struct req *r)
         parse_i64(v2[1], &dev);
         bus_revoke(n, dev);
         nlog(LOG_WARN, "refresh token reuse: device revoked",
-             json_pack("{s:s,s:s,s:s}", "request_id", r->request_id, "user_id", uid, "device_id", v2[1]));
+             json_pack("{s:s,s:I,s:I}", "request_id", r->request_id, "user_id", (json_int_t)atoll(uid), "device_id",
+                       (json_int_t)dev));
         return reply_problem(r, 401, "refresh_token_reused",
                              "this refresh token was already used; the device has been signed out");
     }

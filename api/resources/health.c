@@ -1,9 +1,13 @@
 /*
  * health.c — operational endpoints: liveness, readiness (PostgreSQL and
- * Redis), Prometheus metrics and the embedded OpenAPI document.
+ * Redis), Prometheus metrics (behind a bearer token when NATTER_METRICS_TOKEN
+ * is set) and the embedded OpenAPI document.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <sodium.h>
 
 #include "acks.h"
 #include "app.h"
@@ -126,8 +130,33 @@ static void jobs_metrics(struct app *a, struct strbuf *sb)
             freeReplyObject(rep[i]);
 }
 
+/* NATTER_METRICS_TOKEN set: the scrape must carry `Authorization: Bearer
+ * <token>`. Compared in constant time over fixed-size digests, so neither the
+ * token's bytes nor its length leak through timing. 0, or -1 after a 401. */
+static int metrics_authorize(struct req *r)
+{
+    const char *want = r->app->cfg->metrics_token;
+    if (!want || !*want)
+        return 0;
+    const char *h = req_header(r, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !h[7]) {
+        req_add_header(r, "WWW-Authenticate", "Bearer realm=\"metrics\"");
+        return reply_problem(r, 401, "unauthorized", "GET /metrics needs Authorization: Bearer <NATTER_METRICS_TOKEN>");
+    }
+    unsigned char a[crypto_generichash_BYTES], b[crypto_generichash_BYTES];
+    crypto_generichash(a, sizeof a, (const unsigned char *)h + 7, strlen(h + 7), NULL, 0);
+    crypto_generichash(b, sizeof b, (const unsigned char *)want, strlen(want), NULL, 0);
+    if (sodium_memcmp(a, b, sizeof a) != 0) {
+        req_add_header(r, "WWW-Authenticate", "Bearer realm=\"metrics\", error=\"invalid_token\"");
+        return reply_problem(r, 401, "invalid_token", "wrong metrics token");
+    }
+    return 0;
+}
+
 int health_metrics(struct req *r)
 {
+    if (metrics_authorize(r) < 0)
+        return -1;
     struct strbuf sb = {0};
     http_metrics_render(&sb);
     int size = 0, in_use = 0;

@@ -79,6 +79,29 @@ void suite_jwt(void)
     t = forge(JWT_ALG_HS256, secret, "{\"iss\":\"natter\",\"sub\":\"x1\",\"did\":7,\"exp\":5000}");
     CHECK(natter_jwt_verify(secret, t, 1000, &u, &d) == JWT_INVALID); /* sub not an id */
     free(t);
+    /* claims of the wrong JSON type are malformed, not expired (an exp that
+     * is a string read as -1 through jwt_get_grant_int) */
+    static const char *const wrong_types[] = {
+        "{\"iss\":\"natter\",\"sub\":\"42\",\"did\":7,\"exp\":\"5000\"}",
+        "{\"iss\":\"natter\",\"sub\":\"42\",\"did\":7,\"exp\":\"9999999999\"}",
+        "{\"iss\":\"natter\",\"sub\":\"42\",\"did\":7,\"exp\":true}",
+        "{\"iss\":\"natter\",\"sub\":\"42\",\"did\":7,\"exp\":null}",
+        "{\"iss\":\"natter\",\"sub\":\"42\",\"did\":7,\"exp\":[5000]}",
+        "{\"iss\":\"natter\",\"sub\":\"42\",\"did\":\"7\",\"exp\":5000}",
+        "{\"iss\":\"natter\",\"sub\":42,\"did\":7,\"exp\":5000}",
+    };
+    for (size_t i = 0; i < sizeof wrong_types / sizeof wrong_types[0]; i++) {
+        t = forge(JWT_ALG_HS256, secret, wrong_types[i]);
+        CHECK(t != NULL);
+        CHECK(natter_jwt_verify(secret, t, 1000, &u, &d) == JWT_INVALID);
+        CHECK(natter_jwt_verify(secret, t, 6000, &u, &d) == JWT_INVALID); /* never "expired" */
+        free(t);
+    }
+    /* the same claims with the right types still verify, and expire */
+    t = forge(JWT_ALG_HS256, secret, "{\"iss\":\"natter\",\"sub\":\"42\",\"did\":7,\"exp\":5000}");
+    CHECK(natter_jwt_verify(secret, t, 1000, &u, &d) == JWT_OK && u == 42 && d == 7);
+    CHECK(natter_jwt_verify(secret, t, 6000, &u, &d) == JWT_EXPIRED);
+    free(t);
     /* garbage */
     CHECK(natter_jwt_verify(secret, "", 1000, &u, &d) == JWT_INVALID);
     CHECK(natter_jwt_verify(secret, "a.b.c", 1000, &u, &d) == JWT_INVALID);

@@ -187,6 +187,45 @@ static void test_fields(void)
     free(text);
 }
 
+/* A line past the stack buffer (a long path of bytes that are not UTF-8, as
+ * a client may send) is still whole and valid JSON, every field kept. */
+static void test_fields_long(void)
+{
+    int fd = temp_fd();
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    char path[3001];
+    for (size_t i = 0; i < sizeof path - 1; i++)
+        path[i] = i % 3 == 0 ? '/' : (char)0xff;
+    path[sizeof path - 1] = '\0';
+    int saved = capture_begin(fd);
+    struct log_field f[] = {
+        {"request_id", LF_STR, "r-long", 0, 0},
+        {"path", LF_STR, path, 0, 0},
+        {"status", LF_INT, NULL, 404, 0},
+        {"ip", LF_STR, "127.0.0.1", 0, 0},
+    };
+    nlog_fields(LOG_WARN, "long", f, sizeof f / sizeof *f);
+    log_flush();
+    capture_end(saved);
+    char *text = slurp(fd);
+    close(fd);
+    json_error_t err;
+    json_t *a = text ? json_loads(text, JSON_DISABLE_EOF_CHECK, &err) : NULL;
+    CHECK(a != NULL);
+    if (a) {
+        CHECK(strcmp(json_string_value(json_object_get(a, "request_id")), "r-long") == 0);
+        CHECK(json_integer_value(json_object_get(a, "status")) == 404);
+        CHECK(json_string_value(json_object_get(a, "ip")) != NULL);
+        const char *p = json_string_value(json_object_get(a, "path"));
+        CHECK(p != NULL && strlen(p) == 1000 + 2000 * 3); /* each 0xff became U+FFFD (3 bytes) */
+    }
+    CHECK(text && strchr(text, '\n') == text + strlen(text) - 1); /* one line */
+    json_decref(a);
+    free(text);
+}
+
 /* ---- log_flush() writes everything accepted, in order ---- */
 
 struct seq_check {
@@ -416,6 +455,7 @@ void suite_log(void)
     log_set_level(LOG_INFO);
     test_format();
     test_fields();
+    test_fields_long();
     test_flush();
     test_threads();
     test_drops();
