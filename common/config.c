@@ -46,7 +46,7 @@ static const struct config_item items[] = {
     {"NATTER_DATABASE_URL", CT_STR, F(database_url), "postgresql:///natter", 0, 0, NULL, ROLE_BOTH, true,
      "PostgreSQL connection string (libpq URL or key=value)"},
     {"NATTER_REDIS_URL", CT_STR, F(redis_url), "redis://127.0.0.1:6379/0", 0, 0, NULL, ROLE_BOTH, true,
-     "Redis: redis://[:password@]host:port[/db] or unix:///path/to.sock"},
+     "Redis: redis://[[user]:password@]host[:port][/db] (host may be [IPv6], user and password percent-encoded) or unix:///path/to.sock"},
     {"NATTER_JWT_SECRET", CT_STR, F(jwt_secret), NULL, 0, 0, NULL, ROLE_API, true,
      "HS256 signing key, at least 32 bytes; generated into the state dir in development"},
     {"NATTER_ACCESS_TOKEN_TTL", CT_INT, F(access_token_ttl), "900", 30, 86400, NULL, ROLE_API, false,

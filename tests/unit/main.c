@@ -26,6 +26,7 @@ int main(void)
     suite_wake_frame();
     suite_devcache();
     suite_log();
+    suite_redis();
     printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;
 }

@@ -33,5 +33,6 @@ void suite_recent(void);
 void suite_wake_frame(void);
 void suite_devcache(void);
 void suite_log(void);
+void suite_redis(void);
 
 #endif
