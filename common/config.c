@@ -132,6 +132,16 @@ static const struct config_item items[] = {
      NULL, ROLE_API, false, "allowed attachment content types (comma-separated, type/* wildcards)"},
     {"NATTER_UPLOAD_URL_TTL", CT_INT, F(upload_url_ttl), "900", 10, 604800, NULL, ROLE_API, false,
      "validity of a pre-signed upload URL, seconds"},
+    {"NATTER_ATTACHMENT_PENDING_MAX", CT_INT, F(pending_max), "20", 1, 100000, NULL, ROLE_API, false,
+     "pending attachments (upload URL asked for, not completed) one user may have at once; more get"
+     " 409 too_many_pending_attachments"},
+    {"NATTER_ATTACHMENT_PENDING_MAX_BYTES", CT_INT, F(pending_max_bytes), "1073741824", 1, 2147483647, NULL, ROLE_API,
+     false,
+     "total declared size of one user's pending attachments, bytes (at least NATTER_ATTACHMENT_MAX_BYTES); more get"
+     " 409 too_many_pending_attachments"},
+    {"NATTER_ATTACHMENT_PENDING_TTL", CT_INT, F(pending_ttl), "3600", 60, 604800, NULL, ROLE_BOTH, false,
+     "a pending attachment older than this stops counting toward the quota and the worker reclaims it (object, then"
+     " row), seconds; must exceed NATTER_UPLOAD_URL_TTL"},
     {"NATTER_DOWNLOAD_URL_TTL", CT_INT, F(download_url_ttl), "300", 10, 604800, NULL, ROLE_API, false,
      "validity of a pre-signed download URL, seconds"},
     {"NATTER_LOG_LEVEL", CT_ENUM, F(log_level), "info", 0, 0, "debug|info|warn|error", ROLE_BOTH, false,
@@ -203,6 +213,18 @@ int config_load(struct config *cfg, enum config_role role, const char *(*getenv_
             *err = xasprintf(
                 "NATTER_JWT_SECRET: required when NATTER_ENV=production "
                 "(generate one with: head -c 32 /dev/urandom | base64)");
+            goto fail;
+        }
+        if (cfg->pending_max_bytes < cfg->attachment_max_bytes) {
+            *err = xasprintf("NATTER_ATTACHMENT_PENDING_MAX_BYTES: must be at least NATTER_ATTACHMENT_MAX_BYTES (%d)",
+                             cfg->attachment_max_bytes);
+            goto fail;
+        }
+        if (cfg->pending_ttl <= cfg->upload_url_ttl) {
+            *err = xasprintf(
+                "NATTER_ATTACHMENT_PENDING_TTL: must exceed NATTER_UPLOAD_URL_TTL (%d s), or uploads in"
+                " progress would be reclaimed",
+                cfg->upload_url_ttl);
             goto fail;
         }
         if (cfg->production && strcmp(cfg->pwhash_cost, "min") == 0) {

@@ -58,6 +58,9 @@ struct config {
     int attachment_max_bytes; /* largest upload */
     char *attachment_types;   /* comma-separated allow-list; a subtype of * is a wildcard */
     int upload_url_ttl;       /* seconds a pre-signed PUT stays valid */
+    int pending_max;          /* pending attachments one user may have at once */
+    int pending_max_bytes;    /* and their total declared size */
+    int pending_ttl;          /* seconds after which a pending attachment is reclaimed */
     int download_url_ttl;     /* seconds a pre-signed GET stays valid */
     int presence_ttl;         /* seconds without a poll/heartbeat before offline */
     int poll_timeout_max;     /* longest long-poll timeout a client may ask for, seconds */
