@@ -102,7 +102,7 @@ def start_store_api(factory, *, secret: str | None = S3_SECRET, access_key: str 
     given, are passed
     as NATTER_S3_*; otherwise the server runs on the contract's defaults (any value the
     shared test environment sets for them is removed)."""
-    port = free_port()
+    port = int(env.pop("NATTER_PORT", None) or free_port())   # a test may pick the port
     # None removes a variable natterlib's common environment may set: the server then
     # runs on the contract's default
     overrides = {"NATTER_PORT": str(port),
@@ -128,7 +128,7 @@ def start_store_api(factory, *, secret: str | None = S3_SECRET, access_key: str 
 
 def store_worker_env(store: StoreServer, **extra) -> dict:
     """The S3 settings a natter-worker needs to reach `store`'s embedded store."""
-    env = {"NATTER_PUBLIC_URL": store.base_url, "NATTER_S3_SECRET_KEY": store.secret,
+    env = {"NATTER_STORE_URL": store.base_url, "NATTER_S3_SECRET_KEY": store.secret,
            "NATTER_S3_ACCESS_KEY": store.access_key, "NATTER_S3_REGION": store.region,
            "NATTER_S3_BUCKET": store.bucket, "NATTER_S3_ENDPOINT": None}
     env.update(extra)
