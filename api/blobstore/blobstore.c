@@ -388,12 +388,12 @@ static void blob_finish(struct req *r)
         if (write_meta(b, etag, sha_hex) < 0)
             return (void)reply_problem(r, 500, "internal_error", "cannot store the object");
         if (link(b->tmp, data) != 0) {
-            json_t *raced = errno == EEXIST ? read_meta(b) : NULL;
+            bool exists = errno == EEXIST; /* saved: read_meta may change errno */
+            json_t *raced = exists ? read_meta(b) : NULL;
             bool same = raced && meta_digest_is(raced, h);
             json_decref(raced);
             if (!same)
-                return (void)reply_problem(r, errno == EEXIST ? 409 : 500,
-                                           errno == EEXIST ? "object_exists" : "internal_error",
+                return (void)reply_problem(r, exists ? 409 : 500, exists ? "object_exists" : "internal_error",
                                            "cannot store the object");
         }
         req_add_header(r, "ETag", etag);
