@@ -12,7 +12,8 @@ RUN apt-get update \
       libsodium-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY . /src
-# Build from scratch even if the context carried local build output or dev state.
+# .dockerignore keeps local build output, dev state (.state/: secrets, database) and
+# .git out of the context; the rm below is a second guard for a context built without it.
 RUN rm -rf /src/build /src/build-asan /src/.state \
  && make -C /src
 

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "log.h"
 #include "util.h"
 
@@ -46,7 +48,7 @@ static const struct config_item items[] = {
     {"NATTER_DATABASE_URL", CT_STR, F(database_url), "postgresql:///natter", 0, 0, NULL, ROLE_BOTH, true,
      "PostgreSQL connection string (libpq URL or key=value)"},
     {"NATTER_REDIS_URL", CT_STR, F(redis_url), "redis://127.0.0.1:6379/0", 0, 0, NULL, ROLE_BOTH, true,
-     "Redis: redis://[:password@]host:port[/db] or unix:///path/to.sock"},
+     "Redis: redis://[[user]:password@]host[:port][/db] (host may be [IPv6], user and password percent-encoded) or unix:///path/to.sock"},
     {"NATTER_JWT_SECRET", CT_STR, F(jwt_secret), NULL, 0, 0, NULL, ROLE_API, true,
      "HS256 signing key, at least 32 bytes; generated into the state dir in development"},
     {"NATTER_ACCESS_TOKEN_TTL", CT_INT, F(access_token_ttl), "900", 30, 86400, NULL, ROLE_API, false,
@@ -165,8 +167,12 @@ static const struct config_item items[] = {
      "seconds between runs of each cleanup task"},
     {"NATTER_INBOX_RETENTION", CT_INT, F(inbox_retention), "2592000", 1, 315360000, NULL, ROLE_WORKER, false,
      "inbox rows older than this are deleted even if unacknowledged, seconds"},
-    {"NATTER_PUBLIC_URL", CT_STR, F(public_url), "http://127.0.0.1:8080", 0, 0, NULL, ROLE_BOTH, false,
-     "base URL at which clients reach natter-api (the embedded store's pre-signed URLs point here)"},
+    {"NATTER_PUBLIC_URL", CT_STR, F(public_url), "", 0, 0, NULL, ROLE_API, false,
+     "base URL (scheme://host[:port], no path) at which clients reach natter-api: the embedded store's"
+     " pre-signed URLs point here; empty = http://<NATTER_LISTEN_ADDR>:<NATTER_PORT> (127.0.0.1 for 0.0.0.0)"},
+    {"NATTER_STORE_URL", CT_STR, F(store_url), "http://127.0.0.1:8080", 0, 0, NULL, ROLE_WORKER, false,
+     "base URL (scheme://host[:port]) at which natter-worker reaches natter-api's embedded store to delete"
+     " abandoned uploads (in a container: the API's service address); unused with NATTER_S3_ENDPOINT"},
     {"NATTER_S3_ENDPOINT", CT_STR, F(s3_endpoint), "", 0, 0, NULL, ROLE_BOTH, false,
      "S3-compatible endpoint (scheme://host[:port]); empty = the embedded store"},
     {"NATTER_S3_BUCKET", CT_STR, F(s3_bucket), "natter", 0, 0, NULL, ROLE_BOTH, false, "bucket for attachments"},
@@ -185,6 +191,16 @@ static const struct config_item items[] = {
      NULL, ROLE_API, false, "allowed attachment content types (comma-separated, type/* wildcards)"},
     {"NATTER_UPLOAD_URL_TTL", CT_INT, F(upload_url_ttl), "900", 10, 604800, NULL, ROLE_API, false,
      "validity of a pre-signed upload URL, seconds"},
+    {"NATTER_ATTACHMENT_PENDING_MAX", CT_INT, F(pending_max), "20", 1, 100000, NULL, ROLE_API, false,
+     "pending attachments (upload URL asked for, not completed) one user may have at once; more get"
+     " 409 too_many_pending_attachments"},
+    {"NATTER_ATTACHMENT_PENDING_MAX_BYTES", CT_INT, F(pending_max_bytes), "1073741824", 1, 2147483647, NULL, ROLE_API,
+     false,
+     "total declared size of one user's pending attachments, bytes (at least NATTER_ATTACHMENT_MAX_BYTES); more get"
+     " 409 too_many_pending_attachments"},
+    {"NATTER_ATTACHMENT_PENDING_TTL", CT_INT, F(pending_ttl), "3600", 60, 604800, NULL, ROLE_BOTH, false,
+     "a pending attachment older than this stops counting toward the quota and the worker reclaims it (object, then"
+     " row), seconds; must exceed NATTER_UPLOAD_URL_TTL"},
     {"NATTER_DOWNLOAD_URL_TTL", CT_INT, F(download_url_ttl), "300", 10, 604800, NULL, ROLE_API, false,
      "validity of a pre-signed download URL, seconds"},
     {"NATTER_LOG_LEVEL", CT_ENUM, F(log_level), "info", 0, 0, "debug|info|warn|error", ROLE_BOTH, false,
@@ -192,6 +208,87 @@ static const struct config_item items[] = {
 };
 
 #define NITEMS (sizeof items / sizeof items[0])
+
+/* One component of a parsed URL (owned), NULL when absent. */
+static char *url_part(CURLU *u, CURLUPart what)
+{
+    char *v = NULL;
+    if (curl_url_get(u, what, &v, 0) != CURLUE_OK)
+        return NULL;
+    char *out = xstrdup(v);
+    curl_free(v);
+    return out;
+}
+
+char *config_base_url(const char *name, const char *url, char **err)
+{
+    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *extra = NULL, *out = NULL;
+    CURLU *u = curl_url();
+    *err = NULL;
+    if (!u) {
+        *err = xasprintf("%s: out of memory", name);
+        goto done;
+    }
+    CURLUcode cc = curl_url_set(u, CURLUPART_URL, url, 0);
+    if (cc != CURLUE_OK) {
+        *err = xasprintf("%s: '%s' is not a URL (%s)", name, url, curl_url_strerror(cc));
+        goto done;
+    }
+    scheme = url_part(u, CURLUPART_SCHEME);
+    host = url_part(u, CURLUPART_HOST);
+    port = url_part(u, CURLUPART_PORT);
+    path = url_part(u, CURLUPART_PATH);
+    if (!scheme || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) || !host || !*host) {
+        *err = xasprintf("%s: '%s' must be an http:// or https:// URL with a host", name, url);
+        goto done;
+    }
+    if ((extra = url_part(u, CURLUPART_USER)) || (extra = url_part(u, CURLUPART_QUERY)) ||
+        (extra = url_part(u, CURLUPART_FRAGMENT))) {
+        *err = xasprintf("%s: '%s' must be scheme://host[:port] (no user, query or fragment)", name, url);
+        goto done;
+    }
+    if (path && strcmp(path, "/") != 0) {
+        *err = xasprintf(
+            "%s: '%s' has a path prefix (%s), which is not supported: the object store's signed"
+            " URLs are /<bucket>/<key> from the root of the host. Route the whole host (or a"
+            " host of its own) to natter-api, or keep the proxy's prefix out of this URL",
+            name, url, path);
+        goto done;
+    }
+    out = port ? xasprintf("%s://%s:%s", scheme, host, port) : xasprintf("%s://%s", scheme, host);
+done:
+    free(scheme);
+    free(host);
+    free(port);
+    free(path);
+    free(extra);
+    if (u)
+        curl_url_cleanup(u);
+    return out;
+}
+
+/* Replaces *slot (owned) by its normalised base URL; 0, or -1 with *err. */
+static int normalise_url(const char *name, char **slot, char **err)
+{
+    char *norm = config_base_url(name, *slot, err);
+    if (!norm)
+        return -1;
+    free(*slot);
+    *slot = norm;
+    return 0;
+}
+
+/* http://<listen addr>:<port>, a wildcard address replaced by loopback (owned). */
+static char *default_public_url(const struct config *cfg)
+{
+    const char *a = cfg->listen_addr;
+    if (!*a || strcmp(a, "0.0.0.0") == 0)
+        a = "127.0.0.1";
+    else if (strcmp(a, "::") == 0 || strcmp(a, "[::]") == 0)
+        a = "::1";
+    bool v6 = strchr(a, ':') != NULL && a[0] != '[';
+    return xasprintf("http://%s%s%s:%d", v6 ? "[" : "", a, v6 ? "]" : "", cfg->port);
+}
 
 static bool enum_has(const char *choices, const char *v)
 {
@@ -262,6 +359,18 @@ int config_load(struct config *cfg, enum config_role role, const char *(*getenv_
             *err = xasprintf("NATTER_METRICS_TOKEN: must be at least 16 bytes (or empty: /metrics public)");
             goto fail;
         }
+        if (cfg->pending_max_bytes < cfg->attachment_max_bytes) {
+            *err = xasprintf("NATTER_ATTACHMENT_PENDING_MAX_BYTES: must be at least NATTER_ATTACHMENT_MAX_BYTES (%d)",
+                             cfg->attachment_max_bytes);
+            goto fail;
+        }
+        if (cfg->pending_ttl <= cfg->upload_url_ttl) {
+            *err = xasprintf(
+                "NATTER_ATTACHMENT_PENDING_TTL: must exceed NATTER_UPLOAD_URL_TTL (%d s), or uploads in"
+                " progress would be reclaimed",
+                cfg->upload_url_ttl);
+            goto fail;
+        }
         if (cfg->production && strcmp(cfg->pwhash_cost, "min") == 0) {
             *err = xasprintf("NATTER_PWHASH_COST: 'min' is not allowed in production");
             goto fail;
@@ -281,6 +390,19 @@ int config_load(struct config *cfg, enum config_role role, const char *(*getenv_
         *err = xasprintf("NATTER_DATABASE_URL: must not be empty");
         goto fail;
     }
+    if (role & ROLE_API) {
+        if (!*cfg->public_url) {
+            free(cfg->public_url);
+            cfg->public_url = default_public_url(cfg);
+        }
+        if (normalise_url("NATTER_PUBLIC_URL", &cfg->public_url, err) < 0)
+            goto fail;
+    }
+    if ((role & ROLE_WORKER) && normalise_url("NATTER_STORE_URL", &cfg->store_url, err) < 0)
+        goto fail;
+    if (*cfg->s3_endpoint && normalise_url("NATTER_S3_ENDPOINT", &cfg->s3_endpoint, err) < 0)
+        goto fail;
+    cfg->embedded_url = (role & ROLE_API) ? cfg->public_url : cfg->store_url;
     return 0;
 fail:
     config_free(cfg);
@@ -296,6 +418,7 @@ void config_free(struct config *cfg)
         free(*p);
         *p = NULL;
     }
+    cfg->embedded_url = NULL;
 }
 
 /* Loads or creates (O_EXCL: concurrent starters agree) <state_dir>/<name>

@@ -64,7 +64,9 @@ struct config {
     int job_retry_base_ms;     /* first retry delay; doubles, capped at 5 min */
     int cleanup_interval;      /* seconds between runs of each cleanup task */
     int inbox_retention;       /* seconds an inbox row is kept at most */
-    char *public_url;          /* how clients reach natter-api (embedded store URLs) */
+    char *public_url;          /* api: how clients reach natter-api (embedded store URLs);
+                                  "" = http://<listen addr>:<port>, filled in by config_load */
+    char *store_url;           /* worker: how natter-worker reaches natter-api's embedded store */
     char *s3_endpoint;         /* "" = the embedded store */
     char *s3_bucket;
     char *s3_region;
@@ -75,6 +77,9 @@ struct config {
     int attachment_max_bytes; /* largest upload */
     char *attachment_types;   /* comma-separated allow-list; a subtype of * is a wildcard */
     int upload_url_ttl;       /* seconds a pre-signed PUT stays valid */
+    int pending_max;          /* pending attachments one user may have at once */
+    int pending_max_bytes;    /* and their total declared size */
+    int pending_ttl;          /* seconds after which a pending attachment is reclaimed */
     int download_url_ttl;     /* seconds a pre-signed GET stays valid */
     int presence_ttl;         /* seconds without a poll/heartbeat before offline */
     int poll_timeout_max;     /* longest long-poll timeout a client may ask for, seconds */
@@ -84,7 +89,16 @@ struct config {
     int auth_cache_ttl;       /* seconds a device check is reused */
     char *metrics_token;      /* "" = /metrics is public; else the bearer token it requires */
     char *log_level;          /* debug | info | warn | error */
+    const char *embedded_url; /* derived, borrowed: where this binary's URLs for the embedded
+                                 store point (api: public_url, worker: store_url) */
 };
+
+/* A base URL setting (name for messages) checked with libcurl's parser: http
+ * or https, a host, an optional port, nothing else (no user, query, fragment
+ * or path prefix: the store's signatures cover /<bucket>/<key> from the root).
+ * A trailing '/' is dropped. Returns an owned scheme://host[:port], or NULL
+ * with an owned message in *err. */
+char *config_base_url(const char *name, const char *url, char **err);
 
 /* Reads the environment through getenv_fn (getenv in production code, a fake in
  * tests) into cfg, applying defaults and validating every value that applies to

@@ -9,75 +9,125 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include <curl/curl.h>
+
 #include "log.h"
 #include "util.h"
 
 struct redis_pool {
     pthread_mutex_t mu;
-    char *host; /* TCP host, or NULL for a unix socket */
-    char *path; /* unix socket path */
-    int port;
-    char *password; /* AUTH, or NULL */
-    int db;
-    int size; /* max idle contexts kept */
+    struct redis_addr addr; /* where and as whom */
+    int size;               /* max idle contexts kept */
     int nidle;
     redisContext **idle;
     uint64_t last_fail_log_us;
     uint64_t down_until_us; /* connect attempts are skipped until then */
 };
 
-static int parse_url(struct redis_pool *p, const char *url, char **err)
+/* One URL component (owned, NULL when absent), percent-decoded when decode. */
+static char *url_part(CURLU *u, CURLUPart what, bool decode)
 {
+    char *v = NULL;
+    if (curl_url_get(u, what, &v, decode ? CURLU_URLDECODE : 0) != CURLUE_OK)
+        return NULL;
+    char *out = xstrdup(v);
+    curl_free(v);
+    return out;
+}
+
+void redis_addr_free(struct redis_addr *a)
+{
+    free(a->host);
+    free(a->path);
+    free(a->username);
+    if (a->password)
+        memset(a->password, 0, strlen(a->password));
+    free(a->password);
+    memset(a, 0, sizeof *a);
+}
+
+int redis_url_parse(const char *url, struct redis_addr *a, char **err)
+{
+    memset(a, 0, sizeof *a);
+    *err = NULL;
+    a->port = 6379;
     if (strncmp(url, "unix://", 7) == 0) {
         if (!url[7]) {
             *err = xasprintf("NATTER_REDIS_URL: empty unix socket path");
             return -1;
         }
-        p->path = xstrdup(url + 7);
+        a->path = xstrdup(url + 7);
         return 0;
     }
     if (strncmp(url, "redis://", 8) != 0) {
         *err = xasprintf("NATTER_REDIS_URL: must start with redis:// or unix://");
         return -1;
     }
-    const char *s = url + 8;
-    const char *at = strrchr(s, '@');
-    if (at) {
-        const char *colon = memchr(s, ':', (size_t)(at - s));
-        const char *pw = colon ? colon + 1 : s;
-        p->password = xstrndup(pw, (size_t)(at - pw));
-        s = at + 1;
+    /* libcurl parses the authority (IPv6 literals, user:password, port) and
+     * percent-decodes the credentials: no hand-written parser */
+    CURLU *u = curl_url();
+    char *port = NULL, *path = NULL, *extra = NULL;
+    int rc = -1;
+    if (!u) {
+        *err = xasprintf("NATTER_REDIS_URL: out of memory");
+        goto out;
     }
-    const char *slash = strchr(s, '/');
-    size_t hostport_len = slash ? (size_t)(slash - s) : strlen(s);
-    char *hp = xstrndup(s, hostport_len);
-    char *colon = strrchr(hp, ':');
-    p->port = 6379;
-    if (colon) {
-        int64_t port;
-        *colon = '\0';
-        if (!parse_i64(colon + 1, &port) || port < 1 || port > 65535) {
-            free(hp);
-            *err = xasprintf("NATTER_REDIS_URL: bad port");
-            return -1;
-        }
-        p->port = (int)port;
+    CURLUcode cc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+    if (cc != CURLUE_OK) {
+        *err = xasprintf("NATTER_REDIS_URL: %s", curl_url_strerror(cc));
+        goto out;
     }
-    if (!*hp) {
-        free(hp);
+    if ((extra = url_part(u, CURLUPART_QUERY, false)) || (extra = url_part(u, CURLUPART_FRAGMENT, false))) {
+        *err = xasprintf("NATTER_REDIS_URL: no query or fragment allowed");
+        goto out;
+    }
+    a->host = url_part(u, CURLUPART_HOST, false);
+    if (!a->host || !*a->host) {
         *err = xasprintf("NATTER_REDIS_URL: missing host");
-        return -1;
+        goto out;
     }
-    p->host = hp;
-    if (slash && slash[1]) {
-        int64_t db;
-        if (!parse_i64(slash + 1, &db) || db < 0 || db > 1000) {
-            *err = xasprintf("NATTER_REDIS_URL: bad database number");
-            return -1;
+    if (a->host[0] == '[') { /* hiredis wants the bare IPv6 address */
+        size_t n = strlen(a->host);
+        memmove(a->host, a->host + 1, n - 2);
+        a->host[n - 2] = '\0';
+    }
+    if ((port = url_part(u, CURLUPART_PORT, false))) {
+        int64_t v;
+        if (!parse_i64(port, &v) || v < 1 || v > 65535) {
+            *err = xasprintf("NATTER_REDIS_URL: bad port");
+            goto out;
         }
-        p->db = (int)db;
+        a->port = (int)v;
     }
-    return 0;
+    a->username = url_part(u, CURLUPART_USER, true);
+    a->password = url_part(u, CURLUPART_PASSWORD, true);
+    if (a->username && !*a->username) { /* redis://:password@host: the default user */
+        free(a->username);
+        a->username = NULL;
+    }
+    if (a->username && !a->password) { /* redis://password@host (redis-py reads it so too) */
+        a->password = a->username;
+        a->username = NULL;
+    }
+    path = url_part(u, CURLUPART_PATH, true);
+    if (path && path[0] == '/' && path[1]) {
+        int64_t db;
+        if (!parse_i64(path + 1, &db) || db < 0 || db > 1000) {
+            *err = xasprintf("NATTER_REDIS_URL: bad database number");
+            goto out;
+        }
+        a->db = (int)db;
+    }
+    rc = 0;
+out:
+    free(extra);
+    free(port);
+    free(path);
+    if (u)
+        curl_url_cleanup(u);
+    if (rc < 0)
+        redis_addr_free(a);
+    return rc;
 }
 
 struct redis_pool *redis_pool_new(const char *url, int size, char **err)
@@ -85,7 +135,7 @@ struct redis_pool *redis_pool_new(const char *url, int size, char **err)
     struct redis_pool *p = xcalloc(1, sizeof *p);
     pthread_mutex_init(&p->mu, NULL);
     *err = NULL;
-    if (parse_url(p, url, err) < 0) {
+    if (redis_url_parse(url, &p->addr, err) < 0) {
         redis_pool_free(p);
         return NULL;
     }
@@ -101,9 +151,7 @@ void redis_pool_free(struct redis_pool *p)
     for (int i = 0; i < p->nidle; i++)
         redisFree(p->idle[i]);
     free(p->idle);
-    free(p->host);
-    free(p->path);
-    free(p->password);
+    redis_addr_free(&p->addr);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
@@ -131,8 +179,8 @@ static redisContext *connect_new(struct redis_pool *p)
     if (open)
         return NULL;
     struct timeval tv = {0, 300000};
-    redisContext *c = p->path ? redisConnectUnixWithTimeout(p->path, tv)
-                              : redisConnectWithTimeout(p->host, p->port, tv);
+    redisContext *c = p->addr.path ? redisConnectUnixWithTimeout(p->addr.path, tv)
+                                   : redisConnectWithTimeout(p->addr.host, p->addr.port, tv);
     if (!c || c->err) {
         log_fail(p, "connect", c ? c->errstr : "alloc");
         pthread_mutex_lock(&p->mu);
@@ -145,14 +193,17 @@ static redisContext *connect_new(struct redis_pool *p)
     struct timeval cmd_tv = {1, 0};
     redisSetTimeout(c, cmd_tv);
     redisReply *r = NULL;
-    if (p->password) {
-        r = redisCommand(c, "AUTH %s", p->password);
+    if (p->addr.password && p->addr.username) /* an ACL user (Redis 6+) */
+        r = redisCommand(c, "AUTH %s %s", p->addr.username, p->addr.password);
+    else if (p->addr.password)
+        r = redisCommand(c, "AUTH %s", p->addr.password);
+    if (p->addr.password) {
         if (!r || r->type == REDIS_REPLY_ERROR)
             goto fail;
         freeReplyObject(r);
     }
-    if (p->db) {
-        r = redisCommand(c, "SELECT %d", p->db);
+    if (p->addr.db) {
+        r = redisCommand(c, "SELECT %d", p->addr.db);
         if (!r || r->type == REDIS_REPLY_ERROR)
             goto fail;
         freeReplyObject(r);

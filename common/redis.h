@@ -16,7 +16,24 @@
 
 struct redis_pool;
 
-/* Parses url (redis://[:pw@]host:port[/db] or unix:///path). NULL + *err on a bad URL. */
+/* Where Redis is and as whom to log in, from NATTER_REDIS_URL. */
+struct redis_addr {
+    char *host;     /* TCP host (an IPv6 address without brackets), NULL for a unix socket */
+    char *path;     /* unix socket path, or NULL */
+    int port;       /* 6379 unless given */
+    char *username; /* ACL user (AUTH user password), or NULL for the default user */
+    char *password; /* percent-decoded, or NULL (no AUTH) */
+    int db;         /* SELECT, 0..1000 */
+};
+
+/* Parses redis://[[user]:password@]host[:port][/db] (host may be [IPv6];
+ * user and password percent-decoded; libcurl's URL parser) or
+ * unix:///path/to.sock into *a (owned strings; redis_addr_free). 0, or -1
+ * with an owned message in *err naming NATTER_REDIS_URL (a zeroed). */
+int redis_url_parse(const char *url, struct redis_addr *a, char **err);
+void redis_addr_free(struct redis_addr *a);
+
+/* Parses url (see redis_url_parse). NULL + *err on a bad URL. */
 struct redis_pool *redis_pool_new(const char *url, int size, char **err);
 void redis_pool_free(struct redis_pool *p);
 redisContext *redis_acquire(struct redis_pool *p);

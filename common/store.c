@@ -13,7 +13,7 @@
 void store_target(const struct config *cfg, struct s3_target *t)
 {
     bool embedded = config_embedded_store(cfg);
-    t->endpoint = embedded ? cfg->public_url : cfg->s3_endpoint;
+    t->endpoint = embedded ? cfg->embedded_url : cfg->s3_endpoint;
     t->bucket = cfg->s3_bucket;
     t->region = cfg->s3_region;
     t->access_key = cfg->s3_access_key;

@@ -12,8 +12,10 @@
 #include "config.h"
 #include "sigv4.h"
 
-/* The target described by cfg (endpoint = NATTER_S3_ENDPOINT, or
- * NATTER_PUBLIC_URL for the embedded store). Strings borrowed from cfg. */
+/* The target described by cfg (endpoint = NATTER_S3_ENDPOINT, or for the
+ * embedded store cfg->embedded_url: NATTER_PUBLIC_URL in natter-api, whose
+ * URLs are for clients, NATTER_STORE_URL in natter-worker). Strings borrowed
+ * from cfg. */
 void store_target(const struct config *cfg, struct s3_target *t);
 
 /* HEAD key: 0 and *size when the object exists, 1 when it does not,

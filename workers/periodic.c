@@ -5,7 +5,8 @@
  *   inbox_cleanup        acked rows (≤ the smallest ack of the user's live
  *                        devices) and rows past NATTER_INBOX_RETENTION
  *   tokens_cleanup       expired refresh tokens
- *   attachments_cleanup  pending attachments older than a day: object, then row
+ *   attachments_cleanup  pending attachments older than
+ *                        NATTER_ATTACHMENT_PENDING_TTL: object, then row
  *   outbox_reconcile     push_outbox rows past due: enqueue again
  *
  * Coordination through Redis: `natter:lock:<task>` (SET NX with a long
@@ -116,16 +117,21 @@ static long long tokens_cleanup(struct periodic *p)
 
 static const char sql_stale_attachments[] =
     "SELECT chat_id, id, object_key FROM attachments WHERE status = 'pending'"
-    " AND created_at < now() - interval '1 day' ORDER BY created_at LIMIT 500";
+    " AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT 500";
 static const char sql_drop_attachment[] = "DELETE FROM attachments WHERE chat_id = $1 AND id = $2::uuid";
 
-/* Pending attachments older than a day: the object (if it was ever PUT), then the row. */
+/* Pending attachments past NATTER_ATTACHMENT_PENDING_TTL (their upload URL
+ * expired long ago): the object (if it was ever PUT), then the row. The
+ * quota of natter-api stops counting them at the same age. */
 static long long attachments_cleanup(struct periodic *p)
 {
     PGconn *c = pdb(p);
     if (!c)
         return -1;
-    PGresult *res = PQexecParams(c, sql_stale_attachments, 0, NULL, NULL, NULL, NULL, 0);
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%d", p->cfg->pending_ttl);
+    const char *params[1] = {ttl};
+    PGresult *res = PQexecParams(c, sql_stale_attachments, 1, NULL, params, NULL, NULL, 0);
     if (!db_res_ok(res)) {
         PQclear(res);
         return -1;

@@ -2,11 +2,18 @@
  * blobstore.c — the embedded object store (see blobstore.h).
  *
  * Layout: <dir>/<sha256(key)>.data and <sha256(key)>.meta (JSON: key,
- * content_type, size). Hashing the key makes every key a flat, fixed-length
+ * content_type, size, etag, sha256). Hashing the key makes every key a flat, fixed-length
  * file name: no path traversal, no directory trees, no length limits — and
  * keys with "..", empty segments or odd characters are refused anyway.
- * Writes go to a temp file (O_EXCL), are fsynced, then renamed: a reader sees
- * the old object or the whole new one, never a torn one.
+ * Writes go to a temp file (O_EXCL), are fsynced, then linked into place: a
+ * reader sees no object or the whole one, never a torn one.
+ *
+ * Objects are immutable. Every PUT signs x-amz-checksum-sha256 (the digest the
+ * client declared to natter-api) and the store refuses a body with another
+ * digest (400 bad_digest), as S3 does. An object, once stored, is never
+ * replaced: link() refuses an existing name, a PUT of the same bytes again
+ * answers 200 and changes nothing, and a PUT of other bytes onto an existing
+ * key is 409 object_exists.
  */
 #include "blobstore.h"
 
@@ -30,6 +37,11 @@
 #define KEY_MAX 512
 #define MAX_QUERY 32
 #define PATH_MAX_LEN 1024 /* blob_init refuses a longer data directory */
+/* response-content-disposition + response-content-type, bytes: the answer's
+ * head must fit the connection's memory (8 KiB, with the request's head) or
+ * libmicrohttpd closes the connection without an answer. natter-api's longest
+ * Content-Disposition (a 255-byte filename, every byte escaped) is ~1,060. */
+#define OVERRIDES_MAX 1536
 
 struct blob {
     char key[KEY_MAX + 1];
@@ -39,6 +51,7 @@ struct blob {
     int64_t expected, received;
     char content_type[256];
     crypto_hash_sha256_state sha;
+    unsigned char want[crypto_hash_sha256_BYTES]; /* PUT: the signed x-amz-checksum-sha256 */
     bool failed;
 };
 
@@ -97,6 +110,59 @@ static bool key_ok(const char *k)
     return true;
 }
 
+/* <dir>/<sha256(key)> into out (PATH_MAX_LEN). */
+static void base_of(const char *key, char *out)
+{
+    char h[65];
+    sha256_hex(key, strlen(key), h);
+    snprintf(out, PATH_MAX_LEN, "%s/%s", data_dir, h);
+}
+
+static json_t *read_meta_at(const char *base)
+{
+    char path[PATH_MAX_LEN + 8];
+    snprintf(path, sizeof path, "%s.meta", base);
+    return json_load_file(path, 0, NULL);
+}
+
+/* The meta of an object's data file that exists, NULL when there is none. */
+static json_t *existing_meta(const char *base)
+{
+    char data[PATH_MAX_LEN + 8];
+    snprintf(data, sizeof data, "%s.data", base);
+    if (access(data, F_OK) != 0)
+        return NULL;
+    json_t *m = read_meta_at(base);
+    return m ? m : json_object(); /* data without readable meta: still an object */
+}
+
+/* Does the stored meta carry this digest (hex)? */
+static bool meta_digest_is(const json_t *meta, const unsigned char want[crypto_hash_sha256_BYTES])
+{
+    char hex[65];
+    sodium_bin2hex(hex, sizeof hex, want, crypto_hash_sha256_BYTES);
+    const char *stored = json_string_value(json_object_get(meta, "sha256"));
+    return stored && strcmp(stored, hex) == 0;
+}
+
+int blob_stat(const char *key, int64_t *size, char sha256[65])
+{
+    if (!data_dir || !key_ok(key))
+        return -1;
+    char base[PATH_MAX_LEN], data[PATH_MAX_LEN + 8];
+    base_of(key, base);
+    snprintf(data, sizeof data, "%s.data", base);
+    struct stat st;
+    if (stat(data, &st) != 0)
+        return errno == ENOENT ? 1 : -1;
+    json_t *meta = read_meta_at(base);
+    const char *h = json_string_value(json_object_get(meta, "sha256"));
+    snprintf(sha256, 65, "%s", h ? h : "");
+    json_decref(meta);
+    *size = (int64_t)st.st_size;
+    return 0;
+}
+
 static const char *header_of(void *ctx, const char *name)
 {
     return req_header(ctx, name);
@@ -144,9 +210,7 @@ static void blob_begin(struct req *r)
                                    "object keys are 1-512 characters of A-Z a-z 0-9 . _ - /"
                                    " without empty, '.' or '..' segments");
     snprintf(b->key, sizeof b->key, "%s", key);
-    char h[65];
-    sha256_hex(key, strlen(key), h);
-    snprintf(b->base, sizeof b->base, "%s/%s", data_dir, h);
+    base_of(key, b->base);
 
     bool put = strcmp(r->method, "PUT") == 0;
     if (!put && strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0 && strcmp(r->method, "DELETE") != 0) {
@@ -160,10 +224,10 @@ static void blob_begin(struct req *r)
     struct s3_target t;
     store_target(cfg, &t);
     struct sigv4_request rq = {r->method, r->path, q.kv, q.n, header_of, r};
-    /* the store insists that uploads sign their size and type, so a client cannot
-     * store something other than what natter-api agreed to */
-    static const char *const put_signed[] = {"content-length", "content-type"};
-    enum sigv4_verdict v = sigv4_verify_presigned(&t, &rq, wall_time_s(), put_signed, put ? 2 : 0);
+    /* the store insists that uploads sign their size, type and digest, so a
+     * client cannot store something other than what natter-api agreed to */
+    static const char *const put_signed[] = {"content-length", "content-type", "x-amz-checksum-sha256"};
+    enum sigv4_verdict v = sigv4_verify_presigned(&t, &rq, wall_time_s(), put_signed, put ? 3 : 0);
     switch (v) {
     case SIGV4_OK:
         break;
@@ -172,7 +236,8 @@ static void blob_begin(struct req *r)
     case SIGV4_MISSING:
         return (void)reply_problem(r, 403, "access_denied", "a pre-signed URL is required");
     case SIGV4_HEADER_UNSIGNED:
-        return (void)reply_problem(r, 403, "access_denied", "uploads must sign content-length and content-type");
+        return (void)reply_problem(r, 403, "access_denied",
+                                   "uploads must sign content-length, content-type and x-amz-checksum-sha256");
     case SIGV4_WRONG_KEY:
         return (void)reply_problem(r, 403, "access_denied", "unknown access key or credential scope");
     case SIGV4_MALFORMED:
@@ -180,8 +245,30 @@ static void blob_begin(struct req *r)
     case SIGV4_BAD_SIGNATURE:
         return (void)reply_problem(r, 403, "signature_mismatch", "the request signature does not match");
     }
-    if (!put)
+    if (!put) {
+        const char *cd = req_query(r, "response-content-disposition");
+        const char *ct = req_query(r, "response-content-type");
+        if ((cd ? strlen(cd) : 0) + (ct ? strlen(ct) : 0) > OVERRIDES_MAX)
+            return (void)reply_problem(r, 400, "invalid_parameter",
+                                       "response-content-disposition and response-content-type are at most %d bytes"
+                                       " together",
+                                       OVERRIDES_MAX);
         return;
+    }
+    /* signed, so present: its value is what the signature covers */
+    const char *digest = req_header(r, "x-amz-checksum-sha256");
+    size_t dlen = 0;
+    if (!digest || strlen(digest) != 44 ||
+        sodium_base642bin(b->want, sizeof b->want, digest, 44, NULL, &dlen, NULL, sodium_base64_VARIANT_ORIGINAL) !=
+            0 ||
+        dlen != sizeof b->want)
+        return (void)reply_problem(r, 400, "invalid_digest",
+                                   "x-amz-checksum-sha256 must be the base64 of a SHA-256 digest");
+    json_t *old = existing_meta(b->base);
+    bool exists = old != NULL, same = exists && meta_digest_is(old, b->want);
+    json_decref(old);
+    if (exists && !same)
+        return (void)reply_problem(r, 409, "object_exists", "the object exists and objects are never replaced");
     const char *cl = req_header(r, "Content-Length");
     if (!cl || !parse_i64(cl, &b->expected) || b->expected < 0)
         return (void)reply_problem(r, 411, "length_required", "uploads need a Content-Length");
@@ -229,12 +316,12 @@ static int blob_write(struct req *r, const char *data, size_t n)
     return 0;
 }
 
-static int write_meta(struct blob *b, const char *etag)
+static int write_meta(struct blob *b, const char *etag, const char *sha_hex)
 {
     char path[PATH_MAX_LEN + 8];
     snprintf(path, sizeof path, "%s.meta", b->base);
-    json_t *m = json_pack("{s:s,s:s,s:I,s:s}", "key", b->key, "content_type", b->content_type, "size",
-                          (json_int_t)b->expected, "etag", etag);
+    json_t *m = json_pack("{s:s,s:s,s:I,s:s,s:s}", "key", b->key, "content_type", b->content_type, "size",
+                          (json_int_t)b->expected, "etag", etag, "sha256", sha_hex);
     char tmp[PATH_MAX_LEN + 16];
     snprintf(tmp, sizeof tmp, "%s.meta-tmp", b->tmp);
     int rc = json_dump_file(m, tmp, JSON_COMPACT);
@@ -247,9 +334,20 @@ static int write_meta(struct blob *b, const char *etag)
 
 static json_t *read_meta(const struct blob *b)
 {
-    char path[PATH_MAX_LEN + 8];
-    snprintf(path, sizeof path, "%s.meta", b->base);
-    return json_load_file(path, 0, NULL);
+    return read_meta_at(b->base);
+}
+
+/* Adds x-amz-checksum-sha256 (base64, as S3 answers it) from the meta's hex digest. */
+static void add_checksum_header(struct MHD_Response *resp, const json_t *meta)
+{
+    const char *hex = json_string_value(json_object_get(meta, "sha256"));
+    unsigned char bin[crypto_hash_sha256_BYTES];
+    size_t n = 0;
+    char b64[64];
+    if (!hex || sodium_hex2bin(bin, sizeof bin, hex, strlen(hex), NULL, &n, NULL) != 0 || n != sizeof bin)
+        return;
+    sodium_bin2base64(b64, sizeof b64, bin, sizeof bin, sodium_base64_VARIANT_ORIGINAL);
+    MHD_add_response_header(resp, "x-amz-checksum-sha256", b64);
 }
 
 static void blob_finish(struct req *r)
@@ -261,20 +359,43 @@ static void blob_finish(struct req *r)
         if (b->failed || b->received != b->expected)
             return (void)reply_problem(r, 400, "incomplete_body", "the body does not match the signed Content-Length");
         unsigned char h[crypto_hash_sha256_BYTES];
-        char etag[70];
+        char etag[70], sha_hex[65];
         crypto_hash_sha256_final(&b->sha, h);
+        if (sodium_memcmp(h, b->want, sizeof h) != 0)
+            return (void)reply_problem(r, 400, "bad_digest",
+                                       "the body's SHA-256 does not match the signed x-amz-checksum-sha256");
+        sodium_bin2hex(sha_hex, sizeof sha_hex, h, sizeof h);
         etag[0] = '"';
         sodium_bin2hex(etag + 1, 65, h, 16);
         strcat(etag, "\"");
+        json_t *old = existing_meta(b->base);
+        if (old) { /* stored before (a retry, or a PUT that raced ours): never replaced */
+            bool same = meta_digest_is(old, h);
+            json_decref(old);
+            if (!same)
+                return (void)reply_problem(r, 409, "object_exists", "the object exists and objects are never replaced");
+            req_add_header(r, "ETag", etag);
+            return (void)reply_empty(r, 200);
+        }
         if (fsync(b->fd) != 0 || close(b->fd) != 0) {
             b->fd = -1;
             return (void)reply_problem(r, 500, "internal_error", "cannot store the object");
         }
         b->fd = -1;
-        /* meta first, then data: a reader that finds the data finds its meta */
-        if (write_meta(b, etag) < 0 || rename(b->tmp, data) < 0)
+        /* meta first, then data: a reader that finds the data finds its meta.
+         * link() never replaces an existing name (the temp file goes in the
+         * request's cleanup) */
+        if (write_meta(b, etag, sha_hex) < 0)
             return (void)reply_problem(r, 500, "internal_error", "cannot store the object");
-        b->tmp[0] = '\0';
+        if (link(b->tmp, data) != 0) {
+            bool exists = errno == EEXIST; /* saved: read_meta may change errno */
+            json_t *raced = exists ? read_meta(b) : NULL;
+            bool same = raced && meta_digest_is(raced, h);
+            json_decref(raced);
+            if (!same)
+                return (void)reply_problem(r, exists ? 409 : 500, exists ? "object_exists" : "internal_error",
+                                           "cannot store the object");
+        }
         req_add_header(r, "ETag", etag);
         return (void)reply_empty(r, 200);
     }
@@ -305,6 +426,7 @@ static void blob_finish(struct req *r)
     const char *etag = json_string_value(json_object_get(meta, "etag"));
     if (etag)
         MHD_add_response_header(resp, "ETag", etag);
+    add_checksum_header(resp, meta);
     req_send_response(r, 200, resp);
 }
 

@@ -19,12 +19,19 @@
 #ifndef NATTER_BLOBSTORE_H
 #define NATTER_BLOBSTORE_H
 
+#include <stdint.h>
+
 #include "http.h"
 
 struct config;
 
 /* Prepares the data directory; 0 or -1 (logged). cfg must outlive the store. */
 int blob_init(const struct config *cfg);
+/* natter-api's own look at an object of its embedded store, with no HTTP and
+ * no public URL: 0 with *size and sha256 (lowercase hex, "" for an object
+ * stored before digests were required) when key exists, 1 when it does not,
+ * -1 for a bad key, a store not initialised or an unreadable object. */
+int blob_stat(const char *key, int64_t *size, char sha256[65]);
 /* For struct server.raw: claims nothing until blob_init succeeded. */
 extern const struct raw_handler blob_handler;
 

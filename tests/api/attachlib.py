@@ -19,6 +19,7 @@ Nothing here talks to a server or a database at import time.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
 import functools
@@ -50,13 +51,22 @@ DEFAULT_UPLOAD_TTL = 900
 DEFAULT_DOWNLOAD_TTL = 300
 
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-SIGNED_PUT_HEADERS = "content-length;content-type;host"
+SIGNED_PUT_HEADERS = "content-length;content-type;host;x-amz-checksum-sha256"
 RFC3986_UNRESERVED = "-._~"           # with letters and digits: what filename* keeps as is
 CLOCK_SKEW = 30                       # seconds between "now" here and a URL's X-Amz-Date
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def checksum_b64(data: bytes) -> str:
+    """x-amz-checksum-sha256 of data: the base64 of its SHA-256 digest."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+# The digest an upload request declares when a test never uploads its bytes.
+PLACEHOLDER_SHA256 = sha256(b"natter test: bytes that are never uploaded")
 
 
 # --------------------------------------------------------------------------- servers
@@ -92,7 +102,7 @@ def start_store_api(factory, *, secret: str | None = S3_SECRET, access_key: str 
     given, are passed
     as NATTER_S3_*; otherwise the server runs on the contract's defaults (any value the
     shared test environment sets for them is removed)."""
-    port = free_port()
+    port = int(env.pop("NATTER_PORT", None) or free_port())   # a test may pick the port
     # None removes a variable natterlib's common environment may set: the server then
     # runs on the contract's default
     overrides = {"NATTER_PORT": str(port),
@@ -118,7 +128,7 @@ def start_store_api(factory, *, secret: str | None = S3_SECRET, access_key: str 
 
 def store_worker_env(store: StoreServer, **extra) -> dict:
     """The S3 settings a natter-worker needs to reach `store`'s embedded store."""
-    env = {"NATTER_PUBLIC_URL": store.base_url, "NATTER_S3_SECRET_KEY": store.secret,
+    env = {"NATTER_STORE_URL": store.base_url, "NATTER_S3_SECRET_KEY": store.secret,
            "NATTER_S3_ACCESS_KEY": store.access_key, "NATTER_S3_REGION": store.region,
            "NATTER_S3_BUCKET": store.bucket, "NATTER_S3_ENDPOINT": None}
     env.update(extra)
@@ -311,12 +321,16 @@ BOTO_METHODS = {"PUT": "put_object", "GET": "get_object", "HEAD": "head_object",
 
 def presign(store: StoreServer, method: str, key: str, *, expires: int = 300,
             at: datetime.datetime | None = None, secret: str | None = None,
-            access_key: str | None = None, region: str | None = None, **params) -> str:
+            access_key: str | None = None, region: str | None = None,
+            body: bytes | None = None, **params) -> str:
     """A URL botocore pre-signs for METHOD on `key` in the store's bucket (params such as
-    ContentType, ContentLength, ResponseContentType go to the operation); `at` freezes
-    botocore's clock (the URL's X-Amz-Date is then checked to be `at`)."""
+    ContentType, ContentLength, ResponseContentType go to the operation; `body` signs its
+    digest as ChecksumSHA256 = x-amz-checksum-sha256, which the store requires of a PUT);
+    `at` freezes botocore's clock (the URL's X-Amz-Date is then checked to be `at`)."""
     c = s3_client(store, secret=secret, access_key=access_key, region=region)
     args = {"Bucket": store.bucket, "Key": key, **params}
+    if body is not None:
+        args["ChecksumSHA256"] = checksum_b64(body)
     if at is None:
         url = c.generate_presigned_url(BOTO_METHODS[method], Params=args, ExpiresIn=expires)
     else:
@@ -334,8 +348,15 @@ def presign(store: StoreServer, method: str, key: str, *, expires: int = 300,
 
 def store_put(url: str, data: bytes, headers: dict | None = None) -> requests.Response:
     """PUT `data` to a store URL with exactly `headers` (requests adds Content-Length
-    from the body when it is not empty; an empty body keeps the given Content-Length)."""
-    return requests.put(url, data=data, headers=dict(headers or {}), timeout=HTTP_TIMEOUT,
+    from the body when it is not empty; an empty body keeps the given Content-Length),
+    plus x-amz-checksum-sha256 of `data` when the URL signs that header and `headers`
+    does not give it (a test that sends another digest gives it)."""
+    hdrs = dict(headers or {})
+    signed = dict(query_pairs(url)).get("X-Amz-SignedHeaders", "").split(";")
+    if "x-amz-checksum-sha256" in signed and \
+            "x-amz-checksum-sha256" not in {k.lower() for k in hdrs}:
+        hdrs["x-amz-checksum-sha256"] = checksum_b64(data)
+    return requests.put(url, data=data, headers=hdrs, timeout=HTTP_TIMEOUT,
                         allow_redirects=False)
 
 
@@ -455,17 +476,24 @@ def attachment_path(att_id, *rest) -> str:
 
 
 def request_upload_raw(client: Client, tok: str, chat_id, filename="notes.txt",
-                       content_type="text/plain", size=0, **extra) -> requests.Response:
-    body = {"filename": filename, "content_type": content_type, "size": size}
+                       content_type="text/plain", size=0, *, data: bytes | None = None,
+                       **extra) -> requests.Response:
+    """POST an upload request; its sha256 is that of `data` when given (which must be
+    `size` bytes), else PLACEHOLDER_SHA256; `extra` adds or (sha256=None) removes fields."""
+    if data is not None:
+        assert len(data) == size, "request_upload: size differs from len(data)"
+    body = {"filename": filename, "content_type": content_type, "size": size,
+            "sha256": sha256(data) if data is not None else PLACEHOLDER_SHA256}
     body.update(extra)
+    body = {k: v for k, v in body.items() if v is not None}
     return client.post(attachments_path(chat_id), json=body, token=tok)
 
 
 def request_upload(client: Client, tok: str, chat_id, filename="notes.txt",
-                   content_type="text/plain", size=0) -> dict:
+                   content_type="text/plain", size=0, *, data: bytes | None = None) -> dict:
     """POST an upload request, asserting 201 and a Location of the attachment; the body
-    {attachment, upload}."""
-    r = request_upload_raw(client, tok, chat_id, filename, content_type, size)
+    {attachment, upload}. Pass `data` for an upload that will PUT those bytes."""
+    r = request_upload_raw(client, tok, chat_id, filename, content_type, size, data=data)
     assert_status(r, 201)
     body = r.json()
     assert r.headers.get("Location") == attachment_path(body["attachment"]["id"]), describe(r)
@@ -510,7 +538,7 @@ def upload_attachment(client: Client, tok: str, chat_id, data: bytes,
                       filename: str = "notes.txt", content_type: str = "text/plain") -> dict:
     """The whole upload: request a URL, PUT the bytes (200), complete (200); the
     uploaded Attachment."""
-    up = request_upload(client, tok, chat_id, filename, content_type, len(data))
+    up = request_upload(client, tok, chat_id, filename, content_type, len(data), data=data)
     r = put_upload(up["upload"], data)
     assert_status(r, 200)
     return complete(client, tok, up["attachment"]["id"])

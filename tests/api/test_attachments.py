@@ -9,6 +9,7 @@ module's shared server runs on the contract's defaults otherwise (access key
 natter-embedded, region us-east-1, bucket natter, TTLs 900/300, 100 MiB, the default
 types). API calls go through the OpenAPI-checking Client; store calls are plain HTTP.
 """
+import base64
 import datetime
 import re
 import time
@@ -18,7 +19,7 @@ from urllib.parse import unquote
 import pytest
 
 from attachlib import (DEFAULT_DOWNLOAD_TTL, DEFAULT_MAX_BYTES, DEFAULT_UPLOAD_TTL,
-                       SIGNED_PUT_HEADERS, amz_date, assert_expires_at, attachment_path,
+                       PLACEHOLDER_SHA256, SIGNED_PUT_HEADERS, checksum_b64, amz_date, assert_expires_at, attachment_path,
                        attachment_rows, attachment_status, backdate_attachment, blob_files,
                        check_presigned, complete, complete_raw, content_disposition_variants,
                        download_info, download_raw, fetch_download, files_holding, flip_hex,
@@ -36,7 +37,7 @@ from natterlib import (RFC3339_UTC_RE, assert_problem, assert_status, describe, 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TTL_SHORT = 10                # seconds: the smallest NATTER_UPLOAD/DOWNLOAD_URL_TTL
 CLEANUP_WAIT = 20             # seconds until the worker removed the stale attachments
-ATTACHMENT_KEYS = {"id", "chat_id", "uploader_id", "filename", "content_type", "size",
+ATTACHMENT_KEYS = {"id", "chat_id", "uploader_id", "filename", "content_type", "size", "sha256",
                    "status", "created_at", "uploaded_at"}
 
 
@@ -99,11 +100,13 @@ def check_attachment(att: dict, *, chat_id, uploader_id, filename, content_type,
 
 def test_upload_url_fields(store):
     """POST /v1/chats/{id}/attachments by a member: 201 with a pending Attachment
-    (content_type stored lowercase, uploaded_at null), Location /v1/attachments/{id}, and
-    upload {method PUT, url, headers {Content-Type, Content-Length} exactly, expires_at}:
+    (content_type stored lowercase, uploaded_at null, sha256 as declared), Location
+    /v1/attachments/{id}, and upload {method PUT, url, headers {Content-Type,
+    Content-Length, x-amz-checksum-sha256 (base64 of the digest)} exactly, expires_at}:
     the URL points at NATTER_PUBLIC_URL/natter/att/<chat_id>/<uuid> and is SigV4
     query-signed (X-Amz-Algorithm, -Credential natter-embedded/<day>/us-east-1/s3/
-    aws4_request, -Date now, -Expires 900, -SignedHeaders content-length;content-type;host,
+    aws4_request, -Date now, -Expires 900, -SignedHeaders
+    content-length;content-type;host;x-amz-checksum-sha256,
     -Signature); expires_at = X-Amz-Date + 900 s; the row is pending with that key."""
     c = store.client
     ((a, ta),), cid = group(store, 1)
@@ -117,7 +120,10 @@ def test_upload_url_fields(store):
                      content_type="image/png", size=1234, status="pending")
     assert set(up) == {"method", "url", "headers", "expires_at"}, up
     assert up["method"] == "PUT"
-    assert up["headers"] == {"Content-Type": "image/png", "Content-Length": "1234"}, up
+    assert att["sha256"] == PLACEHOLDER_SHA256, att
+    assert up["headers"] == {"Content-Type": "image/png", "Content-Length": "1234",
+                             "x-amz-checksum-sha256":
+                             base64.b64encode(bytes.fromhex(PLACEHOLDER_SHA256)).decode()}, up
     check_presigned(store, up["url"], ttl=DEFAULT_UPLOAD_TTL, signed_headers=SIGNED_PUT_HEADERS)
     assert_expires_at(up["url"], up["expires_at"], DEFAULT_UPLOAD_TTL)
     key = key_of(store, up["url"])
@@ -140,10 +146,12 @@ def test_full_flow_through_embedded_store(store):
     ((a, ta), (b, tb)), cid = group(store, 2)
     filename = 'Résumé "final".pdf'
     data = b"%PDF-1.4\n" + "Résumé — natter\n".encode() * 40 + random_bytes(333)
-    up = request_upload(c, ta, cid, filename, "application/pdf", len(data))
+    up = request_upload(c, ta, cid, filename, "application/pdf", len(data), data=data)
     att, upload = up["attachment"], up["upload"]
     assert upload["headers"] == {"Content-Type": "application/pdf",
-                                 "Content-Length": str(len(data))}
+                                 "Content-Length": str(len(data)),
+                                 "x-amz-checksum-sha256": checksum_b64(data)}
+    assert att["sha256"] == sha256(data)
     r = put_upload(upload, data)
     assert_status(r, 200)
     assert r.headers.get("ETag"), describe(r)
@@ -218,8 +226,9 @@ def test_empty_file_round_trip(store):
     body is 200, complete is 200 and the download is an empty 200."""
     c = store.client
     ((a, ta),), cid = group(store, 1)
-    up = request_upload(c, ta, cid, "empty.txt", "text/plain", 0)
-    assert up["upload"]["headers"] == {"Content-Type": "text/plain", "Content-Length": "0"}
+    up = request_upload(c, ta, cid, "empty.txt", "text/plain", 0, data=b"")
+    assert up["upload"]["headers"] == {"Content-Type": "text/plain", "Content-Length": "0",
+                                       "x-amz-checksum-sha256": checksum_b64(b"")}
     assert_status(put_upload(up["upload"], b""), 200)
     att = complete(c, ta, up["attachment"]["id"])
     assert att["size"] == 0
@@ -270,8 +279,8 @@ def test_refused_uploads_store_nothing(store):
     c = store.client
     ((a, ta),), cid = group(store, 1)
     data = b"the real content of report.txt\n" * 20
-    up = request_upload(c, ta, cid, "report.txt", "text/plain", len(data))
-    other = request_upload(c, ta, cid, "other.txt", "text/plain", len(data))
+    up = request_upload(c, ta, cid, "report.txt", "text/plain", len(data), data=data)
+    other = request_upload(c, ta, cid, "other.txt", "text/plain", len(data), data=data)
     url, att_id = up["upload"]["url"], up["attachment"]["id"]
     key, other_key = key_of(store, url), key_of(store, other["upload"]["url"])
     files_before = blob_files(store)
@@ -317,7 +326,7 @@ def test_chunked_upload_refused(store):
     c = store.client
     ((a, ta),), cid = group(store, 1)
     data = b"chunk one|chunk two|chunk three"
-    up = request_upload(c, ta, cid, "chunks.txt", "text/plain", len(data))
+    up = request_upload(c, ta, cid, "chunks.txt", "text/plain", len(data), data=data)
     files_before = blob_files(store)
     r = raw_request(store.base_url, "PUT", target_of(up["upload"]["url"]),
                     headers={"Content-Type": "text/plain"},
@@ -339,7 +348,7 @@ def test_urls_bound_to_key_method_and_query(store):
     c = store.client
     ((a, ta),), cid = group(store, 1)
     data = b"bound to its purpose\n"
-    up = request_upload(c, ta, cid, "bound.txt", "text/plain", len(data))
+    up = request_upload(c, ta, cid, "bound.txt", "text/plain", len(data), data=data)
     assert_status(put_upload(up["upload"], data), 200)
     att = complete(c, ta, up["attachment"]["id"])
     key = key_of(store, up["upload"]["url"])
@@ -372,7 +381,7 @@ def test_urls_expire(start_api):
     ((a, ta),), cid = group(store, 1)
     data = b"expiring content\n" * 10
     done = upload_attachment(store.client, ta, cid, data, "kept.txt", "text/plain")
-    late = request_upload(c, ta, cid, "late.txt", "text/plain", len(data))
+    late = request_upload(c, ta, cid, "late.txt", "text/plain", len(data), data=data)
     late_url = late["upload"]["url"]
     check_presigned(store, late_url, ttl=TTL_SHORT, signed_headers=SIGNED_PUT_HEADERS)
     assert_expires_at(late_url, late["upload"]["expires_at"], TTL_SHORT)
@@ -405,7 +414,7 @@ def test_complete_rules(store):
     ((a, ta), (b, tb), (d, td)), cid = group(store, 3)
     ((x, tx),) = new_users(c, 1, prefix="ax")
     data = b"complete me"
-    up = request_upload(c, ta, cid, "c.txt", "text/plain", len(data))
+    up = request_upload(c, ta, cid, "c.txt", "text/plain", len(data), data=data)
     att_id = up["attachment"]["id"]
     assert_problem(complete_raw(c, ta, att_id), 409, "upload_missing")
     assert attachment_status(att_id) == "pending"
@@ -424,30 +433,43 @@ def test_complete_rules(store):
 def test_complete_size_mismatch(store):
     """An object of another size under the attachment's key (PUT through a URL botocore
     signs with the store's own keys) makes complete 409 upload_size_mismatch and leaves
-    the attachment pending; after the right bytes go up through natter's URL, complete is
-    200."""
+    the attachment pending; the store never replaces that object (natter's own URL with
+    the declared bytes is then 409 object_exists). An object of the right size but other
+    bytes makes complete 409 upload_digest_mismatch."""
     c = store.client
     ((a, ta),), cid = group(store, 1)
     data = b"exactly these bytes\n"
-    up = request_upload(c, ta, cid, "size.txt", "text/plain", len(data))
+    up = request_upload(c, ta, cid, "size.txt", "text/plain", len(data), data=data)
     key = key_of(store, up["upload"]["url"])
     wrong = data + b"plus extra"
-    url = presign(store, "PUT", key, ContentType="text/plain", ContentLength=len(wrong))
+    url = presign(store, "PUT", key, ContentType="text/plain", ContentLength=len(wrong),
+                  body=wrong)
     if "content-length" not in url_param(url, "X-Amz-SignedHeaders").split(";"):
         pytest.skip("this botocore does not sign content-length, which the store requires")
     assert_status(store_put(url, wrong, {"Content-Type": "text/plain"}), 200)
     assert_problem(complete_raw(c, ta, up["attachment"]["id"]), 409, "upload_size_mismatch")
     assert attachment_status(up["attachment"]["id"]) == "pending"
-    assert_status(put_upload(up["upload"], data), 200)
-    assert complete(c, ta, up["attachment"]["id"])["size"] == len(data)
+    assert_problem(put_upload(up["upload"], data), 409, "object_exists")
+    assert store_has(store, key) == wrong
+
+    up2 = request_upload(c, ta, cid, "digest.txt", "text/plain", len(data), data=data)
+    key2 = key_of(store, up2["upload"]["url"])
+    same_size = data.upper()
+    url = presign(store, "PUT", key2, ContentType="text/plain", ContentLength=len(same_size),
+                  body=same_size)
+    assert_status(store_put(url, same_size, {"Content-Type": "text/plain"}), 200)
+    assert_problem(complete_raw(c, ta, up2["attachment"]["id"]), 409, "upload_digest_mismatch")
+    assert attachment_status(up2["attachment"]["id"]) == "pending"
 
 
 def test_complete_store_unreachable(start_api):
-    """When natter-api cannot reach the object store (NATTER_PUBLIC_URL names a port
+    """When natter-api cannot reach an S3 object store (NATTER_S3_ENDPOINT names a port
     nobody listens on), complete is 503 service_unavailable with Retry-After and the
-    attachment stays pending."""
+    attachment stays pending. (The embedded store is never reached over HTTP: see
+    test_public_url.py.)"""
     dead = free_port()
-    store = start_store_api(start_api, public_url=f"http://127.0.0.1:{dead}")
+    store = start_store_api(start_api, public_url=f"http://127.0.0.1:{dead}",
+                            NATTER_S3_ENDPOINT=f"http://127.0.0.1:{dead}")
     c = store.client
     ((a, ta),), cid = group(store, 1)
     up = request_upload(c, ta, cid, "void.txt", "text/plain", 5)
@@ -608,7 +630,8 @@ def test_message_attachment_refs_refused(store):
 
 def test_cleanup_deletes_stale_pending(private_redis, start_api, worker):
     """natter-worker's attachments_cleanup (NATTER_CLEANUP_INTERVAL=1, the server's S3
-    settings) deletes pending attachments older than a day — the stored object (signed
+    settings) deletes pending attachments older than NATTER_ATTACHMENT_PENDING_TTL
+    (default an hour; these are two hours old) — the stored object (signed
     DELETE: afterwards the key is 404 no_such_key and no file holds its bytes) and the row;
     a stale pending one that was never PUT goes too. An uploaded attachment of the same
     age and a fresh pending one are kept with their objects."""
@@ -616,20 +639,20 @@ def test_cleanup_deletes_stale_pending(private_redis, start_api, worker):
     c = store.client
     ((a, ta),), cid = group(store, 1)
     stale_data = random_bytes(2048)
-    stale = request_upload(c, ta, cid, "stale.bin", "application/pdf", len(stale_data))
+    stale = request_upload(c, ta, cid, "stale.bin", "application/pdf", len(stale_data), data=stale_data)
     assert_status(put_upload(stale["upload"], stale_data), 200)
     never = request_upload(c, ta, cid, "never.txt", "text/plain", 10)
     kept_data = random_bytes(1024)
     kept = upload_attachment(store.client, ta, cid, kept_data, "kept.bin", "application/pdf")
     fresh_data = random_bytes(512)
-    fresh = request_upload(c, ta, cid, "fresh.bin", "application/pdf", len(fresh_data))
+    fresh = request_upload(c, ta, cid, "fresh.bin", "application/pdf", len(fresh_data), data=fresh_data)
     assert_status(put_upload(fresh["upload"], fresh_data), 200)
     stale_key = key_of(store, stale["upload"]["url"])
     fresh_key = key_of(store, fresh["upload"]["url"])
     assert files_holding(store, stale_data), "the stale object is not on disk to begin with"
     stale_id, never_id = stale["attachment"]["id"], never["attachment"]["id"]
     for att_id in (stale_id, never_id, kept["id"]):
-        backdate_attachment(att_id, "2 days")
+        backdate_attachment(att_id, "2 hours")
 
     w = worker(threads=1, NATTER_CLEANUP_INTERVAL="1", NATTER_REDIS_URL=private_redis.url,
                **store_worker_env(store))

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from attachlib import (OTHER_SECRET, SIGNED_PUT_HEADERS, assert_store_problem,
+from attachlib import (OTHER_SECRET, SIGNED_PUT_HEADERS, assert_store_problem, checksum_b64,
                        blob_files, check_presigned, complete, drop_param, fetch_download,
                        key_of, presign, put_upload, random_bytes, raw_request, replace_param,
                        request_upload, sha256, start_store_api, store_get, store_has,
@@ -55,7 +55,7 @@ def botocore_signs_length(store) -> bool:
 
 def put_object(store, key: str, data: bytes, content_type: str = "application/octet-stream"):
     """Store `data` under `key` through a botocore-signed PUT (asserting 200)."""
-    url = presign(store, "PUT", key, ContentType=content_type, ContentLength=len(data))
+    url = presign(store, "PUT", key, ContentType=content_type, ContentLength=len(data), body=data)
     r = store_put(url, data, {"Content-Type": content_type})
     assert_status(r, 200)
     return r
@@ -73,7 +73,7 @@ def natter_upload(store, data: bytes, filename="n.txt", content_type="text/plain
     the member's token)."""
     ((a, ta),) = new_users(store.client, 1, prefix="bs")
     cid = make_group(store.client, ta, "blobs", [])["id"]
-    up = request_upload(store.client, ta, cid, filename, content_type, len(data))
+    up = request_upload(store.client, ta, cid, filename, content_type, len(data), data=data)
     assert_status(put_upload(up["upload"], data), 200)
     att = complete(store.client, ta, up["attachment"]["id"])
     return att, key_of(store, up["upload"]["url"]), ta
@@ -89,7 +89,7 @@ def test_natter_urls_follow_store_settings(store):
     data = b"custom settings\n"
     ((a, ta),) = new_users(store.client, 1, prefix="bs")
     cid = make_group(store.client, ta, "cfg", [])["id"]
-    up = request_upload(store.client, ta, cid, "cfg.txt", "text/plain", len(data))
+    up = request_upload(store.client, ta, cid, "cfg.txt", "text/plain", len(data), data=data)
     check_presigned(store, up["upload"]["url"], ttl=900, signed_headers=SIGNED_PUT_HEADERS)
     assert urlsplit(up["upload"]["url"]).path.startswith(f"/{BUCKET}/att/{cid}/")
     assert_status(put_upload(up["upload"], data), 200)
@@ -148,12 +148,12 @@ def test_botocore_put_get_head_delete(store):
     HEAD are 404 (no_such_key)."""
     data = random_bytes(1500)
     key = new_key()
-    url = presign(store, "PUT", key, ContentType="image/png", ContentLength=len(data))
+    url = presign(store, "PUT", key, ContentType="image/png", ContentLength=len(data), body=data)
     signed = signed_headers(url)
     assert "content-type" in signed and "host" in signed, url
     r = store_put(url, data, {"Content-Type": "image/png"})
     if "content-length" in signed:
-        assert signed == ["content-length", "content-type", "host"], url
+        assert signed == ["content-length", "content-type", "host", "x-amz-checksum-sha256"], url
         assert_status(r, 200)
         assert r.headers.get("ETag"), describe(r)
         content_type = "image/png"
@@ -212,20 +212,23 @@ def test_response_overrides(store):
     assert r.headers.get("Content-Disposition") == cd, r.headers
 
 
-def test_put_must_sign_length_and_type(store):
-    """A PUT whose URL does not sign both content-length and content-type is 403
-    access_denied even with a valid signature (botocore put_object with ContentType only,
-    ContentLength only, or neither), and stores nothing."""
+def test_put_must_sign_length_type_and_digest(store):
+    """A PUT whose URL does not sign content-length, content-type and
+    x-amz-checksum-sha256 is 403 access_denied even with a valid signature (botocore
+    put_object with ContentType only, ContentLength only, neither, or both without
+    ChecksumSHA256), and stores nothing."""
     data = b"unsigned size or type"
     files_before = blob_files(store)
     key = new_key()
     cases = [("type only", {"ContentType": "text/plain"}, {"Content-Type": "text/plain"}),
              ("length only", {"ContentLength": len(data)}, {}),
-             ("neither", {}, {})]
+             ("neither", {}, {}),
+             ("no digest", {"ContentType": "text/plain", "ContentLength": len(data)},
+              {"Content-Type": "text/plain"})]
     for what, params, headers in cases:
         url = presign(store, "PUT", key, **params)
-        assert "content-length" not in signed_headers(url) or \
-            "content-type" not in signed_headers(url), url
+        assert not {"content-length", "content-type", "x-amz-checksum-sha256"} <= \
+            set(signed_headers(url)), url
         expect_problem(what, store_put(url, data, headers), 403, "access_denied")
     assert store_has(store, key) is None
     assert wait_blob_files(store, files_before) == files_before
@@ -244,7 +247,7 @@ def test_other_secret_refused(store):
     r = store_get(presign(store, "HEAD", key, secret=OTHER_SECRET), method="HEAD")
     assert r.status_code == 403, describe(r)
     url = presign(store, "PUT", key, secret=OTHER_SECRET, ContentType="text/plain",
-                  ContentLength=9)
+                  ContentLength=9, body=b"overwrite")
     expect_problem("PUT", store_put(url, b"overwrite", {"Content-Type": "text/plain"}),
                    403, "signature_mismatch")
     r = store_get(presign(store, "DELETE", key, secret=OTHER_SECRET), method="DELETE")
@@ -274,7 +277,7 @@ def test_expired_urls(store):
     expect_problem("expired GET", r, 403, "url_expired")
     other = new_key()
     url = presign(store, "PUT", other, at=then, expires=60, ContentType="text/plain",
-                  ContentLength=5)
+                  ContentLength=5, body=b"12345")
     expect_problem("expired PUT", store_put(url, b"12345", {"Content-Type": "text/plain"}),
                    403, "url_expired")
     assert store_has(store, other) is None
@@ -318,7 +321,8 @@ def test_invalid_keys(store):
             assert_store_problem(r, 400, "invalid_key")
         except AssertionError as exc:
             raise AssertionError(f"GET {path}: {exc}") from None
-    put_url = presign(store, "PUT", new_key(), ContentType="text/plain", ContentLength=4)
+    put_url = presign(store, "PUT", new_key(), ContentType="text/plain", ContentLength=4,
+                      body=b"evil")
     target = f"/{BUCKET}/att/../escape?{urlsplit(put_url).query}"
     r = raw_request(store.base_url, "PUT", target,
                     headers={"Content-Type": "text/plain"}, body=b"evil")
@@ -371,7 +375,7 @@ def test_put_over_max_bytes(store):
     files_before = blob_files(store)
     key = new_key()
     big = random_bytes(MAX_BYTES + 1)
-    url = presign(store, "PUT", key, ContentType="text/plain", ContentLength=len(big))
+    url = presign(store, "PUT", key, ContentType="text/plain", ContentLength=len(big), body=big)
     assert_problem(store_put(url, big, {"Content-Type": "text/plain"}), 413, "payload_too_large")
     assert store_has(store, key) is None
     assert wait_blob_files(store, files_before) == files_before
@@ -379,12 +383,14 @@ def test_put_over_max_bytes(store):
     assert store_has(store, key) == big[:MAX_BYTES]
 
 
-def open_put(store, url: str, content_type: str, length: int) -> socket.socket:
-    """A connection that sent a PUT's request line and headers, the body still to come."""
+def open_put(store, url: str, content_type: str, data: bytes) -> socket.socket:
+    """A connection that sent a PUT's request line and headers (for `data`: its length
+    and x-amz-checksum-sha256), the body still to come."""
     parts = urlsplit(url)
     s = socket.create_connection((parts.hostname, parts.port), timeout=10)
     head = (f"PUT {target_of(url)} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n")
+            f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
+            f"x-amz-checksum-sha256: {checksum_b64(data)}\r\n\r\n")
     s.sendall(head.encode())
     return s
 
@@ -411,8 +417,8 @@ def test_short_body_stores_nothing(store):
     files_before = blob_files(store)
     key = new_key()
     data = random_bytes(3000)
-    url = presign(store, "PUT", key, ContentType="text/plain", ContentLength=len(data))
-    s = open_put(store, url, "text/plain", len(data))
+    url = presign(store, "PUT", key, ContentType="text/plain", ContentLength=len(data), body=data)
+    s = open_put(store, url, "text/plain", data)
     try:
         s.sendall(data[:1200])
         time.sleep(0.3)                 # let the server take the first part
@@ -431,30 +437,14 @@ def test_short_body_stores_nothing(store):
 
 
 def test_upload_visible_only_whole(store):
-    """While a PUT is still streaming, GET answers with the previous object (or 404 for a
-    new key), never a partial one; once the body is complete the PUT is 200 and GET
-    returns the new bytes."""
+    """While a PUT of a new key is still streaming, GET answers 404, never a partial
+    object; once the body is complete the PUT is 200 and GET returns the bytes."""
     if not botocore_signs_length(store):
         pytest.skip("this botocore does not sign content-length, which the store requires")
-    key = new_key()
-    old = b"the old version\n" * 10
-    put_object(store, key, old, "text/plain")
     new = random_bytes(3500)
-    url = presign(store, "PUT", key, ContentType="text/plain", ContentLength=len(new))
-    s = open_put(store, url, "text/plain", len(new))
-    try:
-        s.sendall(new[:2000])
-        time.sleep(0.3)
-        assert store_has(store, key) == old
-        s.sendall(new[2000:])
-        assert read_status(s) == 200
-    finally:
-        s.close()
-    assert store_has(store, key) == new
-
     fresh = new_key()
-    url = presign(store, "PUT", fresh, ContentType="text/plain", ContentLength=len(new))
-    s = open_put(store, url, "text/plain", len(new))
+    url = presign(store, "PUT", fresh, ContentType="text/plain", ContentLength=len(new), body=new)
+    s = open_put(store, url, "text/plain", new)
     try:
         s.sendall(new[:1000])
         time.sleep(0.3)
@@ -464,3 +454,38 @@ def test_upload_visible_only_whole(store):
     finally:
         s.close()
     assert store_has(store, fresh) == new
+
+
+def test_objects_are_never_replaced(store):
+    """Issue 11 item 6: an object, once stored, keeps its bytes. A validly signed PUT of
+    other bytes onto its key is 409 object_exists (the old bytes stay); a PUT of the same
+    bytes again is 200 and changes nothing; a body whose SHA-256 is not the signed
+    x-amz-checksum-sha256 is 400 bad_digest and stores nothing; HEAD and GET answer the
+    stored digest in x-amz-checksum-sha256."""
+    key = new_key()
+    old = b"the old version\n" * 10
+    put_object(store, key, old, "text/plain")
+    other = b"the NEW version\n" * 10
+    url = presign(store, "PUT", key, ContentType="text/plain", ContentLength=len(other),
+                  body=other)
+    expect_problem("other bytes", store_put(url, other, {"Content-Type": "text/plain"}),
+                   409, "object_exists")
+    assert store_has(store, key) == old
+    again = presign(store, "PUT", key, ContentType="text/plain", ContentLength=len(old),
+                    body=old)
+    assert_status(store_put(again, old, {"Content-Type": "text/plain"}), 200)
+    assert store_has(store, key) == old
+    head = store_get(presign(store, "HEAD", key), method="HEAD")
+    assert head.headers.get("x-amz-checksum-sha256") == checksum_b64(old), head.headers
+
+    files_before = blob_files(store)
+    fresh = new_key()
+    url = presign(store, "PUT", fresh, ContentType="text/plain", ContentLength=len(other),
+                  body=other)
+    lie = old[:len(other)]
+    assert len(lie) == len(other)
+    r = store_put(url, lie, {"Content-Type": "text/plain",
+                             "x-amz-checksum-sha256": checksum_b64(other)})
+    expect_problem("wrong bytes", r, 400, "bad_digest")
+    assert store_has(store, fresh) is None
+    assert wait_blob_files(store, files_before) == files_before

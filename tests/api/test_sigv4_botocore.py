@@ -9,7 +9,8 @@ style and virtual-host style endpoints, plus natter's own header-signed HEAD/DEL
 What botocore does, and the C code must match:
 - query: the operation's parameters in the order given, then X-Amz-Algorithm,
   X-Amz-Credential, X-Amz-Date, X-Amz-Expires, X-Amz-SignedHeaders, X-Amz-Signature;
-- put_object with ContentType and ContentLength signs content-length;content-type;host;
+- put_object with ContentType and ContentLength signs content-length;content-type;host,
+  and with ChecksumSHA256 also x-amz-checksum-sha256 (natter's upload URLs);
 - the signed host is lowercased and loses the scheme's default port; the URL does not.
 """
 from __future__ import annotations
@@ -163,6 +164,23 @@ def test_presigned_get_keeps_the_callers_parameter_order(target):
 
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
 @pytest.mark.parametrize("key", KEYS[:2], ids=["plain", "odd"])
+def test_presigned_put_with_checksum_matches_botocore(target, key):
+    """natter's upload URLs also sign x-amz-checksum-sha256 (issue 11 item 6): byte for
+    byte botocore's put_object with ChecksumSHA256, which S3 verifies against the body."""
+    digest = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg="
+    want = _botocore_presign(target, "put_object",
+                             {"Key": key, "ContentType": "image/png", "ContentLength": 1234567,
+                              "ChecksumSHA256": digest}, 900)
+    assert ("&X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost"
+            "%3Bx-amz-checksum-sha256&") in want
+    got = _tool_presign(target, "PUT", key, 900,
+                        headers=[("content-type", "image/png"), ("content-length", "1234567"),
+                                 ("x-amz-checksum-sha256", digest)])
+    assert got == want
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
+@pytest.mark.parametrize("key", KEYS[:2], ids=["plain", "odd"])
 def test_presigned_put_matches_botocore(target, key):
     want = _botocore_presign(target, "put_object",
                              {"Key": key, "ContentType": "image/png", "ContentLength": 1234567}, 900)
@@ -223,6 +241,20 @@ def test_verify_accepts_botocore_urls(target):
         == "BAD_SIGNATURE"
     unsigned = _botocore_presign(target, "put_object", {"Key": KEYS[0]}, 300)
     assert _verify(target, "PUT", unsigned, NOW_S, sent, required) == "HEADER_UNSIGNED"
+
+    # what the embedded store requires of an upload (issue 11 item 6): the digest signed
+    digest, other = "n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=", "A" * 43 + "="
+    put = _botocore_presign(target, "put_object",
+                            {"Key": KEYS[0], "ContentType": "image/png", "ContentLength": 99,
+                             "ChecksumSHA256": digest}, 300)
+    required = ["content-length", "content-type", "x-amz-checksum-sha256"]
+    assert _verify(target, "PUT", put, NOW_S, sent + [("x-amz-checksum-sha256", digest)],
+                   required) == "OK"
+    assert _verify(target, "PUT", put, NOW_S, sent + [("x-amz-checksum-sha256", other)],
+                   required) == "BAD_SIGNATURE"
+    no_digest = _botocore_presign(target, "put_object", {
+        "Key": KEYS[0], "ContentType": "image/png", "ContentLength": 99}, 300)
+    assert _verify(target, "PUT", no_digest, NOW_S, sent, required) == "HEADER_UNSIGNED"
 
 
 # --------------------------------------------------------------------------- header signing

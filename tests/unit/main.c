@@ -28,6 +28,7 @@ int main(void)
     suite_log();
     suite_ratelimit();
     suite_typing();
+    suite_redis();
     printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;
 }

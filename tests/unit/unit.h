@@ -35,5 +35,6 @@ void suite_devcache(void);
 void suite_log(void);
 void suite_ratelimit(void);
 void suite_typing(void);
+void suite_redis(void);
 
 #endif

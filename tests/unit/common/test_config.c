@@ -29,8 +29,69 @@ static int load(enum config_role role, char **err, struct config *c)
     return config_load(c, role, fake_getenv, err);
 }
 
+/* NATTER_PUBLIC_URL as natter-api ends up with it, for this environment ("" = refused). */
+static bool public_url_is(const char *const kv[][2], int n, const char *want, const char *err_has)
+{
+    struct config c;
+    char *err = NULL;
+    set_env(kv, n);
+    int rc = load(ROLE_API, &err, &c);
+    bool ok = *want ? rc == 0 && strcmp(c.public_url, want) == 0 && c.embedded_url == c.public_url
+                    : rc == -1 && err && strstr(err, err_has) != NULL;
+    if (!ok)
+        fprintf(stderr, "  public url: got %s / %s, want %s\n", rc == 0 ? c.public_url : "-", err ? err : "-",
+                *want ? want : err_has);
+    if (rc == 0)
+        config_free(&c);
+    free(err);
+    return ok;
+}
+
+/* Issue 11 item 14: the public URL's default follows the listen address and
+ * port; the URL is normalised or refused at start. */
+static void public_url(void)
+{
+    const char *const port[][2] = {{"NATTER_PORT", "9090"}};
+    CHECK(public_url_is(port, 1, "http://127.0.0.1:9090", NULL));
+    const char *const any4[][2] = {{"NATTER_LISTEN_ADDR", "0.0.0.0"}, {"NATTER_PORT", "7000"}};
+    CHECK(public_url_is(any4, 2, "http://127.0.0.1:7000", NULL));
+    const char *const any6[][2] = {{"NATTER_LISTEN_ADDR", "::"}};
+    CHECK(public_url_is(any6, 1, "http://[::1]:8080", NULL));
+    const char *const v6[][2] = {{"NATTER_LISTEN_ADDR", "::1"}, {"NATTER_PORT", "81"}};
+    CHECK(public_url_is(v6, 2, "http://[::1]:81", NULL));
+    const char *const host[][2] = {{"NATTER_LISTEN_ADDR", "10.1.2.3"}};
+    CHECK(public_url_is(host, 1, "http://10.1.2.3:8080", NULL));
+    const char *const given[][2] = {{"NATTER_PUBLIC_URL", "https://chat.example.com"}, {"NATTER_PORT", "9090"}};
+    CHECK(public_url_is(given, 2, "https://chat.example.com", NULL));
+    const char *const slash[][2] = {{"NATTER_PUBLIC_URL", "http://127.0.0.1:8080/"}};
+    CHECK(public_url_is(slash, 1, "http://127.0.0.1:8080", NULL));
+    const char *const prefix[][2] = {{"NATTER_PUBLIC_URL", "https://example.com/natter/"}};
+    CHECK(public_url_is(prefix, 1, "", "path prefix"));
+    const char *const query[][2] = {{"NATTER_PUBLIC_URL", "http://example.com/?x=1"}};
+    CHECK(public_url_is(query, 1, "", "NATTER_PUBLIC_URL"));
+    const char *const scheme[][2] = {{"NATTER_PUBLIC_URL", "ftp://example.com"}};
+    CHECK(public_url_is(scheme, 1, "", "NATTER_PUBLIC_URL"));
+    const char *const junk[][2] = {{"NATTER_PUBLIC_URL", "not a url"}};
+    CHECK(public_url_is(junk, 1, "", "NATTER_PUBLIC_URL"));
+    const char *const s3[][2] = {{"NATTER_S3_ENDPOINT", "https://s3.example.com/"},
+                                 {"NATTER_S3_SECRET_KEY", "0123456789abcdef0123456789abcdef"}};
+    CHECK(public_url_is(s3, 2, "http://127.0.0.1:8080", NULL));
+    const char *const s3bad[][2] = {{"NATTER_S3_ENDPOINT", "https://s3.example.com/bucket"}};
+    CHECK(public_url_is(s3bad, 1, "", "NATTER_S3_ENDPOINT"));
+
+    /* the worker reaches the embedded store at NATTER_STORE_URL, not at the public URL */
+    struct config c;
+    char *err = NULL;
+    const char *const w[][2] = {{"NATTER_STORE_URL", "http://api:8080/"}, {"NATTER_PUBLIC_URL", "http://x:1"}};
+    set_env(w, 2);
+    CHECK(load(ROLE_WORKER, &err, &c) == 0 && strcmp(c.embedded_url, "http://api:8080") == 0);
+    config_free(&c);
+}
+
 void suite_config(void)
 {
+    public_url();
+
     struct config c;
     char *err = NULL;
 
