@@ -127,7 +127,7 @@ int limits_get(struct req *r)
     }
     json_t *body = json_pack(
         "{s:{s:i,s:i,s:i},s:{s:i},s:{s:{s:i,s:i,s:i},s:{s:i,s:i},s:{s:i,s:i,s:i,s:i},s:i},"
-        "s:{s:I,s:o,s:i,s:i},s:{s:i},s:{s:i},"
+        "s:{s:I,s:o,s:i,s:i,s:i,s:I,s:i},s:{s:i},s:{s:i},"
         "s:{s:i,s:i,s:i,s:s},s:o}",
         "message", "max_chars", MESSAGE_MAX_CHARS, "max_mentions", MAX_MENTIONS, "max_attachments", MAX_ATTACHMENTS,
         "group", "max_members", GROUP_MAX_MEMBERS, "pages", "messages", "default", PAGE_DEFAULT, "max", PAGE_MAX,
@@ -135,9 +135,10 @@ int limits_get(struct req *r)
         POLL_DEFAULT_LIMIT, "max", POLL_MAX_LIMIT, "default_timeout", POLL_DEFAULT_TIMEOUT, "max_timeout",
         cfg->poll_timeout_max, "presence_user_ids", PRESENCE_MAX_IDS, "attachments", "max_bytes",
         (json_int_t)cfg->attachment_max_bytes, "content_types", content_types(cfg->attachment_types), "upload_url_ttl",
-        cfg->upload_url_ttl, "download_url_ttl", cfg->download_url_ttl, "reaction", "max_emoji_chars", EMOJI_MAX_CHARS,
-        "typing", "coalesce_ms", cfg->typing_coalesce_ms, "login", "window_seconds", cfg->login_window,
-        "max_failures_per_username_address", cfg->login_max_per_user, "max_failures_per_address", cfg->login_max_per_ip,
-        "scope", "all instances", "rates", rates);
+        cfg->upload_url_ttl, "download_url_ttl", cfg->download_url_ttl, "max_pending", cfg->pending_max,
+        "max_pending_bytes", (json_int_t)cfg->pending_max_bytes, "pending_ttl", cfg->pending_ttl, "reaction",
+        "max_emoji_chars", EMOJI_MAX_CHARS, "typing", "coalesce_ms", cfg->typing_coalesce_ms, "login", "window_seconds",
+        cfg->login_window, "max_failures_per_username_address", cfg->login_max_per_user, "max_failures_per_address",
+        cfg->login_max_per_ip, "scope", "all instances", "rates", rates);
     return reply_json(r, 200, body);
 }

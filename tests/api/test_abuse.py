@@ -254,7 +254,9 @@ def test_limits_report_the_configuration(start_api, spec):
                     NATTER_ATTACHMENT_TYPES="image/png, text/plain", NATTER_TYPING_COALESCE_MS="1500",
                     NATTER_LOGIN_MAX_PER_USER="4", NATTER_LOGIN_MAX_PER_IP="40",
                     NATTER_LOGIN_WINDOW="120", NATTER_POLL_TIMEOUT_MAX="45",
-                    NATTER_RATE_REGISTER_IP_BURST="10", NATTER_RATE_REGISTER_IP_PER_MIN="2")
+                    NATTER_RATE_REGISTER_IP_BURST="10", NATTER_RATE_REGISTER_IP_PER_MIN="2",
+                    NATTER_ATTACHMENT_PENDING_MAX="5", NATTER_ATTACHMENT_PENDING_MAX_BYTES="99999",
+                    NATTER_ATTACHMENT_PENDING_TTL="7200")
     c = Client(srv.base_url, spec)
     r = c.get("/v1/limits")
     assert_status(r, 200)
@@ -266,6 +268,8 @@ def test_limits_report_the_configuration(start_api, spec):
     assert set(lim["rates"]) >= {"reaction", "typing", "chat", "member", "attachment"}
     assert lim["attachments"]["max_bytes"] == 12345
     assert lim["attachments"]["content_types"] == ["image/png", "text/plain"]
+    assert (lim["attachments"]["max_pending"], lim["attachments"]["max_pending_bytes"],
+            lim["attachments"]["pending_ttl"]) == (5, 99999, 7200)
     assert lim["typing"]["coalesce_ms"] == 1500
     assert lim["login"]["max_failures_per_username_address"] == 4
     assert lim["login"]["max_failures_per_address"] == 40
