@@ -446,7 +446,7 @@ static unsigned per_ip_limit(const struct config *cfg, unsigned limit)
  * connection.": the status becomes a field and the HTML page it sent is
  * left out. Anything not printable ASCII becomes '?', so the line is
  * always valid JSON. */
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char text[512];
