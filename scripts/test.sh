@@ -14,6 +14,8 @@ REPO=$(natter_repo_root)
 PYTHON=/usr/bin/python3 # not the python3 first on PATH: Debian's pytest & co. live here
 
 natter_ensure_packages
+# shellcheck disable=SC2086  # a list of package names
+natter_ensure_packages $NATTER_TEST_DEB_PACKAGES
 make -C "$REPO" -j2 all asan
 
 STATE_DIR=$(mktemp -d /tmp/natter-test.XXXXXX)
