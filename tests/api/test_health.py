@@ -2,6 +2,8 @@
 the command line (--routes, --help) and the JSON log format."""
 import re
 import secrets
+import shutil
+import subprocess
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -278,3 +280,29 @@ def test_log_is_json_lines_with_request_ids(start_api):
     for obj in objs:
         assert {"ts", "level", "msg"} <= obj.keys(), obj
     assert rid in srv.log_text(), "the request id does not appear in the log"
+
+
+def test_metrics_pass_promtool(start_api, worker, spec):
+    """natter-api's /metrics — which also shows the worker pool's queue, counters and
+    job latency — passes `promtool check metrics` (Debian's prometheus package): every
+    family has # HELP and # TYPE, names and units follow the conventions. Checked after a
+    worker has started and run, so the job families carry values. (natter-worker serves
+    no HTTP: its figures are these.)"""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found (`make test` installs Debian's prometheus package)"
+    srv = start_api()
+    worker(threads=1)
+    c = Client(srv.base_url, spec)
+    try:
+        client_get = c.get("/healthz")
+        assert_status(client_get, 200)
+        text = c.get("/metrics").text
+    finally:
+        c.close()
+    for family in ("natter_jobs_done_total", "natter_jobs_retried_total",
+                   "natter_jobs_dead_total", "natter_pushes_sent_total"):
+        assert f"# HELP {family} " in text, f"{family} has no # HELP"
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), \
+        f"promtool check metrics:\n{proc.stdout}\n{proc.stderr}"
