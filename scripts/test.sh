@@ -113,6 +113,7 @@ run_pytest() {
 cd "$REPO"
 step "layer rule (include paths)" "$REPO/scripts/check-layers.sh"
 step "formatting (clang-format)" "$REPO/scripts/check-format.sh"
+step "OpenAPI lint (Redocly, Spectral)" "$REPO/scripts/lint-spec.sh"
 step "unit tests (normal build)" "$REPO/build/unit-tests"
 step "unit tests (sanitizer build)" env "${SAN_ENV[@]}" "$REPO/build-asan/unit-tests"
 run_pytest "$STATE_DIR/pytest-normal.out" "$REPO/build" natter "$NATTER_TEST_DATABASE_URL" \

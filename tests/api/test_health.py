@@ -373,6 +373,23 @@ def test_generic_answers_match_spec(start_api, spec):
         c.close()
 
 
+def test_spec_examples_are_valid(spec):
+    """Every example of a response body in the spec is valid against its schema (JSON
+    Schema 2020-12 with python-jsonschema; Redocly's own example check is off because it
+    misreads `unevaluatedProperties`, see .redocly.yaml)."""
+    checked, problems = 0, []
+    for method, template, op in spec.operations():
+        for status, robj in (op.get("responses") or {}).items():
+            for media, mobj in (spec.deref(robj).get("content") or {}).items():
+                mobj = spec.deref(mobj)
+                if "example" in mobj and "schema" in mobj:
+                    checked += 1
+                    problems += [f"{method} {template} {status} {media}: {m}"
+                                 for m in spec.validate(mobj["schema"], mobj["example"])]
+    assert checked > 50
+    assert not problems, "\n".join(problems)
+
+
 def test_metrics_pass_promtool(start_api, worker, spec):
     """natter-api's /metrics — which also shows the worker pool's queue, counters and
     job latency — passes `promtool check metrics` (Debian's prometheus package): every
