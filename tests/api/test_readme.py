@@ -1,8 +1,18 @@
-"""The README's configuration table is the same set of facts as `--help` (both come from
-common/config.c's table; this keeps the hand-written README honest)."""
+"""The README keeps its promises: its configuration table is the same set of facts as
+`--help` (both come from common/config.c's table), its curl walkthrough runs as pasted
+against `make run`, Ctrl-C stops `make run` cleanly, and README.md and docs/ stand on
+their own."""
+import os
 import re
+import signal
+import subprocess
+from pathlib import Path
 
-from natterlib import REPO_ROOT, run_binary
+import pytest
+import requests
+
+from natterlib import (REPO_ROOT, child_env, free_port, new_state_dir, run_binary, tail,
+                       wait_for)
 
 ROW = re.compile(r"^\| `(NATTER_[A-Z_]+)` \| (api|worker|both) \| ([^|]*) \|")
 HELP = re.compile(r"^  (NATTER_[A-Z_]+) +.*\(default: (.*)\)$")
@@ -40,3 +50,122 @@ def test_readme_config_table_matches_help():
         assert used_by == expected, f"{name}: README says {used_by}, binaries say {expected}"
         help_default = api.get(name, worker.get(name))
         assert default == help_default, f"{name}: README default {default!r}, --help {help_default!r}"
+
+
+# --------------------------------------------------------------------------- make run
+
+# scripts/run.sh (`make run`) in a state dir and on a port of its own, so it collides
+# neither with the test servers nor with a developer's `make run` (.state, port 8080).
+
+RUN_START_TIMEOUT = 180    # build check, initdb, migrations on a busy machine
+RUN_STOP_TIMEOUT = 60
+
+
+class MakeRun:
+    def __init__(self):
+        self.state_dir = new_state_dir("make-run")
+        os.chmod(self.state_dir, 0o755)       # the postgres OS user must reach pg/
+        self.port = free_port()
+        self.log_path = self.state_dir.parent / (self.state_dir.name + ".out")
+        env = child_env({"NATTER_STATE_DIR": str(self.state_dir),
+                         "NATTER_PORT": str(self.port),
+                         "NATTER_PWHASH_COST": "min"})
+        self._log = open(self.log_path, "wb")
+        # a session of its own: its process group plays the terminal's foreground group
+        self.proc = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / "run.sh")], env=env,
+                                     cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_bytes().decode("utf-8", "replace")
+
+    def wait_up(self):
+        def up():
+            if self.proc.poll() is not None:
+                pytest.fail(f"scripts/run.sh exited with {self.proc.returncode}:\n"
+                            f"{tail(self.output())}", pytrace=False)
+            try:
+                return requests.get(self.base_url + "/readyz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+        wait_for(up, RUN_START_TIMEOUT, "`make run` (scripts/run.sh) to answer /readyz", 0.2)
+
+    def server_pids(self) -> list[int]:
+        m = re.search(r"pids:\s+natter-api (\d+), natter-worker (\d+)", self.output())
+        assert m, f"no pids line in the output of scripts/run.sh:\n{tail(self.output())}"
+        return [int(m.group(1)), int(m.group(2))]
+
+    def stop(self):
+        """Best effort for teardown: SIGTERM to the script, then its servers by pid."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=RUN_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """Pids whose process group is pgid (read from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def make_run():
+    run = MakeRun()
+    try:
+        run.wait_up()
+        yield run
+    finally:
+        run.stop()
+
+
+def test_make_run_ctrl_c_stops_quietly(make_run):
+    """Ctrl-C on `make run` stops both servers, PostgreSQL and Redis and says so, exit 0 —
+    never "natter-api exited on its own". The terminal sends SIGINT to its whole foreground
+    process group; here every member other than the script gets it first and exits
+    before the script handles its own (the order a busy machine may well pick)."""
+    api_pid, worker_pid = make_run.server_pids()
+    script = make_run.proc.pid
+    others = [p for p in process_group_members(script) if p != script]
+    for pid in others:
+        os.kill(pid, signal.SIGINT)
+    wait_for(lambda: not any(alive(p) for p in others), 30,
+             f"the other members of the foreground group {others} to exit")
+    os.kill(script, signal.SIGINT)
+    try:
+        rc = make_run.proc.wait(timeout=RUN_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"scripts/run.sh did not stop within {RUN_STOP_TIMEOUT} s of Ctrl-C:\n"
+                    f"{tail(make_run.output())}", pytrace=False)
+    lines = [ln for ln in make_run.output().splitlines() if ln.startswith("natter:")]
+    assert rc == 0, f"exit status {rc}; its messages: {lines}"
+    assert "exited on its own" not in make_run.output(), lines
+    assert lines[-2:] == ["natter: stopping…",
+                          f"natter: stopped (data kept in {make_run.state_dir})"], lines
+    for pid in (api_pid, worker_pid):
+        assert not alive(pid), f"pid {pid} still runs after Ctrl-C"
+    with pytest.raises(requests.RequestException):
+        requests.get(make_run.base_url + "/healthz", timeout=2)
