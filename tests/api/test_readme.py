@@ -5,7 +5,9 @@ their own."""
 import os
 import re
 import signal
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -140,6 +142,60 @@ def make_run():
         yield run
     finally:
         run.stop()
+
+
+# A 1x1 PNG, built here so the walkthrough has a real cat.png to upload.
+def tiny_png() -> bytes:
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x80\x00")) + chunk(b"IEND", b""))
+
+
+def walkthrough_blocks() -> list[str]:
+    """The ```sh blocks of the README's "Try it with curl" section, in order."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Try it with curl\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```sh\n(.*?)^```$", section, re.S | re.M)
+
+
+STATUS_LINE = re.compile(r"^WALKTHROUGH (\d{3}) ([A-Z]+) (\S+)$")
+
+
+def test_readme_walkthrough_runs_as_pasted(make_run, tmp_path):
+    """The README's "Try it with curl" blocks, pasted in order into one shell against
+    `make run` (only localhost:8080 replaced by its port), all work: no command fails,
+    every HTTP answer is 2xx (a 302 followed), the upload reaches the store, the
+    downloaded cat-copy.png is the uploaded picture, and the walkthrough signs out last
+    (so no block uses a revoked token)."""
+    blocks = walkthrough_blocks()
+    assert len(blocks) >= 4, "the walkthrough blocks were not found in README.md"
+    script = "\n".join(blocks).replace("localhost:8080", f"localhost:{make_run.port}")
+    png = tiny_png()
+    (tmp_path / "cat.png").write_bytes(png)
+    # every curl reports its answer on stderr; nothing else about the commands changes
+    prologue = ("set -euo pipefail\n"
+                "curl() { command curl -w '%{stderr}WALKTHROUGH %{http_code} %{method} "
+                "%{url_effective}\\n' \"$@\"; }\n")
+    (tmp_path / "walkthrough.sh").write_text(prologue + script)
+    proc = subprocess.run(["bash", str(tmp_path / "walkthrough.sh")], cwd=tmp_path,
+                          env=child_env({}), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=180)
+    out = f"stdout:\n{tail(proc.stdout)}\nstderr:\n{tail(proc.stderr)}"
+    assert proc.returncode == 0, f"the walkthrough failed ({proc.returncode}):\n{out}"
+    calls = [m.groups() for m in map(STATUS_LINE.match, proc.stderr.splitlines()) if m]
+    assert len(calls) >= 20, out
+    bad = [c for c in calls if not c[0].startswith("2")]
+    assert not bad, f"answers that are not 2xx: {bad}\n{out}"
+    assert any(m == "PUT" and "/natter/" in u for _, m, u in calls), out
+    assert any(m == "POST" and u.endswith("/typing") for _, m, u in calls), out
+    downloads = [c for c in calls if c[1] == "GET" and "X-Amz-Signature=" in c[2]]
+    assert downloads, f"the download did not follow the redirect to the store:\n{out}"
+    assert (tmp_path / "cat-copy.png").read_bytes() == png
+    status, method, url = calls[-1]
+    assert (status, method) == ("204", "POST") and url.endswith("/v1/auth/logout"), calls[-1]
+    assert sum(1 for _, m, u in calls if u.endswith("/v1/auth/logout")) == 1
 
 
 def test_make_run_ctrl_c_stops_quietly(make_run):
