@@ -225,3 +225,14 @@ def test_make_run_ctrl_c_stops_quietly(make_run):
         assert not alive(pid), f"pid {pid} still runs after Ctrl-C"
     with pytest.raises(requests.RequestException):
         requests.get(make_run.base_url + "/healthz", timeout=2)
+
+
+def test_readme_and_docs_stand_on_their_own():
+    """README.md and docs/ link nothing outside the repository (no ../shared/DESIGN.md),
+    and every repository file they point at exists."""
+    for doc in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        assert "../" not in text, f"{doc.name} points outside the repository"
+        for ref in set(re.findall(r"`((?:docs|bench|scripts|openapi|migrations)/[\w./-]+\.\w+)`",
+                                  text)):
+            assert (REPO_ROOT / ref).exists(), f"{doc.name} names {ref}, which does not exist"
