@@ -63,7 +63,7 @@ stop_children() {
 cleanup() {
     [[ -z $cleaned_up ]] || return 0
     cleaned_up=1
-    trap '' INT TERM
+    trap '' INT TERM HUP
     stop_children
     natter_redis_stop "$STATE_DIR" || true
     natter_pg_stop "$STATE_DIR" || true
@@ -78,7 +78,8 @@ on_signal() {
     exit 0
 }
 
-trap on_signal INT TERM
+# HUP too: in sessions of their own, the servers no longer get the terminal's hangup
+trap on_signal INT TERM HUP
 trap cleanup EXIT
 
 natter_pg_start "$STATE_DIR" run
