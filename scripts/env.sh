@@ -15,7 +15,11 @@
 # Directory of this file, resolved once at source time (never hard-coded).
 _NATTER_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 
-NATTER_DEB_PACKAGES="build-essential pkg-config libmicrohttpd-dev libpq-dev libhiredis-dev libjansson-dev libjwt-dev libsodium-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server python3-pytest python3-requests python3-jsonschema python3-yaml python3-botocore clang-format clang libclang-rt-14-dev"
+NATTER_DEB_PACKAGES="build-essential pkg-config libmicrohttpd-dev libpq-dev libhiredis-dev libjansson-dev libjwt-dev libsodium-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server python3-pytest python3-requests python3-jsonschema python3-yaml python3-botocore clang-format jq"
+
+# What `make test` needs on top: prometheus provides promtool (tests/api/test_health.py
+# checks /metrics with it); clang and its runtime build the fuzz harnesses (tests/fuzz/).
+NATTER_TEST_DEB_PACKAGES="prometheus clang libclang-rt-14-dev"
 
 NATTER_PG_BIN=${NATTER_PG_BIN:-/usr/lib/postgresql/15/bin}
 NATTER_PG_PORT=5432 # only names the socket file (.s.PGSQL.5432); TCP is off
@@ -31,9 +35,14 @@ _natter_err() {
 # ---------------------------------------------------------------------------------------
 # Packages
 
+# natter_ensure_packages [PACKAGE...]: apt-get install the given packages (default: the
+# list above) that are not installed.
 natter_ensure_packages() {
-    local pkg status missing=()
-    for pkg in $NATTER_DEB_PACKAGES; do
+    local pkg status missing=() wanted=("$@")
+    if ((${#wanted[@]} == 0)); then
+        read -r -a wanted <<<"$NATTER_DEB_PACKAGES"
+    fi
+    for pkg in "${wanted[@]}"; do
         # shellcheck disable=SC2016  # ${Status} is a dpkg-query field, not a shell variable
         status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
         if [[ $status != "install ok installed" ]]; then

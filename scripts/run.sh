@@ -63,7 +63,7 @@ stop_children() {
 cleanup() {
     [[ -z $cleaned_up ]] || return 0
     cleaned_up=1
-    trap '' INT TERM
+    trap '' INT TERM HUP
     stop_children
     natter_redis_stop "$STATE_DIR" || true
     natter_pg_stop "$STATE_DIR" || true
@@ -74,10 +74,12 @@ on_signal() {
     echo >&2
     echo "natter: stopping…" >&2
     cleanup
+    echo "natter: stopped (data kept in $STATE_DIR)" >&2
     exit 0
 }
 
-trap on_signal INT TERM
+# HUP too: in sessions of their own, the servers no longer get the terminal's hangup
+trap on_signal INT TERM HUP
 trap cleanup EXIT
 
 natter_pg_start "$STATE_DIR" run
@@ -91,15 +93,25 @@ if [[ -n $user_redis_url_set ]]; then
 fi
 export NATTER_ENV=${NATTER_ENV:-development}
 export NATTER_STATE_DIR=$STATE_DIR
+# The embedded store's pre-signed URLs must point at the port we serve on.
+if [[ -z ${NATTER_PUBLIC_URL-} ]]; then
+    listen=${NATTER_LISTEN_ADDR:-127.0.0.1}
+    [[ $listen != *:* ]] || listen="[$listen]"
+    export NATTER_PUBLIC_URL="http://$listen:${NATTER_PORT:-8080}"
+fi
 # Everything else (NATTER_PORT, NATTER_LOG_LEVEL, NATTER_PUSH_WEBHOOK_URL/_SECRET, …) is
 # already in our environment if the user exported it, and reaches the children as is.
 
 cd "$REPO"
 "$REPO/build/natter-api" migrate
 
-"$REPO/build/natter-api" &
+# Each server runs in a session of its own (setsid execs it: same pid), so the SIGINT of
+# Ctrl-C reaches only this script, whose trap stops them. Were they in the terminal's
+# process group they would get it too, and one of them could exit before the trap ran:
+# `wait -n` below would then report it as having "exited on its own".
+setsid "$REPO/build/natter-api" &
 api_pid=$!
-"$REPO/build/natter-worker" &
+setsid "$REPO/build/natter-worker" &
 worker_pid=$!
 
 cat <<EOF

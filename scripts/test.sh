@@ -15,6 +15,8 @@ REPO=$(natter_repo_root)
 PYTHON=/usr/bin/python3 # not the python3 first on PATH: Debian's pytest & co. live here
 
 natter_ensure_packages
+# shellcheck disable=SC2086  # a list of package names
+natter_ensure_packages $NATTER_TEST_DEB_PACKAGES
 make -C "$REPO" -j2 all asan
 make -C "$REPO" -s fuzz-build
 
@@ -113,6 +115,7 @@ run_pytest() {
 cd "$REPO"
 step "layer rule (include paths)" "$REPO/scripts/check-layers.sh"
 step "formatting (clang-format)" "$REPO/scripts/check-format.sh"
+step "OpenAPI lint (Redocly, Spectral)" "$REPO/scripts/lint-spec.sh"
 step "unit tests (normal build)" "$REPO/build/unit-tests"
 step "unit tests (sanitizer build)" env "${SAN_ENV[@]}" "$REPO/build-asan/unit-tests"
 step "fuzz harnesses (libFuzzer, ${NATTER_FUZZ_SECONDS:-5} s each)" bash "$REPO/scripts/fuzz.sh" "${NATTER_FUZZ_SECONDS:-5}"

@@ -349,6 +349,12 @@ static char *content_disposition(const char *full)
 
 int attachments_get(struct req *r)
 {
+    /* `redirect` takes only its documented value: a typo such as redirect=true must not
+     * silently turn a link into a JSON answer. Checked before anything is read. */
+    const char *redirect = req_query(r, "redirect");
+    if (redirect && strcmp(redirect, "1") != 0)
+        return reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", "redirect"),
+                                 "redirect must be 1 (or absent)");
     PGresult *a = load(r);
     if (!a)
         return -1;
@@ -363,8 +369,7 @@ int attachments_get(struct req *r)
     char *url = req_own(r, sigv4_presign(&t, "GET", PQgetvalue(a, 0, 9), now, ttl, NULL, 0, q, 2));
     if (!url)
         return reply_problem(r, 500, "internal_error", "cannot sign the download URL");
-    const char *redirect = req_query(r, "redirect");
-    if (redirect && strcmp(redirect, "1") == 0) {
+    if (redirect) {
         req_add_header(r, "Location", url);
         return reply_empty(r, 302);
     }

@@ -95,9 +95,13 @@ static void jobs_metrics(struct app *a, struct strbuf *sb)
                       "# TYPE natter_jobs_delayed gauge\nnatter_jobs_delayed %lld\n"
                       "# HELP natter_jobs_dead Jobs in the dead-letter stream.\n"
                       "# TYPE natter_jobs_dead gauge\nnatter_jobs_dead %lld\n"
+                      "# HELP natter_jobs_done_total Jobs the worker pool completed.\n"
                       "# TYPE natter_jobs_done_total counter\nnatter_jobs_done_total %lld\n"
+                      "# HELP natter_jobs_retried_total Failed job attempts scheduled for another try.\n"
                       "# TYPE natter_jobs_retried_total counter\nnatter_jobs_retried_total %lld\n"
+                      "# HELP natter_jobs_dead_total Jobs moved to the dead-letter stream.\n"
                       "# TYPE natter_jobs_dead_total counter\nnatter_jobs_dead_total %lld\n"
+                      "# HELP natter_pushes_sent_total Pushes a push provider accepted.\n"
                       "# TYPE natter_pushes_sent_total counter\nnatter_pushes_sent_total %lld\n"
                       "# HELP natter_job_latency_seconds Time from enqueue to a job's outcome.\n"
                       "# TYPE natter_job_latency_seconds histogram\n",

@@ -505,6 +505,27 @@ def test_download_members_only(store):
                    "attachment_not_uploaded")
 
 
+def test_download_redirect_only_documented_values(store):
+    """`redirect` takes only its documented value `1`: any other value (true, 0, yes,
+    empty, 1 with junk) is 400 invalid_parameter naming the field, for a member and for
+    anybody else alike (checked before the attachment is looked up); absent gives the
+    JSON answer and `1` the 302."""
+    c = store.client
+    ((a, ta), (b, tb)), cid = group(store, 2)
+    ((x, tx),) = new_users(c, 1, prefix="rx")
+    att = upload_attachment(c, ta, cid, b"redirect values", "r.txt", "text/plain")
+    path = f"/v1/attachments/{att['id']}"
+    for value in ["true", "0", "yes", "", "2", "1x", "01", " 1"]:
+        for tok in (tb, tx):
+            r = c.get(path, params={"redirect": value}, token=tok)
+            body = assert_problem(r, 400, "invalid_parameter")
+            assert body.get("field") == "redirect", body
+    assert_status(c.get(path, token=tb), 200)
+    r = c.get(path, params={"redirect": "1"}, token=tb)
+    assert_status(r, 302)
+    assert r.headers.get("Location"), describe(r)
+
+
 def test_upload_url_members_only(store):
     """A non-member asking for an upload URL gets 404 chat_not_found, like a chat that
     does not exist; no attachment row is created."""

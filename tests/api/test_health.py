@@ -2,6 +2,8 @@
 the command line (--routes, --help) and the JSON log format."""
 import re
 import secrets
+import shutil
+import subprocess
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -278,3 +280,137 @@ def test_log_is_json_lines_with_request_ids(start_api):
     for obj in objs:
         assert {"ts", "level", "msg"} <= obj.keys(), obj
     assert rid in srv.log_text(), "the request id does not appear in the log"
+
+
+# --------------------------------------------------------------------------- generic answers
+
+CORS_ORIGIN = "https://app.example.com"
+OTHER_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def concrete(template: str) -> str:
+    """A path that the template matches: every {param} becomes 1 (a uuid for attachments)."""
+    uuid = "3b241101-e2bb-4255-8caf-4136c566a962"
+    return re.sub(r"\{[^}]+\}", lambda m: uuid if template.startswith("/v1/attachments/")
+                  else "1", template)
+
+
+def documented_methods(spec):
+    """{template: {METHOD, ...}} of the spec's operations other than OPTIONS."""
+    out = {}
+    for method, template, _ in spec.operations():
+        out.setdefault(template, set())
+        if method != "OPTIONS":
+            out[template].add(method)
+    return out
+
+
+def test_generic_answers_are_documented(spec):
+    """The spec documents the answers no single operation owns: the 404 of a path that
+    matches no route, the 405 (with Allow) of a method a path does not list, and, on
+    every path, the CORS preflight (an `options` operation: 204 with the Access-Control
+    headers, 403 cors_origin_denied, 405 for an OPTIONS that is not a preflight)."""
+    generic = spec.doc.get("x-natter-generic-responses") or {}
+    assert spec.deref(generic["unknownPath"]["404"]) is spec.deref(
+        {"$ref": "#/components/responses/NotFound"})
+    not_allowed = spec.deref(generic["unsupportedMethod"]["405"])
+    assert "Allow" in not_allowed["headers"]
+    missing = []
+    for template in documented_methods(spec):
+        item = spec.deref(dict(spec.doc["paths"][template]))
+        op = item.get("options")
+        if op is None:
+            missing.append(template)
+            continue
+        responses = op["responses"]
+        assert set(responses) == {"204", "403", "405"}, (template, sorted(responses))
+        headers = spec.deref(responses["204"])["headers"]
+        assert {"Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
+                "Access-Control-Allow-Headers", "Access-Control-Max-Age"} <= set(headers)
+        assert "Allow" in spec.deref(responses["405"])["headers"]
+    assert not missing, f"paths without their CORS preflight (`options`): {missing}"
+
+
+def test_generic_answers_match_spec(start_api, spec):
+    """What the server answers outside the operations is what the spec documents, for
+    every path: a path matching no route is the documented 404 not_found; every method
+    a path does not list is the documented 405 with Allow = exactly the path's methods;
+    a preflight from an allowed origin is the documented 204, from another origin 403
+    cors_origin_denied, and an OPTIONS without preflight headers the documented 405.
+    (The client checks each answer against the spec's response objects.)"""
+    srv = start_api(NATTER_CORS_ORIGINS=CORS_ORIGIN)
+    c = Client(srv.base_url, spec)
+    try:
+        for path in ["/", "/no-such-route", "/v1/nope", "/healthz/extra", "/v1/chats/1/x"]:
+            for method in ("GET", "POST", "DELETE"):
+                assert_problem(c.request(method, path), 404, "not_found")
+        for template, methods in documented_methods(spec).items():
+            path = concrete(template)
+            for method in OTHER_METHODS:
+                if method in methods:
+                    continue
+                r = c.request(method, path)
+                assert_problem(r, 405, "method_not_allowed")
+                assert _allow(r) == methods, (template, r.headers.get("Allow"))
+                assert re.fullmatch(r"[A-Z]+(, [A-Z]+)*", r.headers["Allow"]), r.headers
+            asked = sorted(methods)[0]
+            r = c.request("OPTIONS", path, headers={"Origin": CORS_ORIGIN,
+                                                    "Access-Control-Request-Method": asked})
+            assert_status(r, 204)
+            assert r.headers["Access-Control-Allow-Origin"] == CORS_ORIGIN
+            assert asked in r.headers["Access-Control-Allow-Methods"]
+            r = c.request("OPTIONS", path, headers={"Origin": "https://evil.example.com",
+                                                    "Access-Control-Request-Method": asked})
+            assert_problem(r, 403, "cors_origin_denied")
+            r = c.request("OPTIONS", path)
+            assert_problem(r, 405, "method_not_allowed")
+            assert _allow(r) == methods, (template, r.headers.get("Allow"))
+        # a preflight is answered on a path that matches no route too
+        r = c.request("OPTIONS", "/v1/nope", headers={"Origin": CORS_ORIGIN,
+                                                      "Access-Control-Request-Method": "GET"})
+        assert_status(r, 204)
+    finally:
+        c.close()
+
+
+def test_spec_examples_are_valid(spec):
+    """Every example of a response body in the spec is valid against its schema (JSON
+    Schema 2020-12 with python-jsonschema; Redocly's own example check is off because it
+    misreads `unevaluatedProperties`, see .redocly.yaml)."""
+    checked, problems = 0, []
+    for method, template, op in spec.operations():
+        for status, robj in (op.get("responses") or {}).items():
+            for media, mobj in (spec.deref(robj).get("content") or {}).items():
+                mobj = spec.deref(mobj)
+                if "example" in mobj and "schema" in mobj:
+                    checked += 1
+                    problems += [f"{method} {template} {status} {media}: {m}"
+                                 for m in spec.validate(mobj["schema"], mobj["example"])]
+    assert checked > 50
+    assert not problems, "\n".join(problems)
+
+
+def test_metrics_pass_promtool(start_api, worker, spec):
+    """natter-api's /metrics — which also shows the worker pool's queue, counters and
+    job latency — passes `promtool check metrics` (Debian's prometheus package): every
+    family has # HELP and # TYPE, names and units follow the conventions. Checked after a
+    worker has started and run, so the job families carry values. (natter-worker serves
+    no HTTP: its figures are these.)"""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found (`make test` installs Debian's prometheus package)"
+    srv = start_api()
+    worker(threads=1)
+    c = Client(srv.base_url, spec)
+    try:
+        client_get = c.get("/healthz")
+        assert_status(client_get, 200)
+        text = c.get("/metrics").text
+    finally:
+        c.close()
+    for family in ("natter_jobs_done_total", "natter_jobs_retried_total",
+                   "natter_jobs_dead_total", "natter_pushes_sent_total"):
+        assert f"# HELP {family} " in text, f"{family} has no # HELP"
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), \
+        f"promtool check metrics:\n{proc.stdout}\n{proc.stderr}"

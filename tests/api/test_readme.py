@@ -1,8 +1,20 @@
-"""The README's configuration table is the same set of facts as `--help` (both come from
-common/config.c's table; this keeps the hand-written README honest)."""
+"""The README keeps its promises: its configuration table is the same set of facts as
+`--help` (both come from common/config.c's table), its curl walkthrough runs as pasted
+against `make run`, Ctrl-C stops `make run` cleanly, and README.md and docs/ stand on
+their own."""
+import os
 import re
+import signal
+import struct
+import subprocess
+import zlib
+from pathlib import Path
 
-from natterlib import REPO_ROOT, run_binary
+import pytest
+import requests
+
+from natterlib import (REPO_ROOT, child_env, free_port, new_state_dir, run_binary, tail,
+                       wait_for)
 
 ROW = re.compile(r"^\| `(NATTER_[A-Z_]+)` \| (api|worker|both) \| ([^|]*) \|")
 HELP = re.compile(r"^  (NATTER_[A-Z_]+) +.*\(default: (.*)\)$")
@@ -40,3 +52,187 @@ def test_readme_config_table_matches_help():
         assert used_by == expected, f"{name}: README says {used_by}, binaries say {expected}"
         help_default = api.get(name, worker.get(name))
         assert default == help_default, f"{name}: README default {default!r}, --help {help_default!r}"
+
+
+# --------------------------------------------------------------------------- make run
+
+# scripts/run.sh (`make run`) in a state dir and on a port of its own, so it collides
+# neither with the test servers nor with a developer's `make run` (.state, port 8080).
+
+RUN_START_TIMEOUT = 180    # build check, initdb, migrations on a busy machine
+RUN_STOP_TIMEOUT = 60
+
+
+class MakeRun:
+    def __init__(self):
+        self.state_dir = new_state_dir("make-run")
+        os.chmod(self.state_dir, 0o755)       # the postgres OS user must reach pg/
+        self.port = free_port()
+        self.log_path = self.state_dir.parent / (self.state_dir.name + ".out")
+        env = child_env({"NATTER_STATE_DIR": str(self.state_dir),
+                         "NATTER_PORT": str(self.port),
+                         "NATTER_PWHASH_COST": "min"})
+        self._log = open(self.log_path, "wb")
+        # a session of its own: its process group plays the terminal's foreground group
+        self.proc = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / "run.sh")], env=env,
+                                     cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log_path.read_bytes().decode("utf-8", "replace")
+
+    def wait_up(self):
+        def up():
+            if self.proc.poll() is not None:
+                pytest.fail(f"scripts/run.sh exited with {self.proc.returncode}:\n"
+                            f"{tail(self.output())}", pytrace=False)
+            try:
+                return requests.get(self.base_url + "/readyz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+        wait_for(up, RUN_START_TIMEOUT, "`make run` (scripts/run.sh) to answer /readyz", 0.2)
+
+    def server_pids(self) -> list[int]:
+        m = re.search(r"pids:\s+natter-api (\d+), natter-worker (\d+)", self.output())
+        assert m, f"no pids line in the output of scripts/run.sh:\n{tail(self.output())}"
+        return [int(m.group(1)), int(m.group(2))]
+
+    def stop(self):
+        """Best effort for teardown: SIGTERM to the script, then its servers by pid."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=RUN_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """Pids whose process group is pgid (read from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def make_run():
+    run = MakeRun()
+    try:
+        run.wait_up()
+        yield run
+    finally:
+        run.stop()
+
+
+# A 1x1 PNG, built here so the walkthrough has a real cat.png to upload.
+def tiny_png() -> bytes:
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x80\x00")) + chunk(b"IEND", b""))
+
+
+def walkthrough_blocks() -> list[str]:
+    """The ```sh blocks of the README's "Try it with curl" section, in order."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Try it with curl\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```sh\n(.*?)^```$", section, re.S | re.M)
+
+
+STATUS_LINE = re.compile(r"^WALKTHROUGH (\d{3}) ([A-Z]+) (\S+)$")
+
+
+def test_readme_walkthrough_runs_as_pasted(make_run, tmp_path):
+    """The README's "Try it with curl" blocks, pasted in order into one shell against
+    `make run` (only localhost:8080 replaced by its port), all work: no command fails,
+    every HTTP answer is 2xx (a 302 followed), the upload reaches the store, the
+    downloaded cat-copy.png is the uploaded picture, and the walkthrough signs out last
+    (so no block uses a revoked token)."""
+    blocks = walkthrough_blocks()
+    assert len(blocks) >= 4, "the walkthrough blocks were not found in README.md"
+    script = "\n".join(blocks).replace("localhost:8080", f"localhost:{make_run.port}")
+    png = tiny_png()
+    (tmp_path / "cat.png").write_bytes(png)
+    # every curl reports its answer on stderr; nothing else about the commands changes
+    prologue = ("set -euo pipefail\n"
+                "curl() { command curl -w '%{stderr}WALKTHROUGH %{http_code} %{method} "
+                "%{url_effective}\\n' \"$@\"; }\n")
+    (tmp_path / "walkthrough.sh").write_text(prologue + script)
+    proc = subprocess.run(["bash", str(tmp_path / "walkthrough.sh")], cwd=tmp_path,
+                          env=child_env({}), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=180)
+    out = f"stdout:\n{tail(proc.stdout)}\nstderr:\n{tail(proc.stderr)}"
+    assert proc.returncode == 0, f"the walkthrough failed ({proc.returncode}):\n{out}"
+    calls = [m.groups() for m in map(STATUS_LINE.match, proc.stderr.splitlines()) if m]
+    assert len(calls) >= 20, out
+    bad = [c for c in calls if not c[0].startswith("2")]
+    assert not bad, f"answers that are not 2xx: {bad}\n{out}"
+    assert any(m == "PUT" and "/natter/" in u for _, m, u in calls), out
+    assert any(m == "POST" and u.endswith("/typing") for _, m, u in calls), out
+    downloads = [c for c in calls if c[1] == "GET" and "X-Amz-Signature=" in c[2]]
+    assert downloads, f"the download did not follow the redirect to the store:\n{out}"
+    assert (tmp_path / "cat-copy.png").read_bytes() == png
+    status, method, url = calls[-1]
+    assert (status, method) == ("204", "POST") and url.endswith("/v1/auth/logout"), calls[-1]
+    assert sum(1 for _, m, u in calls if u.endswith("/v1/auth/logout")) == 1
+
+
+def test_make_run_ctrl_c_stops_quietly(make_run):
+    """Ctrl-C on `make run` stops both servers, PostgreSQL and Redis and says so, exit 0 —
+    never "natter-api exited on its own". The terminal sends SIGINT to its whole foreground
+    process group; here every member other than the script gets it first and exits
+    before the script handles its own (the order a busy machine may well pick)."""
+    api_pid, worker_pid = make_run.server_pids()
+    script = make_run.proc.pid
+    others = [p for p in process_group_members(script) if p != script]
+    for pid in others:
+        os.kill(pid, signal.SIGINT)
+    wait_for(lambda: not any(alive(p) for p in others), 30,
+             f"the other members of the foreground group {others} to exit")
+    os.kill(script, signal.SIGINT)
+    try:
+        rc = make_run.proc.wait(timeout=RUN_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"scripts/run.sh did not stop within {RUN_STOP_TIMEOUT} s of Ctrl-C:\n"
+                    f"{tail(make_run.output())}", pytrace=False)
+    lines = [ln for ln in make_run.output().splitlines() if ln.startswith("natter:")]
+    assert rc == 0, f"exit status {rc}; its messages: {lines}"
+    assert "exited on its own" not in make_run.output(), lines
+    assert lines[-2:] == ["natter: stopping…",
+                          f"natter: stopped (data kept in {make_run.state_dir})"], lines
+    for pid in (api_pid, worker_pid):
+        assert not alive(pid), f"pid {pid} still runs after Ctrl-C"
+    with pytest.raises(requests.RequestException):
+        requests.get(make_run.base_url + "/healthz", timeout=2)
+
+
+def test_readme_and_docs_stand_on_their_own():
+    """README.md and docs/ link nothing outside the repository (no ../shared/DESIGN.md),
+    and every repository file they point at exists."""
+    for doc in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        assert "../" not in text, f"{doc.name} points outside the repository"
+        for ref in set(re.findall(r"`((?:docs|bench|scripts|openapi|migrations)/[\w./-]+\.\w+)`",
+                                  text)):
+            assert (REPO_ROOT / ref).exists(), f"{doc.name} names {ref}, which does not exist"

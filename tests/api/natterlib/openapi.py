@@ -177,10 +177,17 @@ class OpenAPI:
         method = method.upper()
         status = resp.status_code
         what = f"{method} {path} -> {status}"
+        generic = self.doc.get("x-natter-generic-responses") or {}
         match = self.match_path(path)
         if match is None:
+            if method == "OPTIONS" and status in (204, 403):
+                # a CORS preflight is answered on any path: as documented under each path
+                return self._check_documented(self._any_options_op(), method, path, resp)
             if status != 404:
                 return [f"{what}: path is in no path template of the spec; only 404 allowed"]
+            if "unknownPath" in generic:
+                return self._check_responses(generic["unknownPath"], resp, what,
+                                             "x-natter-generic-responses/unknownPath")
             return self._check_undocumented_problem(resp, what)
         template, item = match
         op = item.get(method.lower())
@@ -193,13 +200,30 @@ class OpenAPI:
                 return [f"{what}: undocumented OPTIONS may only answer 204 or 403"]
             if status != 405:
                 return [f"{what}: {method} is not an operation of {template}; only 405 allowed"]
+            if "unsupportedMethod" in generic:
+                return self._check_responses(generic["unsupportedMethod"], resp, what,
+                                             "x-natter-generic-responses/unsupportedMethod")
             return self._check_undocumented_problem(resp, what)
+        return self._check_documented(op, method, template, resp)
 
-        responses = op.get("responses") or {}
+    def _any_options_op(self) -> dict:
+        for method, _, op in self.operations():
+            if method == "OPTIONS":
+                return op
+        return {"responses": {}}
+
+    def _check_documented(self, op, method, template, resp) -> list[str]:
+        what = f"{method} {template} -> {resp.status_code}"
+        return self._check_responses(op.get("responses") or {}, resp, what,
+                                     f"{method} {template}")
+
+    def _check_responses(self, responses, resp, what, where) -> list[str]:
+        """`resp` against a Responses object (status, headers, media type, schema)."""
+        status = resp.status_code
         robj = (responses.get(str(status)) or responses.get(f"{status // 100}XX")
                 or responses.get("default"))
         if robj is None:
-            return [f"{what}: status {status} is not documented for {method} {template} "
+            return [f"{what}: status {status} is not documented for {where} "
                     f"(documented: {sorted(map(str, responses))})"]
         robj = self.deref(robj)
         errs = []
