@@ -12,6 +12,7 @@
 
 Tests that need tight limits start their own natter-api. Several client addresses come
 from binding 127.0.0.x (natterlib Client(source_ip=...))."""
+import hashlib
 import threading
 import time
 
@@ -208,7 +209,8 @@ def test_write_rate_limits(start_api, spec):
     assert_status(set_role_raw(c, ta, gid, d["id"], "admin"), 200)
     assert_limited(remove_member_raw(c, ta, gid, d["id"]), "member", 60)
 
-    body = {"filename": "a.txt", "content_type": "text/plain", "size": 3}
+    body = {"filename": "a.txt", "content_type": "text/plain", "size": 3,
+            "sha256": hashlib.sha256(b"abc").hexdigest()}
     for _ in range(2):
         assert_status(c.post(chat_path(cid2, "attachments"), json=body, token=td), 201)
     assert_limited(c.post(chat_path(cid2, "attachments"), json=body, token=td), "attachment", 60)
