@@ -3,9 +3,9 @@
 chats), the device push-token and chat mute API, and the job metrics of natter-api.
 
 Each push test runs its own natter-api + natter-worker on a private Redis (pushlib's
-`push_stack`) with a 300 ms coalescing window, sending to a webhook receiver started for the
+`push_stack`) with a 1 s coalescing window, sending to a webhook receiver started for the
 test; pushes are told apart by their per-test push tokens. "No push" is asserted only after
-a push to a control recipient arrived and QUIET (2 s, the window plus a margin) passed."""
+a push to a control recipient arrived and QUIET (2.7 s, the 1 s window plus a margin) passed."""
 import time
 
 import pytest
