@@ -55,6 +55,9 @@ static const struct config_item items[] = {
      "access JWT lifetime, seconds"},
     {"NATTER_REFRESH_TOKEN_TTL", CT_INT, F(refresh_token_ttl), "2592000", 60, 31536000, NULL, ROLE_API, false,
      "refresh token lifetime, seconds"},
+    {"NATTER_REFRESH_REUSE_GRACE", CT_INT, F(refresh_reuse_grace), "30", 0, 300, NULL, ROLE_API, false,
+     "seconds after a refresh during which the same refresh token, presented again (two tabs, a client's retry),"
+     " returns the same successor instead of counting as reuse"},
     {"NATTER_PWHASH_COST", CT_ENUM, F(pwhash_cost), "interactive", 0, 0, "interactive|moderate|sensitive|min", ROLE_API,
      false, "argon2id cost (libsodium presets; min is for tests only)"},
     {"NATTER_LOGIN_WINDOW", CT_INT, F(login_window), "300", 1, 86400, NULL, ROLE_API, false,

@@ -24,6 +24,7 @@ struct config {
     char *jwt_secret;          /* HS256 key (>= 32 bytes) */
     int access_token_ttl;      /* seconds */
     int refresh_token_ttl;     /* seconds */
+    int refresh_reuse_grace;   /* seconds: a rotated token still answers with its successor */
     char *pwhash_cost;         /* interactive | moderate | sensitive | min */
     int login_window;          /* seconds */
     int login_max_per_user;    /* failed logins per (username, client address) per window */

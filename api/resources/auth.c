@@ -306,19 +306,29 @@ static const char sql_new_refresh[] =
     "INSERT INTO refresh_tokens (user_id, token_hash, device_id, expires_at)"
     " VALUES ($1, $2, $3, now() + make_interval(secs => $4))";
 
-/* Issues an access JWT and a fresh refresh token for (uid, did) inside the
- * caller's transaction, commits, and replies 200 with the TokenResponse. */
-static int issue_tokens(struct req *r, const char *uid, const char *did, json_t *user_new)
+/* The refresh token that replaces `old`: derived, not random, so that a
+ * request racing the rotation with the same token (two tabs, a retry) can be
+ * given the very same successor without storing it: HMAC-SHA256 under the
+ * server's secret of the old token, in the refresh token format. */
+static void successor_token(const struct config *cfg, const char *uid, const char *old, char out[96])
 {
-    char rand[48], token[96], hash[65], ttl[16];
+    static const char domain[] = "natter refresh successor";
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)cfg->jwt_secret, strlen(cfg->jwt_secret));
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)domain, sizeof domain); /* with its NUL */
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)old, strlen(old));
+    crypto_auth_hmacsha256_final(&st, mac);
+    char b64[48];
+    sodium_bin2base64(b64, sizeof b64, mac, 32, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    snprintf(out, 96, "nrt_%s_%s", uid, b64);
+}
+
+/* Replies 200 with the TokenResponse: a new access JWT for (uid, did) and
+ * the refresh token `token` (already stored). */
+static int reply_tokens(struct req *r, const char *uid, const char *did, const char *token, json_t *user_new)
+{
     req_own_json(r, user_new);
-    random_b64url(rand, sizeof rand, 32);
-    snprintf(token, sizeof token, "nrt_%s_%s", uid, rand);
-    sha256_hex(token, strlen(token), hash);
-    snprintf(ttl, sizeof ttl, "%d", r->app->cfg->refresh_token_ttl);
-    const char *vals[4] = {uid, hash, did, ttl};
-    if (!req_sql(r, NULL, sql_new_refresh, 4, vals) || req_commit(r) < 0)
-        return -1;
     int64_t u = 0, d = 0;
     parse_i64(uid, &u);
     parse_i64(did, &d);
@@ -330,6 +340,28 @@ static int issue_tokens(struct req *r, const char *uid, const char *did, json_t 
                       json_pack("{s:s,s:s,s:i,s:s,s:I,s:O}", "access_token", jwt, "token_type", "Bearer", "expires_in",
                                 r->app->cfg->access_token_ttl, "refresh_token", token, "device_id", (json_int_t)d,
                                 "user", user_new));
+}
+
+/* Stores the refresh token `given` (NULL: a fresh random one) for (uid, did)
+ * inside the caller's transaction, commits, and replies 200 with the
+ * TokenResponse. */
+static int issue_tokens(struct req *r, const char *uid, const char *did, const char *given, json_t *user_new)
+{
+    char rand[48], token[96], hash[65], ttl[16];
+    if (given) {
+        snprintf(token, sizeof token, "%s", given);
+    } else {
+        random_b64url(rand, sizeof rand, 32);
+        snprintf(token, sizeof token, "nrt_%s_%s", uid, rand);
+    }
+    sha256_hex(token, strlen(token), hash);
+    snprintf(ttl, sizeof ttl, "%d", r->app->cfg->refresh_token_ttl);
+    const char *vals[4] = {uid, hash, did, ttl};
+    if (!req_sql(r, NULL, sql_new_refresh, 4, vals) || req_commit(r) < 0) {
+        json_decref(user_new);
+        return -1;
+    }
+    return reply_tokens(r, uid, did, token, user_new);
 }
 
 int auth_login(struct req *r)
@@ -385,7 +417,7 @@ int auth_login(struct req *r)
     nlog(LOG_INFO, "login",
          json_pack("{s:s,s:I,s:I}", "request_id", r->request_id, "user_id", (json_int_t)atoll(uid), "device_id",
                    (json_int_t)atoll(PQgetvalue(d, 0, 0))));
-    return issue_tokens(r, uid, PQgetvalue(d, 0, 0),
+    return issue_tokens(r, uid, PQgetvalue(d, 0, 0), NULL,
                         user_json(uid, PQgetvalue(u, 0, 1), PQgetvalue(u, 0, 2), PQgetvalue(u, 0, 3)));
 }
 
@@ -397,7 +429,13 @@ static const char sql_rotate[] =
     "   AND d.user_id = t.user_id AND d.id = t.device_id AND d.revoked_at IS NULL"
     " RETURNING t.device_id";
 static const char sql_token_state[] =
-    "SELECT device_id, rotated_at IS NOT NULL FROM refresh_tokens WHERE user_id = $1 AND token_hash = $2";
+    "SELECT device_id, rotated_at IS NOT NULL, rotated_at > now() - make_interval(secs => $3)"
+    "  FROM refresh_tokens WHERE user_id = $1 AND token_hash = $2";
+/* the successor of a token rotated moments ago, if it is still the device's live one */
+static const char sql_successor_live[] =
+    "SELECT t.device_id FROM refresh_tokens t JOIN devices d ON d.user_id = t.user_id AND d.id = t.device_id"
+    " WHERE t.user_id = $1 AND t.token_hash = $2 AND t.rotated_at IS NULL AND t.expires_at > now()"
+    "   AND d.revoked_at IS NULL";
 static const char sql_revoke_device[] =
     "UPDATE devices SET revoked_at = now(), push_provider = NULL, push_token = NULL"
     " WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL";
@@ -431,19 +469,43 @@ int auth_refresh(struct req *r)
     PGresult *rot = req_sql(r, NULL, sql_rotate, 2, vals);
     if (!rot)
         return -1;
+    char next[96];
+    successor_token(r->app->cfg, uid, token, next);
+    const char *v1[1] = {uid};
     if (PQntuples(rot) == 1) {
         const char *did = PQgetvalue(rot, 0, 0);
-        const char *v1[1] = {uid};
         PGresult *u = req_sql(r, NULL, sql_user_by_id, 1, v1);
         if (!u)
             return -1;
-        return issue_tokens(r, uid, did,
+        return issue_tokens(r, uid, did, next,
                             user_json(PQgetvalue(u, 0, 0), PQgetvalue(u, 0, 1), PQgetvalue(u, 0, 2),
                                       PQgetvalue(u, 0, 3)));
     }
-    PGresult *st = req_sql(r, NULL, sql_token_state, 2, vals);
+    char grace[16];
+    snprintf(grace, sizeof grace, "%d", r->app->cfg->refresh_reuse_grace);
+    const char *v3[3] = {uid, hash, grace};
+    PGresult *st = req_sql(r, NULL, sql_token_state, 3, v3);
     if (!st)
         return -1;
+    if (PQntuples(st) == 1 && PQgetvalue(st, 0, 2)[0] == 't') {
+        /* rotated within the grace window: the same successor, if it is still live */
+        char next_hash[65];
+        sha256_hex(next, strlen(next), next_hash);
+        const char *v2[2] = {uid, next_hash};
+        PGresult *live = req_sql(r, NULL, sql_successor_live, 2, v2);
+        PGresult *u = live && PQntuples(live) == 1 ? req_sql(r, NULL, sql_user_by_id, 1, v1) : NULL;
+        if (!live || (PQntuples(live) == 1 && !u))
+            return -1;
+        if (u) {
+            const char *did = PQgetvalue(live, 0, 0);
+            if (req_commit(r) < 0)
+                return -1;
+            return reply_tokens(r, uid, did, next,
+                                user_json(PQgetvalue(u, 0, 0), PQgetvalue(u, 0, 1), PQgetvalue(u, 0, 2),
+                                          PQgetvalue(u, 0, 3)));
+        }
+        /* its successor was used already (or the device is gone): reuse after all */
+    }
     if (PQntuples(st) == 1 && PQgetvalue(st, 0, 1)[0] == 't') {
         /* a rotated token came back: someone holds a copy. Revoke the device. */
         const char *v2[2] = {uid, PQgetvalue(st, 0, 0)};

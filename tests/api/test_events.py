@@ -17,7 +17,7 @@ from chatlib import (add_members, chat_path, edit_raw, events, inbox_rows, make_
 from eventlib import (EVENTS, AsyncPoll, check_batch, device_acked_seq, drain, head,
                       inbox_max_seq, inbox_payloads, of_type, poll, poll_raw, start_poll,
                       stored, typing, typing_raw, wait_acked, waiter_gauge)
-from natterlib import (Client, assert_problem, assert_status, describe, new_account, psql,
+from natterlib import (REUSE_GRACE, Client, assert_problem, assert_status, describe, new_account, psql,
                        wait_for)
 
 PROMPT = 5          # seconds: "promptly" (a functional bound, far below the poll timeouts)
@@ -416,6 +416,8 @@ def test_revoked_device_poll_ends_401(client, how):
     else:
         old = acct.sessions[1]["refresh_token"]
         assert_status(client.post("/v1/auth/refresh", json={"refresh_token": old}), 200)
+        time.sleep(REUSE_GRACE + 0.5)                    # reuse counts after the grace window
+        t0 = time.monotonic()
         r = client.post("/v1/auth/refresh", json={"refresh_token": old})
         assert_problem(r, 401, "refresh_token_reused")
     r = p2.wait(within=PROMPT)

@@ -17,7 +17,7 @@ The helpers live in these modules; this file re-exports their public names:
 Module state (the running children, the parsed spec) lives in its own module only and is
 reached through its functions; the names here are copies of bindings, not the state.
 """
-from .env import (CONTRACT_PATH, MIGRATIONS_DIR, REPO_ROOT, REQUIRED_ENV, SPEC_PATH,
+from .env import (CONTRACT_PATH, MIGRATIONS_DIR, REPO_ROOT, REQUIRED_ENV, REUSE_GRACE, SPEC_PATH,
                   TEST_JWT_SECRET, TEST_S3_ACCESS_KEY, TEST_S3_BUCKET, TEST_S3_REGION,
                   TEST_S3_SECRET_KEY, api_env, bin_path, child_env, common_env,
                   contract_env_vars, free_port, missing_env, need_env, new_state_dir,
@@ -36,7 +36,8 @@ from .client import (HTTP_TIMEOUT, REQUEST_ID_RE, Client, assert_problem, assert
 from .accounts import TEST_PASSWORD, Account, login, new_account, register, unique_username
 
 __all__ = [
-    "CONTRACT_PATH", "MIGRATIONS_DIR", "REPO_ROOT", "REQUIRED_ENV", "SPEC_PATH", "TEST_JWT_SECRET",
+    "CONTRACT_PATH", "MIGRATIONS_DIR", "REPO_ROOT", "REQUIRED_ENV", "REUSE_GRACE", "SPEC_PATH",
+    "TEST_JWT_SECRET",
     "TEST_S3_ACCESS_KEY", "TEST_S3_BUCKET", "TEST_S3_REGION", "TEST_S3_SECRET_KEY", "api_env",
     "bin_path", "child_env", "common_env", "contract_env_vars", "free_port", "missing_env",
     "need_env", "new_state_dir", "state_root",

@@ -103,6 +103,9 @@ def common_env(state_dir: Path, **overrides) -> dict:
     return child_env(base)
 
 
+REUSE_GRACE = 2  # seconds: NATTER_REFRESH_REUSE_GRACE of the tests' servers
+
+
 def api_env(state_dir: Path, port: int, **overrides) -> dict:
     base = {
         "NATTER_LOGIN_MAX_PER_USER": "1000",
@@ -111,6 +114,8 @@ def api_env(state_dir: Path, port: int, **overrides) -> dict:
         # (tests of the limit set their own)
         "NATTER_RATE_REGISTER_IP_BURST": "0",
         "NATTER_RATE_REGISTER_ALL_BURST": "0",
+        # short, so that tests of refresh-token reuse need not wait 30 s (REUSE_GRACE)
+        "NATTER_REFRESH_REUSE_GRACE": str(REUSE_GRACE),
         "NATTER_LISTEN_ADDR": "127.0.0.1",
         "NATTER_PORT": str(port),
         "NATTER_HTTP_THREADS": "4",
