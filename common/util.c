@@ -281,16 +281,128 @@ bool uuid_valid(const char *s)
     return true;
 }
 
+/* Code points of valid UTF-8 (emoji_valid checks validity first). */
+static uint32_t next_cp(const unsigned char **p)
+{
+    const unsigned char *u = *p;
+    uint32_t c;
+    if (u[0] < 0x80) {
+        c = u[0];
+        *p += 1;
+    } else if (u[0] < 0xE0) {
+        c = (uint32_t)(u[0] & 0x1F) << 6 | (u[1] & 0x3F);
+        *p += 2;
+    } else if (u[0] < 0xF0) {
+        c = (uint32_t)(u[0] & 0x0F) << 12 | (uint32_t)(u[1] & 0x3F) << 6 | (u[2] & 0x3F);
+        *p += 3;
+    } else {
+        c = (uint32_t)(u[0] & 0x07) << 18 | (uint32_t)(u[1] & 0x3F) << 12 | (uint32_t)(u[2] & 0x3F) << 6 |
+            (u[3] & 0x3F);
+        *p += 4;
+    }
+    return c;
+}
+
+#define CP_ZWJ 0x200Du
+#define CP_VS15 0xFE0Eu
+#define CP_VS16 0xFE0Fu
+#define CP_KEYCAP 0x20E3u
+#define CP_TAG_END 0xE007Fu
+
+static bool is_regional(uint32_t c)
+{
+    return c >= 0x1F1E6 && c <= 0x1F1FF;
+}
+
+static bool is_modifier(uint32_t c)
+{
+    return c >= 0x1F3FB && c <= 0x1F3FF;
+}
+
+static bool is_tag(uint32_t c)
+{
+    return c >= 0xE0020 && c <= 0xE007E;
+}
+
+/* Extended_Pictographic of Unicode's emoji data, in the blocks that hold
+ * emoji (a superset by block for U+2600..U+27BF and U+1F000..U+1FAFF). */
+static bool is_pictographic(uint32_t c)
+{
+    static const uint32_t r[][2] = {
+        {0x00A9, 0x00A9},   {0x00AE, 0x00AE}, {0x203C, 0x203C}, {0x2049, 0x2049},   {0x2122, 0x2122},
+        {0x2139, 0x2139},   {0x2194, 0x2199}, {0x21A9, 0x21AA}, {0x231A, 0x231B},   {0x2328, 0x2328},
+        {0x23CF, 0x23CF},   {0x23E9, 0x23F3}, {0x23F8, 0x23FA}, {0x24C2, 0x24C2},   {0x25AA, 0x25AB},
+        {0x25B6, 0x25B6},   {0x25C0, 0x25C0}, {0x25FB, 0x25FE}, {0x2600, 0x27BF},   {0x2934, 0x2935},
+        {0x2B05, 0x2B07},   {0x2B1B, 0x2B1C}, {0x2B50, 0x2B50}, {0x2B55, 0x2B55},   {0x3030, 0x3030},
+        {0x303D, 0x303D},   {0x3297, 0x3297}, {0x3299, 0x3299}, {0x1F000, 0x1F1E5}, {0x1F200, 0x1F3FA},
+        {0x1F400, 0x1FAFF},
+    };
+    for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+        if (c >= r[i][0] && c <= r[i][1])
+            return true;
+    return false;
+}
+
+/* One element of an emoji sequence at *i of cp[0, n): a keycap ([0-9#*]
+ * FE0F? 20E3), a flag (two regional indicators), or a pictograph with an
+ * optional variation selector, skin-tone modifier and tag sequence. */
+static bool emoji_element(const uint32_t *cp, size_t n, size_t *i)
+{
+    uint32_t c = cp[*i];
+    if ((c >= '0' && c <= '9') || c == '#' || c == '*') {
+        size_t k = *i + 1;
+        if (k < n && cp[k] == CP_VS16)
+            k++;
+        if (k >= n || cp[k] != CP_KEYCAP)
+            return false;
+        *i = k + 1;
+        return true;
+    }
+    if (is_regional(c)) {
+        if (*i + 1 >= n || !is_regional(cp[*i + 1]))
+            return false;
+        *i += 2;
+        return true;
+    }
+    if (!is_pictographic(c))
+        return false;
+    size_t k = *i + 1;
+    if (k < n && (cp[k] == CP_VS16 || cp[k] == CP_VS15))
+        k++;
+    if (k < n && is_modifier(cp[k]))
+        k++;
+    if (k < n && is_tag(cp[k])) {
+        while (k < n && is_tag(cp[k]))
+            k++;
+        if (k >= n || cp[k] != CP_TAG_END)
+            return false;
+        k++;
+    }
+    *i = k;
+    return true;
+}
+
 bool emoji_valid(const char *s, size_t max_chars)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > max_chars * 4 || !utf8_valid(s, n) || utf8_has_control(s, n))
+    size_t len = strlen(s);
+    if (len == 0 || len > max_chars * 4 || !utf8_valid(s, len))
         return false;
-    size_t chars = utf8_chars(s, n);
-    if (chars < 1 || chars > max_chars)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == ' ')
+    uint32_t cp[64];
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        if (n == max_chars || n == sizeof cp / sizeof cp[0])
             return false;
-    return true;
+        cp[n++] = next_cp(&p);
+    }
+    /* element (ZWJ element)* */
+    size_t i = 0;
+    for (;;) {
+        if (!emoji_element(cp, n, &i))
+            return false;
+        if (i == n)
+            return true;
+        if (cp[i] != CP_ZWJ || i + 1 >= n)
+            return false;
+        i++;
+    }
 }

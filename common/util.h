@@ -54,7 +54,9 @@ size_t utf8_chars(const char *s, size_t len);
 bool utf8_has_control(const char *s, size_t len);
 /* True when s is a well-formed UTF-8 string of len bytes without NUL. */
 bool utf8_valid(const char *s, size_t len);
-/* A reaction: 1..max_chars characters of valid UTF-8, no control characters, no space. */
+/* A reaction: exactly one emoji — a pictograph (with an optional variation
+ * selector, skin-tone modifier and tag sequence), a flag or a keycap, or such
+ * elements joined by ZWJ — of at most max_chars code points. */
 bool emoji_valid(const char *s, size_t max_chars);
 
 /* True for a canonical textual UUID: 8-4-4-4-12 hex digits. */

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -210,9 +211,73 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->start_us = now_us();
     size_t ul = strcspn(uri, "?");
     r->path = xstrndup(uri, ul > HTTP_MAX_PATH ? HTTP_MAX_PATH : ul); /* until the handler has the decoded one */
+    r->target_nul = strstr(uri, "%00") != NULL;
     id_hex16(r->request_id);
     set_client_ip(r);
     return r;
+}
+
+/* What libmicrohttpd passes on without a word: a %00 in the target (the
+ * decoded path or value silently ends there), bytes that are not UTF-8 in the
+ * decoded path or query, and two Content-Length headers that disagree (it
+ * takes the first). */
+struct head_scan {
+    const char *bad_arg; /* a query parameter that is not UTF-8 ("query" when its name is not either) */
+    const char *content_length;
+    bool conflicting_length;
+};
+
+static enum MHD_Result scan_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    struct head_scan *h = cls;
+    bool key_ok = utf8_valid(key, strlen(key));
+    if (!key_ok || (value && !utf8_valid(value, strlen(value)))) {
+        h->bad_arg = key_ok ? key : "query";
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    struct head_scan *h = cls;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        if (!h->content_length)
+            h->content_length = value ? value : "";
+        else if (strcmp(h->content_length, value ? value : "") != 0)
+            h->conflicting_length = true;
+    }
+    return MHD_YES;
+}
+
+/* Refuses (400) a head libmicrohttpd accepted but that cannot be read as
+ * sent; true when it replied. */
+static bool head_refusal(struct req *r)
+{
+    struct head_scan h = {NULL, NULL, false};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, scan_header, &h);
+    if (h.conflicting_length) {
+        reply_problem(r, 400, "malformed_request", "conflicting Content-Length headers");
+        return true;
+    }
+    if (r->target_nul) {
+        reply_problem(r, 400, "invalid_parameter", "the request target holds a NUL byte (%%00)");
+        return true;
+    }
+    if (!utf8_valid(r->path, strlen(r->path))) {
+        reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", "path"),
+                          "the path is not valid UTF-8");
+        return true;
+    }
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, scan_arg, &h);
+    if (h.bad_arg) {
+        reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", h.bad_arg),
+                          "a query parameter is not valid UTF-8");
+        return true;
+    }
+    return false;
 }
 
 /* First call of the access handler: the head is complete. */
@@ -260,6 +325,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             reply_problem(r, 503, "service_unavailable", "the server is shutting down");
             return MHD_YES;
         }
+        if (head_refusal(r))
+            return MHD_YES;
         bool preflight_req = strcmp(method, "OPTIONS") == 0 && req_header(r, "Origin");
         if (!preflight_req && s->raw && s->raw->claims(r->path)) {
             r->raw = s->raw;

@@ -79,6 +79,7 @@ struct req {
     char *path;                          /* owned: URL path without query (raw until the head is read) */
     bool begun;                          /* the access handler has seen the request (its head is complete) */
     bool path_too_long;                  /* the path passed HTTP_MAX_PATH: 414 */
+    bool target_nul;                     /* the raw target holds %00: 400 (see head_refusal) */
     const struct route *route;           /* matched route, NULL until routed */
     const char *label;                   /* metrics/log label: route pattern, raw handler, "unmatched" */
     const char *params[HTTP_MAX_PARAMS]; /* path params, owned by the request */

@@ -7,8 +7,9 @@ import secrets
 import socket
 import threading
 import time
+import uuid
 
-from natterlib import (Client, assert_problem, assert_status, common_env, new_account, new_state_dir,
+from natterlib import (Client, assert_problem, assert_status, common_env, new_account, new_state_dir, psql_int,
                        parse_json_log, run_binary, wait_for)
 
 METRICS_TOKEN = "metrics-" + secrets.token_hex(16)
@@ -287,19 +288,74 @@ def test_refusals_are_json_lines(start_api):
 
 
 def test_invalid_utf8_path_gets_a_complete_access_log_line(client, api):
-    """A long path of bytes that are not UTF-8 (%ff, 1,500 of them) is answered 404
-    not_found, and its access-log line is complete: request id, address, status and the
-    path (bytes that are not UTF-8 written as U+FFFD)."""
+    """A long path of bytes that are not UTF-8 (%ff, 1,500 of them) is answered 400
+    invalid_parameter (field path), and its access-log line is complete: request id,
+    address, status and the path (bytes that are not UTF-8 written as U+FFFD)."""
     rid = "utf8-" + secrets.token_hex(8)
     reply = raw_request(api.port, b"GET /v1/" + b"%ff" * 1500 + b" HTTP/1.1\r\nHost: x\r\n"
                         b"X-Request-Id: " + rid.encode() + b"\r\nConnection: close\r\n\r\n")
-    assert status_of(reply) == 404, reply[:200]
+    assert status_of(reply) == 400, reply[:200]
 
     def line(objs):
         return next((o for o in objs if o.get("msg") == "request" and o.get("request_id") == rid), None)
     o = api.wait_log(line, 10, f"the access-log line of request {rid}")
-    assert o["status"] == 404
+    assert o["status"] == 400
     assert o["ip"] == "127.0.0.1"
     assert o["method"] == "GET"
     assert o.get("path", "").startswith("/v1/\ufffd\ufffd"), o.get("path", "")[:40]
     assert len(o["path"]) == len("/v1/") + 1500
+
+
+# ------------------------------------------------------------------ clean refusals
+
+def problem_of(reply: bytes) -> dict:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b"application/problem+json" in head, reply[:300]
+    return json.loads(body[:body.rindex(b"}") + 1])
+
+
+def test_query_not_utf8_is_400(client):
+    """GET /v1/users?username=%FF (a byte that is not UTF-8 once decoded) is 400
+    invalid_parameter naming the parameter, not a 500."""
+    acct = new_account(client)
+    r = client.get("/v1/users?username=%FF", token=acct.token, raw=True)
+    assert_problem(r, 400, "invalid_parameter", field="username")
+    r = client.get("/v1/users?%FF=1", token=acct.token, raw=True)
+    assert_problem(r, 400, "invalid_parameter", field="query")
+
+
+def test_nul_in_target_is_refused(client, api):
+    """A %00 in the path or the query is refused with 400 invalid_parameter instead of
+    cutting the decoded string there: /v1/users/1%00junk does not return user 1, and a
+    reaction a%00b is not stored as a."""
+    acct = new_account(client)
+    uid = acct.id
+    reply = raw_request(api.port, f"GET /v1/users/{uid}%00junk HTTP/1.1\r\nHost: x\r\n"
+                        f"Authorization: Bearer {acct.token}\r\nConnection: close\r\n\r\n".encode())
+    assert status_of(reply) == 400, reply[:300]
+    assert problem_of(reply)["code"] == "invalid_parameter"
+    r = client.get(f"/v1/users/{uid}", token=acct.token)
+    assert_status(r, 200)                                   # the same path without it works
+
+    cid = client.post("/v1/chats", json={"kind": "group", "title": "nul", "member_ids": []},
+                      token=acct.token).json()["id"]
+    m = client.post(f"/v1/chats/{cid}/messages", json={"client_msg_id": str(uuid.uuid4()),
+                                                        "text": "x"}, token=acct.token).json()
+    reply = raw_request(api.port, f"PUT /v1/chats/{cid}/messages/{m['seq']}/reactions/a%00b HTTP/1.1\r\n"
+                        f"Host: x\r\nAuthorization: Bearer {acct.token}\r\nContent-Length: 0\r\n"
+                        f"Connection: close\r\n\r\n".encode())
+    assert status_of(reply) == 400, reply[:300]
+    assert psql_int("SELECT count(*) FROM reactions WHERE chat_id = $1", cid) == 0
+    reply = raw_request(api.port, b"GET /v1/limits?x=%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(reply) == 400, reply[:300]
+
+
+def test_conflicting_content_length_is_refused(client, api):
+    """Two Content-Length headers that differ are refused with 400 malformed_request
+    (libmicrohttpd alone took the first); the login they carried is not attempted."""
+    body = b'{"username":"nobody-here","password":"x"}'
+    reply = raw_request(api.port, b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+                        b"\r\nContent-Length: 5\r\nConnection: close\r\n\r\n" + body)
+    assert status_of(reply) == 400, reply[:300]
+    assert problem_of(reply)["code"] == "malformed_request"
