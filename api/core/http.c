@@ -537,6 +537,16 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
     nlog(LOG_WARN, status ? "libmicrohttpd refused a request" : "libmicrohttpd", f);
 }
 
+/* What http_start set up before a later step failed. */
+static void undo_start(struct server *s)
+{
+    offload_stop(s->offload);
+    offload_free(s->offload);
+    s->offload = NULL;
+    cors_free(s->cors);
+    s->cors = NULL;
+}
+
 int http_start(struct server *s)
 {
     struct sockaddr_storage ss;
@@ -561,11 +571,7 @@ int http_start(struct server *s)
     unsigned limit = connection_limit(s->cfg), per_ip = per_ip_limit(s->cfg, limit);
     if (conns_start((unsigned)s->cfg->head_timeout, (unsigned)s->cfg->body_timeout, (unsigned)s->cfg->conn_timeout) <
         0) {
-        offload_stop(s->offload);
-        offload_free(s->offload);
-        s->offload = NULL;
-        cors_free(s->cors);
-        s->cors = NULL;
+        undo_start(s);
         return -1;
     }
     s->daemon = MHD_start_daemon(flags, (uint16_t)s->cfg->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
@@ -580,11 +586,7 @@ int http_start(struct server *s)
         conns_stop();
         nlog(LOG_ERROR, "cannot start HTTP server (address in use?)",
              json_pack("{s:s,s:i}", "addr", s->cfg->listen_addr, "port", s->cfg->port));
-        offload_stop(s->offload);
-        offload_free(s->offload);
-        s->offload = NULL;
-        cors_free(s->cors);
-        s->cors = NULL;
+        undo_start(s);
         return -1;
     }
     nlog(LOG_INFO, "listening",
