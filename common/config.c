@@ -452,18 +452,34 @@ static int dev_file_secret(struct config *cfg, const char *name, char **out, cha
             rc = 0;
             goto out;
         }
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        /* written whole under a private name, then linked into place: a process
+         * starting at the same moment (natter-worker beside natter-api) sees
+         * either no file or the complete secret, never a half-written one */
+        char *tmp = xasprintf("%s.%ld.tmp", path, (long)getpid());
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (fd < 0) {
-            if (errno == EEXIST)
-                continue; /* another process created it first: read theirs */
-            *err = xasprintf("%s: cannot create: %s", path, strerror(errno));
+            *err = xasprintf("%s: cannot create: %s", tmp, strerror(errno));
+            free(tmp);
             goto out;
         }
         char hex[66];
         random_hex(hex, 32);
         hex[64] = '\n';
-        if (write(fd, hex, 65) != 65) {
+        bool written = write(fd, hex, 65) == 65 && fsync(fd) == 0;
+        close(fd);
+        fd = -1;
+        int linked = written ? link(tmp, path) : -1;
+        int link_errno = errno;
+        unlink(tmp);
+        free(tmp);
+        if (!written) {
             *err = xasprintf("%s: write failed", path);
+            goto out;
+        }
+        if (linked < 0) {
+            if (link_errno == EEXIST)
+                continue; /* another process created it first: read theirs */
+            *err = xasprintf("%s: cannot create: %s", path, strerror(link_errno));
             goto out;
         }
         hex[64] = '\0';

@@ -1,6 +1,9 @@
 /* test_config.c — configuration table: defaults, validation, production rules. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "unit.h"
@@ -88,9 +91,65 @@ static void public_url(void)
     config_free(&c);
 }
 
+/* natter-api and natter-worker start together on a fresh state dir: each
+ * generates or reads the development secret. Many processes racing on it all
+ * get the same complete secret, never a half-written file. */
+static void dev_secret_race(void)
+{
+    enum { ROUNDS = 10, PROCS = 12 };
+    for (int round = 0; round < ROUNDS; round++) {
+        char dir[] = "/tmp/natter-unit-secret.XXXXXX";
+        CHECK(mkdtemp(dir) != NULL);
+        int go[2], res[2];
+        CHECK(pipe(go) == 0 && pipe(res) == 0);
+        for (int i = 0; i < PROCS; i++) {
+            if (fork() == 0) {
+                char b;
+                close(go[1]);
+                (void)!read(go[0], &b, 1); /* all start at once */
+                struct config c;
+                char *err = NULL;
+                set_env(NULL, 0);
+                int ok = load(ROLE_WORKER, &err, &c) == 0;
+                free(c.state_dir);
+                c.state_dir = strdup(dir);
+                free(c.s3_secret_key);
+                c.s3_secret_key = NULL;
+                char line[80] = "error\n";
+                if (ok && config_s3_secret(&c, &err) == 0 && strlen(c.s3_secret_key) == 64)
+                    snprintf(line, sizeof line, "%.64s\n", c.s3_secret_key);
+                (void)!write(res[1], line, strlen(line)); /* < PIPE_BUF: atomic */
+                _exit(0);
+            }
+        }
+        close(go[0]);
+        close(res[1]);
+        close(go[1]); /* EOF: go */
+        char buf[PROCS * 80 + 1];
+        size_t n = 0;
+        ssize_t k;
+        while (n < sizeof buf - 1 && (k = read(res[0], buf + n, sizeof buf - 1 - n)) > 0)
+            n += (size_t)k;
+        buf[n] = '\0';
+        close(res[0]);
+        for (int i = 0; i < PROCS; i++)
+            wait(NULL);
+        int lines = 0, same = 0;
+        for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+            lines++;
+            same += strlen(l) == 64 && strncmp(l, buf, 64) == 0;
+        }
+        CHECK(lines == PROCS && same == PROCS);
+        char cmd[80];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        CHECK(system(cmd) == 0);
+    }
+}
+
 void suite_config(void)
 {
     public_url();
+    dev_secret_race();
 
     struct config c;
     char *err = NULL;
