@@ -7,20 +7,20 @@
 FROM debian:12-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential pkg-config \
-      libmicrohttpd-dev libpq-dev libhiredis-dev libjansson-dev libjwt-dev \
+      build-essential pkg-config xz-utils patch \
+      libpq-dev libhiredis-dev libjansson-dev libjwt-dev \
       libsodium-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY . /src
 # .dockerignore keeps local build output, dev state (.state/: secrets, database) and
 # .git out of the context; the rm below is a second guard for a context built without it.
-RUN rm -rf /src/build /src/build-asan /src/.state \
+RUN rm -rf /src/build /src/build-asan /src/.state /src/.cache \
  && make -C /src
 
 FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libmicrohttpd12 libpq5 libhiredis0.14 libjansson4 libjwt0 libsodium23 libcurl4 \
+      libpq5 libhiredis0.14 libjansson4 libjwt0 libsodium23 libcurl4 \
       ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \

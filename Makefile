@@ -13,8 +13,12 @@
 
 BUILD ?= build
 CC ?= gcc
-PKGS := libmicrohttpd libpq hiredis jansson libjwt libsodium libcurl
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGS := libpq hiredis jansson libjwt libsodium libcurl
+# libmicrohttpd is Debian 12's 0.9.75 plus one upstream fix, built static from
+# third_party/libmicrohttpd by scripts/build-mhd.sh (cached under .cache/; see the README there)
+MHD_DIR := .cache/libmicrohttpd-0.9.75-natter1
+MHD_LIB := $(MHD_DIR)/lib/libmicrohttpd.a
+PKG_CFLAGS := -isystem $(MHD_DIR)/include $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS ?= -O2 -g
@@ -80,7 +84,7 @@ fuzz-build:
 
 fuzzers: $(FUZZERS:%=$(BUILD)/fuzz-%)
 
-$(BUILD)/fuzz-%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a
+$(BUILD)/fuzz-%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a $(MHD_LIB)
 	$(CC) $(ALL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS)
 
 fuzz: fuzz-build
@@ -126,22 +130,25 @@ $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Wno-overlength-strings -c -o $@ $<
 
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/%.o: %.c | $(MHD_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(MHD_LIB): scripts/build-mhd.sh $(wildcard third_party/libmicrohttpd/*.tar.xz third_party/libmicrohttpd/patches/*.patch)
+	@bash scripts/build-mhd.sh $(CURDIR)/$(MHD_DIR)
 
 $(BUILD)/libnatter_common.a: $(COMMON_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 # api objects are linked as they are, not through an archive: two layers may
 # hold files of the same name (realtime/presence.c, resources/presence.c)
-$(BUILD)/natter-api: $(BUILD)/obj/api/main.o $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a
+$(BUILD)/natter-api: $(BUILD)/obj/api/main.o $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a $(MHD_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/natter-worker: $(WORKER_OBJ) $(BUILD)/libnatter_common.a
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a
+$(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a $(MHD_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # cross-check tool: the API tests compare its URLs with botocore's

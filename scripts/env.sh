@@ -15,7 +15,7 @@
 # Directory of this file, resolved once at source time (never hard-coded).
 _NATTER_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 
-NATTER_DEB_PACKAGES="build-essential pkg-config libmicrohttpd-dev libpq-dev libhiredis-dev libjansson-dev libjwt-dev libsodium-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server python3-pytest python3-requests python3-jsonschema python3-yaml python3-botocore clang-format jq"
+NATTER_DEB_PACKAGES="build-essential pkg-config xz-utils patch libpq-dev libhiredis-dev libjansson-dev libjwt-dev libsodium-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server python3-pytest python3-requests python3-jsonschema python3-yaml python3-botocore clang-format jq"
 
 # What `make test` needs on top: prometheus provides promtool (tests/api/test_health.py
 # checks /metrics with it); clang and its runtime build the fuzz harnesses (tests/fuzz/).

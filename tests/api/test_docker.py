@@ -55,10 +55,12 @@ def test_dockerignore_keeps_secrets_and_build_output_out():
     patterns = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     for path in (".state/jwt-secret", ".state/s3-secret", ".state/pg/data/PG_VERSION",
                  ".state/blobs/x.data", ".git/HEAD", ".git/objects/ab/cdef",
-                 "build/natter-api", "build-asan/obj/common/config.o", "bench/out/run.json",
+                 "build/natter-api", "build-asan/obj/common/config.o",
+                 ".cache/libmicrohttpd-0.9.75-natter1/lib/libmicrohttpd.a", "bench/out/run.json",
                  "tests/api/__pycache__/conftest.cpython-311.pyc"):
         assert _ignored(path, patterns), f"{path} would be sent to the Docker daemon"
     for path in ("Makefile", "api/main.c", "common/config.c", "workers/main.c",
                  "migrations/001_initial.sql", "openapi/openapi.yaml", "scripts/embed.sh",
-                 "Dockerfile"):
+                 "Dockerfile", "scripts/build-mhd.sh", "third_party/libmicrohttpd/libmicrohttpd_0.9.75.orig.tar.xz",
+                 "third_party/libmicrohttpd/patches/0002-error-during-header-parsing-sent-once.patch"):
         assert not _ignored(path, patterns), f"{path} is needed to build the image"
