@@ -9,6 +9,8 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from natterlib import (Client, assert_problem, assert_status, common_env, new_account, new_state_dir, psql_int,
                        parse_json_log, run_binary, wait_for)
 
@@ -359,3 +361,28 @@ def test_conflicting_content_length_is_refused(client, api):
                         b"\r\nContent-Length: 5\r\nConnection: close\r\n\r\n" + body)
     assert status_of(reply) == 400, reply[:300]
     assert problem_of(reply)["code"] == "malformed_request"
+
+
+CL_HEAD = b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+
+
+@pytest.mark.parametrize("head, status", [(CL_HEAD + b"-1\r\n\r\n", 400), (CL_HEAD + b"abc\r\n\r\n", 400),
+                                          (CL_HEAD + b"\r\n\r\n", 400),
+                                          (CL_HEAD + b"99999999999999999999999\r\n\r\n", 413)],
+                         ids=["minus-one", "abc", "empty", "too-large"])
+def test_unparsable_content_length_gets_one_clean_answer(client, api, head, status):
+    """A Content-Length that is not a number, or too large for one, is refused by libmicrohttpd while it parses the head, before
+    natter sees the request: with 0.9.75 as Debian ships it, the status line and headers
+    came twice (third_party/libmicrohttpd/patches/0002-*). Now: exactly one response
+    whose body is exactly as long as its Content-Length says, then the connection
+    closes; and the server goes on serving."""
+    reply = raw_request(api.port, head)
+    assert status_of(reply) == status, reply[:300]
+    assert reply.count(b"HTTP/1.1 ") == 1, reply
+    head_out, sep, body = reply.partition(b"\r\n\r\n")
+    assert sep, reply
+    lengths = re.findall(rb"(?im)^content-length: *(\d+)\r?$", head_out)
+    assert len(lengths) == 1, head_out
+    assert len(body) == int(lengths[0]), reply
+    assert re.search(rb"(?im)^connection: *close\r?$", head_out), head_out
+    assert client.get("/healthz", raw=True).status_code == 200
