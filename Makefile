@@ -18,7 +18,7 @@ PKGS := libpq hiredis jansson libjwt libsodium libcurl
 # third_party/libmicrohttpd by scripts/build-mhd.sh (cached under .cache/; see the README there)
 MHD_DIR := .cache/libmicrohttpd-0.9.75-natter1
 MHD_LIB := $(MHD_DIR)/lib/libmicrohttpd.a
-PKG_CFLAGS := -isystem $(MHD_DIR)/include $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_CFLAGS := -isystem $(CURDIR)/$(MHD_DIR)/include $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS ?= -O2 -g
@@ -69,7 +69,7 @@ API_OBJ := $(API_SRC:%.c=$(BUILD)/obj/%.o)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all asan run test unit check format bench clean fuzz fuzz-build fuzzers print-INC_%
+.PHONY: all asan run test unit check format bench clean fuzz fuzz-build fuzzers print-INC_% print-PKG_CFLAGS
 all: $(BUILD)/natter-api $(BUILD)/natter-worker $(BUILD)/unit-tests $(BUILD)/sigv4-tool
 
 asan:
@@ -117,6 +117,10 @@ clean:
 # `make -s print-INC_core`: a layer's include flags (scripts/check-layers.sh)
 print-INC_%:
 	@echo '$(INC_$*)'
+
+# the libraries' include flags (scripts/check-layers.sh)
+print-PKG_CFLAGS:
+	@echo '$(PKG_CFLAGS)'
 
 $(BUILD)/gen/migrations.c: $(sort $(wildcard migrations/*.sql)) scripts/embed.sh
 	@mkdir -p $(@D)

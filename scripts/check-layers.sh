@@ -10,7 +10,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$REPO"
 CC=${CC:-gcc}
-read -r -a PKG <<<"$(pkg-config --cflags libmicrohttpd libpq hiredis jansson libjwt libsodium libcurl)"
+read -r -a PKG <<<"$(make -s --no-print-directory print-PKG_CFLAGS)"
 
 declare -A DIR=(
     [common]=common [core]=api/core [realtime]=api/realtime [chat]=api/chat
