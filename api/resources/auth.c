@@ -252,9 +252,13 @@ int auth_admit(struct req *r)
  * Register
  * ====================================================================== */
 
+/* The name's uniqueness is usernames' primary key (migration 014): a taken name
+ * fails the whole statement with 23505. */
 static const char sql_register[] =
-    "INSERT INTO users (username, display_name, password_hash) VALUES ($1, $2, $3)"
-    " RETURNING id, username, display_name, " DB_TS("created_at");
+    "WITH u AS (INSERT INTO users (username, display_name, password_hash) VALUES ($1, $2, $3)"
+    " RETURNING id, username, display_name, created_at),"
+    " n AS (INSERT INTO usernames (name_lower, user_id) SELECT lower(username), id FROM u)"
+    " SELECT id, username, display_name, " DB_TS("created_at") " FROM u";
 
 int auth_register(struct req *r)
 {
@@ -300,7 +304,8 @@ int auth_register(struct req *r)
  * ====================================================================== */
 
 static const char sql_login_user[] = "SELECT id, username, display_name, " DB_TS(
-    "created_at") ", password_hash FROM users WHERE lower(username) = lower($1)";
+    "created_at") ", password_hash FROM users"
+    " WHERE id = (SELECT user_id FROM usernames WHERE name_lower = lower($1))";
 static const char sql_new_device[] = "INSERT INTO devices (user_id, name, platform) VALUES ($1, $2, $3) RETURNING id";
 static const char sql_new_refresh[] =
     "INSERT INTO refresh_tokens (user_id, token_hash, device_id, expires_at)"

@@ -87,11 +87,14 @@ static int reply_chat(struct req *r, int status, int64_t chat_id)
  * Create
  * ====================================================================== */
 
+/* The pair is unique in direct_chats (migration 014): its insert comes first and,
+ * when a concurrent create holds the pair, waits for it and inserts nothing. */
 static const char sql_direct_insert[] =
-    "INSERT INTO chats (kind, creator_id, direct_lo, direct_hi) VALUES ('direct', $1, $2, $3)"
-    " ON CONFLICT (direct_lo, direct_hi) WHERE kind = 'direct' DO NOTHING RETURNING id";
-static const char sql_direct_find[] =
-    "SELECT id FROM chats WHERE kind = 'direct' AND direct_lo = $1 AND direct_hi = $2";
+    "WITH p AS (INSERT INTO direct_chats (user_lo, user_hi, chat_id)"
+    " VALUES ($2, $3, nextval(pg_get_serial_sequence('chats', 'id'))) ON CONFLICT DO NOTHING RETURNING chat_id)"
+    " INSERT INTO chats (id, kind, creator_id, direct_lo, direct_hi) OVERRIDING SYSTEM VALUE"
+    " SELECT chat_id, 'direct', $1, $2, $3 FROM p RETURNING id";
+static const char sql_direct_find[] = "SELECT chat_id FROM direct_chats WHERE user_lo = $1 AND user_hi = $2";
 static const char sql_direct_members[] =
     "INSERT INTO chat_members (chat_id, user_id, role) VALUES ($1, $2, 'member'), ($1, $3, 'member')";
 static const char sql_group_insert[] =

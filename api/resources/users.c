@@ -15,7 +15,8 @@
 static const char sql_user_by_id[] =
     "SELECT id, username, display_name, " DB_TS("created_at") " FROM users WHERE id = $1";
 static const char sql_user_by_name[] =
-    "SELECT id, username, display_name, " DB_TS("created_at") " FROM users WHERE lower(username) = lower($1)";
+    "SELECT id, username, display_name, " DB_TS("created_at") " FROM users"
+    " WHERE id = (SELECT user_id FROM usernames WHERE name_lower = lower($1))";
 static const char sql_update_me[] =
     "UPDATE users SET display_name = $2 WHERE id = $1"
     " RETURNING id, username, display_name, " DB_TS("created_at");
