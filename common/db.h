@@ -17,6 +17,9 @@
 /* SQL fragment (a compile-time constant, never built at run time): a
  * timestamptz column as RFC 3339 UTC with milliseconds, e.g. 2026-11-21T09:10:31.123Z */
 #define DB_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+/* The same text from natter_ts() (migration 014), declared IMMUTABLE (it is: a fixed
+ * zone and only numeric fields): Citus allows no other function in RETURNING. */
+#define DB_TS_RET(col) "natter_ts(" col ")"
 
 struct db_pool;
 

@@ -26,6 +26,11 @@
 --   name users, whose rows are never deleted; natter-api writes them only with the id of
 --   an authenticated user or of a user it has just checked exists (the member and
 --   direct-chat endpoints answer 404 user_not_found first). Integrity kept by the code.
+-- Citus allows only IMMUTABLE functions in a RETURNING clause; to_char is STABLE because
+-- some of its fields follow the locale, but this format has none of them and a fixed zone.
+CREATE FUNCTION natter_ts(t timestamptz) RETURNS text LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') $$;
+
 CREATE TABLE usernames (
     name_lower text PRIMARY KEY,
     user_id bigint NOT NULL

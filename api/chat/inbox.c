@@ -26,7 +26,7 @@ static const char sql_inbox_emit[] =
     " u AS (UPDATE users SET inbox_seq = users.inbox_seq + 1 FROM r WHERE users.id = r.id"
     "       RETURNING users.id, users.inbox_seq)"
     "INSERT INTO inbox (user_id, seq, type, chat_id, payload)"
-    " SELECT id, inbox_seq, $2, $1, $3::jsonb FROM u RETURNING user_id, seq, " DB_TS("created_at");
+    " SELECT id, inbox_seq, $2, $1, $3::jsonb FROM u RETURNING user_id, seq, " DB_TS_RET("created_at");
 
 int inbox_emit(struct req *r, int64_t chat_id, const char *type, unsigned to, const char *extra, json_t *payload)
 {

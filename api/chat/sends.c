@@ -47,7 +47,7 @@ static const char sql_fanout[] =
     "          FROM (SELECT n.user_id, max(n.seq) AS top FROM n GROUP BY n.user_id) t WHERE u.id = t.user_id)"
     "INSERT INTO inbox (user_id, seq, type, chat_id, payload)"
     " SELECT n.user_id, n.seq, 'message', n.chat_id, n.payload FROM n"
-    " RETURNING user_id, seq, chat_id, (payload -> 'message' ->> 'seq')::bigint, " DB_TS("created_at");
+    " RETURNING user_id, seq, chat_id, (payload -> 'message' ->> 'seq')::bigint, " DB_TS_RET("created_at");
 
 static struct redis_pool *redis;
 static struct pipeline *pipe_sends;

@@ -50,8 +50,8 @@
 /* pg_advisory_xact_lock(class, key) class of the per-user quota lock ("natt") */
 #define QUOTA_LOCK_CLASS "1851880564"
 
-#define RETURNING_COLS                                                                                 \
-    "id, chat_id, uploader_id, filename, content_type, size, status, " DB_TS("created_at") ", " DB_TS( \
+#define RETURNING_COLS                                                                                         \
+    "id, chat_id, uploader_id, filename, content_type, size, status, " DB_TS_RET("created_at") ", " DB_TS_RET( \
         "uploaded_at") ", object_key, sha256"
 #define ATTACHMENT_COLS                                                                                                \
     "a.id, a.chat_id, a.uploader_id, a.filename, a.content_type, a.size, a.status, " DB_TS("a.created_at") ", " DB_TS( \

@@ -252,13 +252,14 @@ int auth_admit(struct req *r)
  * Register
  * ====================================================================== */
 
-/* The name's uniqueness is usernames' primary key (migration 014): a taken name
- * fails the whole statement with 23505. */
+/* The name's uniqueness is usernames' primary key (migration 014): in one
+ * transaction, the user, then the name (23505 when taken). Two statements of one
+ * row each, so that with Citus each goes to one shard and a taken name is still
+ * 23505 (an INSERT ... SELECT would be a multi-shard copy reporting XX000). */
 static const char sql_register[] =
-    "WITH u AS (INSERT INTO users (username, display_name, password_hash) VALUES ($1, $2, $3)"
-    " RETURNING id, username, display_name, created_at),"
-    " n AS (INSERT INTO usernames (name_lower, user_id) SELECT lower(username), id FROM u)"
-    " SELECT id, username, display_name, " DB_TS("created_at") " FROM u";
+    "INSERT INTO users (username, display_name, password_hash) VALUES ($1, $2, $3)"
+    " RETURNING id, username, display_name, " DB_TS_RET("created_at");
+static const char sql_register_name[] = "INSERT INTO usernames (name_lower, user_id) VALUES (lower($1), $2)";
 
 int auth_register(struct req *r)
 {
@@ -285,12 +286,23 @@ int auth_register(struct req *r)
     if (auth_hash_password(password, strlen(password), hash) < 0)
         return reply_problem(r, 500, "internal_error", "password hashing failed");
     const char *vals[3] = {username, dn ? json_string_value(dn) : username, hash};
-    PGresult *res = req_sql(r, "23505", sql_register, 3, vals);
+    if (req_begin(r) < 0)
+        return -1;
+    PGresult *res = req_sql(r, NULL, sql_register, 3, vals);
     if (!res)
         return -1;
-    if (!db_res_ok(res))
+    const char *name[2] = {username, PQgetvalue(res, 0, 0)};
+    PGresult *taken = req_sql(r, "23505", sql_register_name, 2, name);
+    if (!taken)
+        return -1;
+    if (!db_res_ok(taken)) {
+        if (req_rollback(r) < 0)
+            return -1;
         return reply_problem_ext(r, 409, "username_taken", json_pack("{s:s}", "field", "username"),
                                  "the username is taken");
+    }
+    if (req_commit(r) < 0)
+        return -1;
     char loc[48];
     snprintf(loc, sizeof loc, "/v1/users/%s", PQgetvalue(res, 0, 0));
     req_add_header(r, "Location", loc);

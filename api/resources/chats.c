@@ -88,12 +88,14 @@ static int reply_chat(struct req *r, int status, int64_t chat_id)
  * ====================================================================== */
 
 /* The pair is unique in direct_chats (migration 014): its insert comes first and,
- * when a concurrent create holds the pair, waits for it and inserts nothing. */
+ * when a concurrent create holds the pair, waits for it and inserts nothing; then
+ * the chat under the id it took. One row per statement: one shard each with Citus. */
+static const char sql_direct_pair[] =
+    "INSERT INTO direct_chats (user_lo, user_hi, chat_id)"
+    " VALUES ($1, $2, nextval(pg_get_serial_sequence('chats', 'id'))) ON CONFLICT DO NOTHING RETURNING chat_id";
 static const char sql_direct_insert[] =
-    "WITH p AS (INSERT INTO direct_chats (user_lo, user_hi, chat_id)"
-    " VALUES ($2, $3, nextval(pg_get_serial_sequence('chats', 'id'))) ON CONFLICT DO NOTHING RETURNING chat_id)"
-    " INSERT INTO chats (id, kind, creator_id, direct_lo, direct_hi) OVERRIDING SYSTEM VALUE"
-    " SELECT chat_id, 'direct', $1, $2, $3 FROM p RETURNING id";
+    "INSERT INTO chats (id, kind, creator_id, direct_lo, direct_hi) OVERRIDING SYSTEM VALUE"
+    " VALUES ($1, 'direct', $2, $3, $4)";
 static const char sql_direct_find[] = "SELECT chat_id FROM direct_chats WHERE user_lo = $1 AND user_hi = $2";
 static const char sql_direct_members[] =
     "INSERT INTO chat_members (chat_id, user_id, role) VALUES ($1, $2, 'member'), ($1, $3, 'member')";
@@ -122,7 +124,7 @@ static int create_direct(struct req *r)
     const char *v3[3] = {i64s(me, r->user_id), i64s(lo, pair[0]), i64s(hi, pair[1])};
     if (req_begin(r) < 0)
         return -1;
-    PGresult *ins = req_sql(r, NULL, sql_direct_insert, 3, v3);
+    PGresult *ins = req_sql(r, NULL, sql_direct_pair, 2, v3 + 1);
     if (!ins)
         return -1;
     if (PQntuples(ins) == 0) {
@@ -138,7 +140,10 @@ static int create_direct(struct req *r)
     }
     int64_t chat_id = db_i64(ins, 0, 0);
     char c[24];
-    const char *vm[3] = {i64s(c, chat_id), lo, hi};
+    const char *vc[4] = {i64s(c, chat_id), me, lo, hi};
+    if (!req_sql(r, NULL, sql_direct_insert, 4, vc))
+        return -1;
+    const char *vm[3] = {c, lo, hi};
     if (!req_sql(r, NULL, sql_direct_members, 3, vm))
         return -1;
     json_t *ev = req_own_json(r, json_pack("{s:I,s:s,s:[I,I],s:I}", "chat_id", (json_int_t)chat_id, "action", "joined",

@@ -13,12 +13,14 @@
 #include "util.h"
 
 #define DEVICE_COLS "id, name, platform, " DB_TS("created_at") ", " DB_TS("last_active_at") ", push_provider"
+#define DEVICE_COLS_RET \
+    "id, name, platform, " DB_TS_RET("created_at") ", " DB_TS_RET("last_active_at") ", push_provider"
 
 static const char sql_list[] = "SELECT " DEVICE_COLS
                                " FROM devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id DESC LIMIT 1000";
 static const char sql_set_push[] =
     "UPDATE devices SET push_provider = $3, push_token = $4, push_updated_at = now()"
-    " WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING " DEVICE_COLS;
+    " WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING " DEVICE_COLS_RET;
 static const char sql_clear_push[] =
     "UPDATE devices SET push_provider = NULL, push_token = NULL, push_updated_at = now()"
     " WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING id";

@@ -19,7 +19,7 @@ static const char sql_user_by_name[] =
     " WHERE id = (SELECT user_id FROM usernames WHERE name_lower = lower($1))";
 static const char sql_update_me[] =
     "UPDATE users SET display_name = $2 WHERE id = $1"
-    " RETURNING id, username, display_name, " DB_TS("created_at");
+    " RETURNING id, username, display_name, " DB_TS_RET("created_at");
 
 static int reply_user_row(struct req *r, PGresult *res)
 {
