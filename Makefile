@@ -7,6 +7,7 @@
 #   make check    the fast checks: layer rule, formatting, unit tests
 #   make format   clang-format the C sources in place
 #   make test     both builds, unit tests and API tests against real servers
+#   make test-citus  the API tests against a Citus cluster (scripts/test-citus.sh)
 #   make bench    the benchmarks in bench/ (prints figures)
 #   make fuzz     the libFuzzer harnesses of tests/fuzz/, FUZZ_SECONDS (300) each
 #                 (built with clang in build-fuzz/; `make test` runs them briefly)
@@ -69,7 +70,7 @@ API_OBJ := $(API_SRC:%.c=$(BUILD)/obj/%.o)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all asan run test unit check format bench clean fuzz fuzz-build fuzzers print-INC_% print-PKG_CFLAGS
+.PHONY: all asan run test test-citus unit check format bench clean fuzz fuzz-build fuzzers print-INC_% print-PKG_CFLAGS
 all: $(BUILD)/natter-api $(BUILD)/natter-worker $(BUILD)/unit-tests $(BUILD)/sigv4-tool
 
 asan:
@@ -92,6 +93,10 @@ fuzz: fuzz-build
 
 run:
 	@bash scripts/run.sh
+
+# the API suite against a Citus coordinator + 2 workers (builds Citus once; not in `make test`)
+test-citus:
+	@bash scripts/test-citus.sh
 
 test:
 	@bash scripts/test.sh

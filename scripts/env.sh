@@ -226,9 +226,18 @@ _natter_pg_write_conf() {
         echo "jit = off"
         echo "random_page_cost = 1.1"
         echo "effective_cache_size = 2GB"
+        # NATTER_PG_PRELOAD: libraries to preload first (scripts/citus.sh: citus, which
+        # also needs prepared transactions for its two-phase commits)
+        local preload=${NATTER_PG_PRELOAD:-}
         if [[ -n ${NATTER_PG_STAT_STATEMENTS:-} ]]; then
-            echo "shared_preload_libraries = 'pg_stat_statements'"
+            preload=${preload:+$preload,}pg_stat_statements
             echo "pg_stat_statements.track = all"
+        fi
+        if [[ -n $preload ]]; then
+            echo "shared_preload_libraries = $(_natter_pg_quote "$preload")"
+        fi
+        if [[ ,$preload, == *,citus,* ]]; then
+            echo "max_prepared_transactions = 200"
         fi
         if [[ $mode == test ]]; then
             echo "fsync = off"

@@ -16,10 +16,13 @@ Fixtures:
 - worker       factory: worker(threads=3, wait=True, **env) -> ServerProcess (natter-worker)
 - private_redis  a throw-away redis-server (its .url / .socket) for empty counters
 """
+import os
+from pathlib import Path
+
 import pytest
 
 from natterlib import (Client, Launcher, PrivateRedis, common_env, load_spec, missing_env,
-                       new_state_dir, run_binary, tail)
+                       new_state_dir, psql, psql_int, run_binary, tail)
 
 
 def pytest_configure(config):
@@ -43,6 +46,11 @@ def migrated():
                       timeout=60)
     assert proc.returncode == 0, \
         f"natter-api migrate exited with {proc.returncode}:\n{tail(proc.output)}"
+    # `make test-citus`: the test database is a Citus coordinator; distribute the tables
+    # as declared (once: a second session finds them distributed)
+    declaration = os.environ.get("NATTER_TEST_CITUS_DISTRIBUTE")
+    if declaration and psql_int("SELECT count(*) FROM pg_dist_partition") == 0:
+        psql(Path(declaration).read_text(), timeout=300)
 
 
 @pytest.fixture(scope="session")
