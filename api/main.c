@@ -61,7 +61,11 @@ static int check_schema(struct config *cfg)
         return -1;
     int have = 0, want = 0;
     int st = migrate_check(c, &have, &want);
+    if (st == 0 && db_detect_citus(c) < 0)
+        st = -1;
     PQfinish(c);
+    if (db_citus())
+        nlog(LOG_INFO, "the database is a Citus coordinator: Citus statement shapes in use", NULL);
     if (st < 0) {
         nlog(LOG_ERROR, "cannot read schema_migrations", NULL);
         return -1;

@@ -241,6 +241,30 @@ char *db_id_array(const int64_t *ids, size_t n)
 
 static atomic_ullong statements;
 
+static atomic_bool citus_on;
+
+int db_detect_citus(PGconn *c)
+{
+    PGresult *r = PQexec(c, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')");
+    bool ext = db_res_ok(r) && PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+    int rc = db_res_ok(r) ? 0 : -1;
+    PQclear(r);
+    if (rc == 0 && ext) {
+        r = PQexec(c, "SELECT EXISTS (SELECT 1 FROM pg_dist_partition)");
+        rc = db_res_ok(r) && PQntuples(r) == 1 ? 0 : -1;
+        atomic_store(&citus_on, rc == 0 && PQgetvalue(r, 0, 0)[0] == 't');
+        PQclear(r);
+    }
+    if (rc < 0)
+        nlog(LOG_ERROR, "cannot tell whether the database is a Citus coordinator", NULL);
+    return rc;
+}
+
+bool db_citus(void)
+{
+    return atomic_load(&citus_on);
+}
+
 unsigned long long db_statements(void)
 {
     return atomic_load_explicit(&statements, memory_order_relaxed);

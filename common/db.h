@@ -40,6 +40,13 @@ void db_pool_stats(struct db_pool *p, int *size, int *in_use);
 /* Statements run through db_query (by requests) since start. */
 unsigned long long db_statements(void);
 
+/* Whether the database is a Citus coordinator on which natter's tables are
+ * distributed: some statements then take another shape (docs/LIBRARIES.md,
+ * "Citus"). db_detect_citus asks the database (0, or -1 + log); natter-api does
+ * once at start, before serving. */
+int db_detect_citus(PGconn *c);
+bool db_citus(void);
+
 /* Opens one standalone connection (for migrations and workers); NULL + log on failure. */
 PGconn *db_connect(const char *conninfo);
 

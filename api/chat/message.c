@@ -51,20 +51,33 @@ json_t *msg_json(const PGresult *res, int row, int c)
     return m;
 }
 
+/* Three one-shard statements rather than one: a data-modifying CTE feeding an
+ * INSERT whose RETURNING holds subqueries and to_char is refused by Citus (system
+ * messages are rare: chat creation, member changes). */
+static const char sql_system_seq[] =
+    "UPDATE chats SET last_seq = last_seq + 1, last_message_at = now() WHERE id = $1 RETURNING last_seq";
 static const char sql_system_msg[] =
-    "WITH c AS (UPDATE chats SET last_seq = last_seq + 1, last_message_at = now() WHERE id = $1"
-    "           RETURNING last_seq)"
     "INSERT INTO messages (chat_id, seq, sender_id, kind, body, system)"
-    " SELECT $1, c.last_seq, $2, 'system', $3, $4::jsonb FROM c"
-    " RETURNING " MSG_COLS("$2");
+    " VALUES ($1, $2, $3, 'system', $4, $5::jsonb)";
+static const char sql_system_read[] = "SELECT " MSG_COLS("$3") " FROM messages WHERE chat_id = $1 AND seq = $2";
 
 int system_message(struct req *r, int64_t chat_id, const char *text, json_t *system_new, int64_t *seq_out)
 {
     char c[24], u[24];
     req_own_json(r, system_new);
     char *sys = req_own(r, json_dumps(system_new, JSON_COMPACT));
-    const char *vals[4] = {i64s(c, chat_id), i64s(u, r->user_id), text, sys};
-    PGresult *res = req_sql(r, NULL, sql_system_msg, 4, vals);
+    const char *vc[1] = {i64s(c, chat_id)};
+    PGresult *sq = req_sql(r, NULL, sql_system_seq, 1, vc);
+    if (!sq)
+        return -1;
+    if (PQntuples(sq) != 1)
+        return reply_problem(r, 404, "chat_not_found", "no such chat");
+    const char *seq = PQgetvalue(sq, 0, 0);
+    const char *vals[5] = {c, seq, i64s(u, r->user_id), text, sys};
+    if (!req_sql(r, NULL, sql_system_msg, 5, vals))
+        return -1;
+    const char *vr[3] = {c, seq, u};
+    PGresult *res = req_sql(r, NULL, sql_system_read, 3, vr);
     if (!res)
         return -1;
     json_t *msg = req_own_json(r, msg_json(res, 0, 0));
