@@ -135,6 +135,14 @@ $(BUILD)/gen/openapi.c: openapi/openapi.yaml scripts/embed.sh
 	@mkdir -p $(@D)
 	sh scripts/embed.sh natter_openapi $@ openapi/openapi.yaml
 
+# the web client (web/, but not its READMEs), served by natter-api (webapp.c)
+WEB_FILES := $(shell find web -type f ! -name '*.md' 2>/dev/null | LC_ALL=C sort)
+$(BUILD)/gen/web.c: $(WEB_FILES) scripts/embed-web.sh
+	@mkdir -p $(@D)
+	sh scripts/embed-web.sh $@ web
+
+$(BUILD)/obj/gen/web.o: INC = $(INC_resources)
+
 $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Wno-overlength-strings -c -o $@ $<
@@ -151,7 +159,7 @@ $(BUILD)/libnatter_common.a: $(COMMON_OBJ)
 
 # api objects are linked as they are, not through an archive: two layers may
 # hold files of the same name (realtime/presence.c, resources/presence.c)
-$(BUILD)/natter-api: $(BUILD)/obj/api/main.o $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a $(MHD_LIB)
+$(BUILD)/natter-api: $(BUILD)/obj/api/main.o $(BUILD)/obj/gen/openapi.o $(BUILD)/obj/gen/web.o $(API_OBJ) $(BUILD)/libnatter_common.a $(MHD_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/natter-worker: $(WORKER_OBJ) $(BUILD)/libnatter_common.a

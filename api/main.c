@@ -34,6 +34,7 @@
 #include "resources.h"
 #include "sends.h"
 #include "util.h"
+#include "webapp.h"
 
 extern const struct embedded_file natter_openapi[];
 
@@ -143,7 +144,9 @@ static int serve(struct config *cfg)
         .admit = auth_admit,
         .raw = config_embedded_store(cfg) ? &blob_handler : NULL,
         .before_stop = before_stop,
+        .fallback = webapp_serve,
     };
+    webapp_init(natter_web, natter_web_count);
     hub_init();
     devcache_init(cfg->auth_cache_ttl);
     if (bus_init(&rt) < 0 || hub_start() < 0 || sends_start(cfg, app.redis) < 0)

@@ -109,6 +109,8 @@ static void dispatch(struct req *r)
     if (!r->route) {
         route_request(r, allow, sizeof allow);
         if (!r->route) {
+            if (!allow[0] && r->srv->fallback && r->srv->fallback(r))
+                return; /* a file of the web client */
             if (allow[0]) {
                 req_add_header(r, "Allow", allow);
                 reply_problem(r, 405, "method_not_allowed", "%s is not allowed here", r->method);

@@ -185,6 +185,9 @@ struct server {
      * a slot of the offload pool; 0, or -1 after replying (a rate limit) */
     int (*admit)(struct req *r);
     const struct raw_handler *raw; /* optional */
+    /* optional: asked about a request whose path matches no route (before
+     * the 404); true when it answered (natter-api serves its web client) */
+    bool (*fallback)(struct req *r);
     /* called by http_stop once new requests are refused, before it waits for
      * the dispatched ones (the application ends its long-polls here) */
     void (*before_stop)(void);

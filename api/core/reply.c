@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http.h"
 #include "jsonv.h"
@@ -26,7 +27,13 @@ void req_add_header(struct req *r, const char *name, const char *value)
 void req_send_response(struct req *r, int status, struct MHD_Response *resp)
 {
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    /* API answers are never stored; a reply that set its own (the web
+     * client's files, revalidated by ETag) keeps it */
+    bool own_cache_control = false;
+    for (int i = 0; i < r->nhdr; i++)
+        own_cache_control |= strcasecmp(r->hdr_name[i], "Cache-Control") == 0;
+    if (!own_cache_control)
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
     if (r->cors_origin) {
         MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->cors_origin);
         MHD_add_response_header(resp, "Vary", "Origin");

@@ -190,8 +190,9 @@ def test_request_id_insane_is_replaced(client):
 
 
 def test_unknown_route_404(client):
-    """Paths with no route answer 404 not_found problems, whatever the method."""
-    assert_problem(client.get("/"), 404, "not_found")
+    """Paths with no route answer 404 not_found problems, whatever the method (a GET of
+    "/" is the web client's page, test_web_static.py; other methods of it are not)."""
+    assert_problem(client.post("/", json={}), 404, "not_found")
     assert_problem(client.get("/no-such-route"), 404, "not_found")
     assert_problem(client.get("/v1/nope"), 404, "not_found")
     assert_problem(client.post("/v1/nope", json={}), 404, "not_found")
@@ -341,9 +342,12 @@ def test_generic_answers_match_spec(start_api, spec):
     srv = start_api(NATTER_CORS_ORIGINS=CORS_ORIGIN)
     c = Client(srv.base_url, spec)
     try:
-        for path in ["/", "/no-such-route", "/v1/nope", "/healthz/extra", "/v1/chats/1/x"]:
+        # ("/" itself is the web client's page: test_web_static.py)
+        for path in ["/index.htm", "/no-such-route", "/v1/nope", "/healthz/extra", "/v1/chats/1/x"]:
             for method in ("GET", "POST", "DELETE"):
                 assert_problem(c.request(method, path), 404, "not_found")
+        for method in ("POST", "DELETE"):
+            assert_problem(c.request(method, "/"), 404, "not_found")
         for template, methods in documented_methods(spec).items():
             path = concrete(template)
             for method in OTHER_METHODS:
