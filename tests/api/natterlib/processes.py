@@ -238,9 +238,11 @@ class Launcher:
         self.procs: list[ServerProcess] = []
 
     def api(self, *, state_dir: Path | None = None, args=(), wait: bool = True,
-            label: str | None = None, **env_overrides) -> ServerProcess:
+            label: str | None = None, port: int | None = None,
+            **env_overrides) -> ServerProcess:
+        """port: a free one unless given (several natter-api may share one port)."""
         state_dir = Path(state_dir) if state_dir else new_state_dir("api")
-        port = free_port()
+        port = port or free_port()
         env = api_env(state_dir, port, **env_overrides)
         srv = ServerProcess("natter-api", [bin_path("natter-api"), *args], env, state_dir, port,
                             label)

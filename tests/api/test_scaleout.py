@@ -1,0 +1,125 @@
+"""Scale-out on one box and across instances (issue 12; DESIGN.md "Scale-out"):
+several natter-api processes share one port (SO_REUSEPORT), a drained poll closes its
+connection so the balancer moves the client, and an ephemeral event reaches a device once
+however its polls move between instances. Every poll and wait is bounded."""
+import http.client
+import json
+import signal
+import time
+
+import pytest
+
+from chatlib import make_direct, new_users, send_raw
+from eventlib import head, start_poll, stored
+from natterlib import Client, assert_status, new_account
+
+CROSS = 2.0      # seconds: a wake-up between processes (the DB re-check is 10 s apart)
+LOG_WAIT = 15    # seconds for an access-log line to reach the log file (asynchronous)
+
+
+def listening(objs):
+    return any(o.get("msg") == "listening" for o in objs)
+
+
+def served_by(servers, request_id):
+    """Index of the server whose access log has request_id, or None."""
+    for i, srv in enumerate(servers):
+        for o in srv.log_json():
+            if o.get("msg") == "request" and o.get("request_id") == request_id:
+                return i
+    return None
+
+
+def wait_served_by(servers, request_id) -> int:
+    deadline = time.monotonic() + LOG_WAIT
+    while True:
+        i = served_by(servers, request_id)
+        if i is not None:
+            return i
+        if time.monotonic() >= deadline:
+            pytest.fail(f"no access-log line for request {request_id} in any process",
+                        pytrace=False)
+        time.sleep(0.1)
+
+
+def test_two_processes_share_one_port(start_api, spec):
+    """A second natter-api started on the port the first listens on starts (SO_REUSEPORT,
+    no "address in use"); new connections are spread over both (each process's access log
+    has some of 40 requests); and a poll held by one process is answered within 2 s by a
+    message sent through the other (seen at least twice: the kernel picks the process of
+    each new connection, so the test retries with fresh connections, bounded)."""
+    one = start_api(label="process 1")
+    two = start_api(label="process 2 (same port)", port=one.port, wait=False)
+    two.wait_log(listening, 15, "process 2's `listening` line")
+    servers = [one, two]
+
+    ids = []
+    for _ in range(40):
+        c = Client(one.base_url, spec)                  # a new connection each time
+        try:
+            r = c.get("/healthz")
+            assert_status(r, 200)
+            ids.append(r.headers["X-Request-Id"])
+        finally:
+            c.close()
+    where = [wait_served_by(servers, rid) for rid in ids]
+    assert set(where) == {0, 1}, f"all 40 connections went to one process: {where}"
+
+    c = Client(one.base_url, spec)
+    try:
+        (a, ta), (b, tb) = new_users(c, 2, prefix="p")
+        cid = make_direct(c, ta, b["id"])["id"]
+    finally:
+        c.close()
+    crossed = 0
+    for i in range(30):
+        if crossed >= 2:
+            break
+        pc = Client(one.base_url, spec)
+        sc = Client(one.base_url, spec)
+        try:
+            hb = head(pc, tb)
+            p = start_poll(pc, tb, hb, timeout=20)
+            t0 = time.monotonic()
+            r = send_raw(sc, ta, cid, f"across processes #{i}")
+            assert_status(r, 201)
+            body = p.body(within=25)
+            took = p.answered_at - t0
+            assert [e["data"]["message"] for e in stored(body["events"])] == [r.json()], body
+            poll_at = wait_served_by(servers, p.resp.headers["X-Request-Id"])
+            send_at = wait_served_by(servers, r.headers["X-Request-Id"])
+            if poll_at != send_at:
+                crossed += 1
+                assert took < CROSS, f"#{i}: poll on {poll_at}, send via {send_at}: " \
+                                     f"answered {took:.2f} s after the send"
+        finally:
+            pc.close()
+            sc.close()
+    assert crossed >= 2, "30 tries never put the poll and the send in different processes"
+
+
+def test_drained_poll_closes_its_connection(start_api, spec):
+    """SIGTERM while a poll waits: the poll answers 200 with `Connection: close`, so the
+    client (or the balancer) sends its next poll to another instance."""
+    srv = start_api()
+    c = Client(srv.base_url, spec)
+    try:
+        acct = new_account(c, prefix="d")
+        h = head(c, acct.token)
+    finally:
+        c.close()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    try:
+        conn.request("GET", f"/v1/events?since={h}&timeout=30",
+                     headers={"Authorization": f"Bearer {acct.token}"})
+        time.sleep(0.5)                                   # the poll reaches the server
+        srv.send_signal(signal.SIGTERM)
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+        assert resp.status == 200, (resp.status, body)
+        assert body == {"events": [], "next": h}
+        assert (resp.getheader("Connection") or "").lower() == "close", resp.getheaders()
+    finally:
+        conn.close()
+    srv.stop()
+    srv.assert_clean_exit()
