@@ -9,6 +9,9 @@
 
 /* natter-api: pub/sub of wake-ups, ephemeral events, revocations (realtime/bus.c) */
 #define KEY_BUS "natter:bus"
+/* + device id ":" ephemeral event id: the device had that typing/presence
+ * event (SET NX, expires): delivered once across instances (realtime/bus.c) */
+#define KEY_EPH_SEEN_PREFIX "natter:eph:"
 /* sorted set user id → last seen, ms (realtime/presence.c) */
 #define KEY_PRESENCE "natter:presence"
 /* the presence sweeper's lock: one instance at a time */

@@ -30,6 +30,7 @@
 #define PUBLISH_MAX_BODIES (512u * 1024u) /* event bytes in one publish; the rest go id-only */
 #define RECHECK_DOWN_MS 1000
 #define RECHECK_UP_MS 10000
+#define EPH_SEEN_MS 30000 /* a claim outlives every instance's ~3 s memory of the event */
 
 static const struct rt_env *env;
 static int wake_kind = -1; /* tx note kind of a wake-up (bus_init) */
@@ -38,7 +39,8 @@ static pthread_t sub_thread, recheck_thread, sweep_thread;
 static bool started;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv;
-static redisContext *sub_ctx; /* guarded by mu: bus_stop shuts its socket down */
+static redisContext *sub_ctx;     /* guarded by mu: bus_stop shuts its socket down */
+static atomic_ullong eph_counter; /* this instance's ephemeral events (their ids) */
 static bool recheck_now;
 
 bool bus_connected(void)
@@ -126,12 +128,56 @@ void bus_note_wake(struct req *r, int64_t user_id, int64_t seq, struct evbody *e
 
 void bus_ephemeral(const int64_t *users, size_t n, json_t *ev)
 {
+    char id[48];
+    snprintf(id, sizeof id, "%s.%llu", env->instance_id, (unsigned long long)atomic_fetch_add(&eph_counter, 1) + 1);
     json_t *u = json_array();
     for (size_t i = 0; i < n; i++) {
-        hub_ephemeral(users[i], ev);
+        hub_ephemeral(users[i], ev, id);
         json_array_append_new(u, json_integer(users[i]));
     }
-    publish(json_pack("{s:{s:o,s:O}}", "e", "u", u, "ev", ev));
+    publish(json_pack("{s:{s:o,s:O,s:s}}", "e", "u", u, "ev", ev, "id", id));
+}
+
+void bus_claim_ephemeral(int64_t device, json_t *events, json_t *ids)
+{
+    size_t n = json_array_size(ids);
+    if (n == 0 || n != json_array_size(events))
+        return;
+    redisContext *c = redis_acquire(env->redis);
+    if (!c)
+        return;
+    bool broken = false;
+    size_t asked = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *id = json_string_value(json_array_get(ids, i));
+        if (!id || !*id)
+            continue; /* sent without an id: cannot be claimed, delivered */
+        redisAppendCommand(c, "SET " KEY_EPH_SEEN_PREFIX "%lld:%s 1 NX PX %d", (long long)device, id, EPH_SEEN_MS);
+        asked++;
+    }
+    /* replies in order; walking backwards would misalign them, so mark first */
+    bool *drop = xcalloc(n, sizeof *drop);
+    for (size_t i = 0; i < n && !broken; i++) {
+        const char *id = json_string_value(json_array_get(ids, i));
+        if (!id || !*id)
+            continue;
+        void *rv = NULL;
+        if (redisGetReply(c, &rv) != REDIS_OK || !rv) {
+            broken = true;
+            break;
+        }
+        redisReply *rep = rv;
+        drop[i] = rep->type == REDIS_REPLY_NIL; /* NX refused: the device had it */
+        freeReplyObject(rep);
+        asked--;
+    }
+    redis_release(env->redis, c, broken || asked != 0);
+    for (size_t i = n; i > 0; i--)
+        if (drop[i - 1]) {
+            json_array_remove(events, i - 1);
+            json_array_remove(ids, i - 1);
+        }
+    free(drop);
 }
 
 void bus_revoke(int64_t user, int64_t device)
@@ -164,8 +210,9 @@ static void apply(const char *text, size_t len)
     json_t *e = json_object_get(m, "e");
     if (e) {
         json_t *ev = json_object_get(e, "ev");
+        const char *id = json_string_value(json_object_get(e, "id"));
         json_array_foreach(json_object_get(e, "u"), i, it)
-            hub_ephemeral(json_integer_value(it), ev);
+            hub_ephemeral(json_integer_value(it), ev, id);
     }
     json_t *r = json_object_get(m, "r");
     if (json_is_array(r)) {

@@ -8,7 +8,13 @@
  *                     of (user, seq, event) is published on the Redis
  *                     channel natter:bus, so that other instances answer
  *                     their polls from it too
- *   bus_ephemeral     typing / presence: hand to local waiters, publish {"e": …}
+ *   bus_ephemeral     typing / presence: give it a system-wide id (<instance
+ *                     id>.<counter>), hand to local waiters, publish {"e": …}
+ *   bus_claim_ephemeral  before a poll answers with ephemeral events: each is
+ *                     claimed for the device in Redis (SET NX with a TTL), and
+ *                     those the device already had through another instance
+ *                     are dropped, so a device never gets one twice however
+ *                     its polls move
  *   bus_revoke        a device was signed out: its poll ends 401, publish {"r": …}
  *
  * Every instance subscribes to natter:bus (one subscriber thread) and applies
@@ -51,6 +57,12 @@ void bus_publish_wakes(const struct wake *wakes, size_t n);
 /* ev is borrowed */
 void bus_ephemeral(const int64_t *users, size_t n, json_t *ev);
 void bus_revoke(int64_t user, int64_t device);
+/* Drops from events (and ids, the parallel array of their system-wide ids;
+ * both of a waiter, hub.h) those device was already given, by any instance,
+ * and claims the rest for it: one pipelined round trip. Redis unreachable:
+ * nothing is dropped (ephemeral events are best-effort, and without Redis
+ * none travel between instances). NULL-safe. */
+void bus_claim_ephemeral(int64_t device, json_t *events, json_t *ids);
 /* Devices whose poll now waits here ([[user, device], …], borrowed): the
  * other instances end their older polls (presence.c batches them). */
 void bus_publish_polling(json_t *ends);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -28,6 +29,7 @@
 #define PEEK_EVERY_US 5000000u   /* how often suspended sockets are checked for EOF (a recv each) */
 #define EPH_KEEP 32              /* recent ephemeral events kept per user ... */
 #define EPH_KEEP_US 3000000u     /* ... for this long, for devices between two polls */
+#define EPH_ID_MAX 48            /* bytes of a system-wide ephemeral id, with its NUL */
 #define EPH_DEVICES 8            /* devices per user whose last delivered event is tracked */
 
 /* Ephemeral events are not stored, but a device that is between two polls
@@ -35,9 +37,10 @@
  * events wait here briefly, and each device's next poll takes those it has
  * not had yet. */
 struct eph_event {
-    uint64_t id;
+    uint64_t id; /* local order */
     uint64_t at_us;
     json_t *ev;
+    char sysid[EPH_ID_MAX]; /* system-wide id (bus.h), "" when the publisher sent none */
 };
 
 struct eph_user {
@@ -136,7 +139,7 @@ static void eph_expire(struct eph_user *e, uint64_t now)
     }
 }
 
-static void eph_push(struct eph_user *e, json_t *ev, uint64_t now)
+static void eph_push(struct eph_user *e, json_t *ev, const char *sysid, uint64_t now)
 {
     eph_expire(e, now);
     if (e->n == EPH_KEEP) { /* full: drop the oldest */
@@ -148,6 +151,7 @@ static void eph_push(struct eph_user *e, json_t *ev, uint64_t now)
     slot->id = eph_next_id++;
     slot->at_us = now;
     slot->ev = json_incref(ev);
+    snprintf(slot->sysid, sizeof slot->sysid, "%s", sysid ? sysid : "");
     e->n++;
 }
 
@@ -172,9 +176,12 @@ static size_t eph_take(struct eph_user *e, struct waiter *w, uint64_t now)
         struct eph_event *x = &e->ring[(e->head + i) % EPH_KEEP];
         if (x->id <= *last)
             continue;
-        if (!w->ephemeral)
+        if (!w->ephemeral) {
             w->ephemeral = json_array();
+            w->eph_ids = json_array();
+        }
         json_array_append(w->ephemeral, x->ev);
+        json_array_append_new(w->eph_ids, json_string(x->sysid));
         *last = x->id;
         taken++;
     }
@@ -631,6 +638,13 @@ void hub_recheck(int64_t user, int64_t head, struct hub_ticket t)
     rl_resume(&rl);
 }
 
+void hub_waiter_clear(struct waiter *w)
+{
+    json_decref(w->ephemeral);
+    json_decref(w->eph_ids);
+    w->ephemeral = w->eph_ids = NULL;
+}
+
 void hub_trust(bool up)
 {
     pthread_mutex_lock(&mu);
@@ -639,14 +653,14 @@ void hub_trust(bool up)
     pthread_mutex_unlock(&mu);
 }
 
-void hub_ephemeral(int64_t user, json_t *ev)
+void hub_ephemeral(int64_t user, json_t *ev, const char *id)
 {
     struct resume_list rl = {0};
     uint64_t now = now_us();
     pthread_mutex_lock(&mu);
     struct bucket *b = bucket_of(user);
     struct eph_user *e = eph_find(b, user, true);
-    eph_push(e, ev, now);
+    eph_push(e, ev, id, now);
     for (struct waiter *w = b->head; w;) {
         struct waiter *next = w->next;
         if (w->user_id == user) {

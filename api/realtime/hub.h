@@ -22,9 +22,9 @@
  *                          raise what we know and wake polls behind it
  *   hub_trust(up)          the bus (re)connected or lost Redis: what this
  *                          instance learned before is no longer proof
- *   hub_ephemeral(user, e) hand a not-stored event (typing, presence) to the
- *                          user's waiting polls; kept ~3 s for devices between
- *                          two polls, then forgotten
+ *   hub_ephemeral(user, e, id) hand a not-stored event (typing, presence) to
+ *                          the user's waiting polls; kept ~3 s for devices
+ *                          between two polls, then forgotten
  *   hub_revoke(user, dev)  the device was signed out: its poll ends with 401
  *   hub_stop()             shutdown: every waiter answers at once
  * A woken waiter is removed from the hub and its connection resumed; MHD then
@@ -85,6 +85,7 @@ struct waiter {
     struct waiter *next; /* in the user's bucket */
     enum waiter_state state;
     json_t *ephemeral; /* array of not-stored events, or NULL (owned) */
+    json_t *eph_ids;   /* their system-wide ids (strings, same order), or NULL (owned) */
 };
 
 void hub_init(void);
@@ -152,12 +153,16 @@ void hub_wake(const struct wake *w, size_t n);
  * matters: a head is only ever raised here). */
 void hub_recheck(int64_t user_id, int64_t head, struct hub_ticket t);
 void hub_trust(bool up);
-/* ev is borrowed (each waiter gets a reference). */
-void hub_ephemeral(int64_t user_id, json_t *ev);
+/* ev is borrowed (each waiter gets a reference); id is its system-wide id
+ * (bus.h: the device's answer claims it, so it is delivered once however the
+ * device's polls move between instances), copied. */
+void hub_ephemeral(int64_t user_id, json_t *ev, const char *id);
 void hub_revoke(int64_t user_id, int64_t device_id);
 /* The device polls elsewhere (another instance): its poll here answers empty. */
 void hub_replace(int64_t user_id, int64_t device_id);
 size_t hub_count(void);
+/* Frees w's ephemeral events and their ids. */
+void hub_waiter_clear(struct waiter *w);
 /* Users with a waiting poll (each once): an owned array. */
 size_t hub_waiting(int64_t **users);
 /* Users whose inbox this instance remembers, and bytes of events held. */

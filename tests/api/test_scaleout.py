@@ -10,7 +10,7 @@ import time
 import pytest
 
 from chatlib import make_direct, new_users, send_raw
-from eventlib import head, start_poll, stored
+from eventlib import AsyncPoll, head, poll, start_poll, stored, typing
 from natterlib import Client, assert_status, new_account
 
 CROSS = 2.0      # seconds: a wake-up between processes (the DB re-check is 10 s apart)
@@ -123,3 +123,30 @@ def test_drained_poll_closes_its_connection(start_api, spec):
         conn.close()
     srv.stop()
     srv.assert_clean_exit()
+
+
+def test_typing_event_reaches_a_moving_device_once(start_api, spec):
+    """An ephemeral event has a system-wide id: B's device polls on instance 2, then on
+    instance 1, where A's typing event answers its poll; its next polls, on instance 2
+    and on instance 1 within the 3 s in which instances keep ephemeral events for devices
+    between polls, do not get that event again."""
+    one = start_api(label="instance 1")
+    two = start_api(label="instance 2")
+    c1, c2 = Client(one.base_url, spec), Client(two.base_url, spec)
+    try:
+        (a, ta), (b, tb) = new_users(c1, 2, prefix="y")
+        cid = make_direct(c1, ta, b["id"])["id"]
+        hb = head(c2, tb)
+        assert poll(c2, tb, hb, timeout=1) == {"events": [], "next": hb}   # known on 2
+        p = start_poll(c1, tb, hb, timeout=20)
+        typing(c1, ta, cid, True)
+        body = p.body(within=25)
+        assert [e["type"] for e in body["events"]] == ["typing"], body
+        time.sleep(0.5)                           # instance 2 has the event by now
+        for c in (c2, c1):
+            again = AsyncPoll(c, tb, since=hb, timeout=1).body(within=10)
+            assert again == {"events": [], "next": hb}, \
+                f"the typing event came twice (through {c.base_url}): {again}"
+    finally:
+        c1.close()
+        c2.close()
