@@ -71,6 +71,7 @@ struct known {
         int64_t acked; /* since of its last poll here, -1 unknown */
     } dev[KNOWN_DEVICES];
     unsigned ndev_next; /* round-robin slot to reuse */
+    bool routed;        /* the bus confirmed this instance's subscription to the user's channel */
     struct known *next;
 };
 
@@ -81,9 +82,18 @@ struct bucket {
     uint64_t gen;
 };
 
+/* Route changes for the bus (subscribe to / leave a user's channel), in
+ * order; the bus's subscriber thread takes them (hub_routes_take). */
+struct route_ops {
+    struct hub_route *v;
+    size_t n, cap;
+};
+
 static uint64_t eph_next_id = 1;
-static uint64_t epoch = 1; /* moves whenever the bus connects or disconnects */
-static bool trusted;       /* the bus is subscribed: every commit's wake-up reaches us */
+static struct route_ops routes;
+static void (*route_notify)(void); /* tells the bus that routes changed (non-blocking) */
+static uint64_t epoch = 1;         /* moves whenever the bus connects or disconnects */
+static bool trusted;               /* the bus is subscribed: every commit's wake-up reaches us */
 static size_t nknown;
 static struct recent_budget budget = {0, KNOWN_BYTES};
 
@@ -204,6 +214,23 @@ static void eph_gc(uint64_t now)
         }
 }
 
+/* ---- routes (mu held) ---- */
+
+/* Only while the bus is up: a reconnect re-subscribes every known user
+ * (hub_routes_reset), so changes made while it was down need not wait. */
+static void route_queue(int64_t user, bool on)
+{
+    if (!trusted)
+        return;
+    if (routes.n == routes.cap) {
+        routes.cap = routes.cap ? routes.cap * 2 : 256;
+        routes.v = xrealloc(routes.v, routes.cap * sizeof *routes.v);
+    }
+    routes.v[routes.n++] = (struct hub_route){user, on};
+    if (route_notify)
+        route_notify();
+}
+
 /* ---- what is known of users' inboxes (mu held) ---- */
 
 static struct known *known_find(struct bucket *b, int64_t user)
@@ -218,7 +245,7 @@ static struct known *known_find(struct bucket *b, int64_t user)
  * current epoch while the bus was subscribed, and not too long ago. */
 static bool known_trusted(const struct known *k, uint64_t now)
 {
-    return trusted && k->epoch == epoch && now - k->learned_us < HUB_TRUST_US;
+    return trusted && k->routed && k->epoch == epoch && now - k->learned_us < HUB_TRUST_US;
 }
 
 /* The device's slot, or -1 (created when asked). */
@@ -293,6 +320,8 @@ static void known_gc(uint64_t now, bool all)
             struct known *k = *p;
             if (all || (now - k->used_us > KNOWN_IDLE_US && !has_waiter(&buckets[i], k->user_id))) {
                 *p = k->next;
+                if (!all)
+                    route_queue(k->user_id, false);
                 recent_clear(&k->rc, &budget);
                 free(k);
                 nknown--;
@@ -436,6 +465,8 @@ void hub_stop(void)
     pthread_mutex_lock(&mu);
     eph_gc(UINT64_MAX / 2); /* everything is expired now */
     known_gc(0, true);
+    free(routes.v);
+    routes = (struct route_ops){0};
     pthread_mutex_unlock(&mu);
 }
 
@@ -552,6 +583,7 @@ void hub_learn(int64_t user, int64_t head, struct hub_ticket t)
             k->next = b->known;
             b->known = k;
             nknown++;
+            route_queue(user, true); /* trusted once routed and re-checked (hub_routed) */
         }
         if (k) {
             recent_learn(&k->rc, head, &budget);
@@ -636,6 +668,59 @@ void hub_recheck(int64_t user, int64_t head, struct hub_ticket t)
     wake_behind(b, user, head, &rl);
     pthread_mutex_unlock(&mu);
     rl_resume(&rl);
+}
+
+void hub_set_route_notify(void (*notify)(void))
+{
+    pthread_mutex_lock(&mu);
+    route_notify = notify;
+    pthread_mutex_unlock(&mu);
+}
+
+size_t hub_routes_take(struct hub_route **out)
+{
+    pthread_mutex_lock(&mu);
+    size_t n = routes.n;
+    *out = routes.v;
+    routes = (struct route_ops){0};
+    pthread_mutex_unlock(&mu);
+    return n;
+}
+
+void hub_routes_reset(void)
+{
+    pthread_mutex_lock(&mu);
+    routes.n = 0;
+    for (size_t i = 0; i < NBUCKETS; i++)
+        for (struct known *k = buckets[i].known; k; k = k->next) {
+            k->routed = false;
+            route_queue(k->user_id, true);
+        }
+    pthread_mutex_unlock(&mu);
+}
+
+void hub_routed(const int64_t *users, size_t n)
+{
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < n; i++) {
+        struct known *k = known_find(bucket_of(users[i]), users[i]);
+        if (k) {
+            k->routed = true;
+            k->epoch = 0; /* read before the route existed: proof only after a re-check */
+        }
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+size_t hub_routed_count(void)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < NBUCKETS; i++)
+        for (const struct known *k = buckets[i].known; k; k = k->next)
+            n += k->routed;
+    pthread_mutex_unlock(&mu);
+    return n;
 }
 
 void hub_waiter_clear(struct waiter *w)

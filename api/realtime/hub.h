@@ -22,6 +22,10 @@
  *                          raise what we know and wake polls behind it
  *   hub_trust(up)          the bus (re)connected or lost Redis: what this
  *                          instance learned before is no longer proof
+ *   hub_routes_take()      the bus subscribes to the channel of every user
+ *                          this instance knows (and leaves it when the user
+ *                          is forgotten): wake-ups are routed, not broadcast
+ *   hub_routed(users)      the bus confirmed those subscriptions
  *   hub_ephemeral(user, e, id) hand a not-stored event (typing, presence) to
  *                          the user's waiting polls; kept ~3 s for devices
  *                          between two polls, then forgotten
@@ -36,7 +40,11 @@
  * "nothing newer than your cursor" relies on the head being complete, so it
  * is trusted only while the bus has been connected since the head was read
  * from the database and for at most HUB_TRUST_US after that read (the bus's
- * re-check confirms the heads of waiting users every 10 s). A wake-up lost
+ * re-check confirms the heads of waiting users every 10 s). Wake-ups reach
+ * an instance only on the Redis channels of the users it knows (bus.h), so
+ * a head is proof only once that user's subscription is confirmed and the
+ * re-check the bus then asks for has read the head again (hub_routed); until
+ * then polls wait or read the database. A wake-up lost
  * while the subscription stayed up (a publish that failed) therefore delays
  * the user's events by at most one re-check, never loses them.
 
@@ -161,6 +169,23 @@ void hub_revoke(int64_t user_id, int64_t device_id);
 /* The device polls elsewhere (another instance): its poll here answers empty. */
 void hub_replace(int64_t user_id, int64_t device_id);
 size_t hub_count(void);
+/* Routes: subscribe (on) to or leave a user's bus channel. */
+struct hub_route {
+    int64_t user;
+    bool on;
+};
+/* notify is called (with the hub's lock held: it must not block or call
+ * back) whenever a route change is queued. */
+void hub_set_route_notify(void (*notify)(void));
+/* The route changes queued since the last call, in order: an owned array. */
+size_t hub_routes_take(struct hub_route **out);
+/* The bus (re)subscribed: every known user is unrouted and queued again. */
+void hub_routes_reset(void);
+/* The bus confirmed these users' subscriptions: their heads become proof
+ * after the next re-check. */
+void hub_routed(const int64_t *users, size_t n);
+/* Users whose channel this instance is subscribed to. */
+size_t hub_routed_count(void);
 /* Frees w's ephemeral events and their ids. */
 void hub_waiter_clear(struct waiter *w);
 /* Users with a waiting poll (each once): an owned array. */

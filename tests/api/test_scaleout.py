@@ -9,37 +9,15 @@ import time
 
 import pytest
 
-from chatlib import make_direct, new_users, send_raw
+from chatlib import make_direct, new_users, send, send_raw
 from eventlib import AsyncPoll, head, poll, start_poll, stored, typing
-from natterlib import Client, assert_status, new_account
+from natterlib import Client, assert_status, metric_samples, new_account, served_by, wait_for
 
 CROSS = 2.0      # seconds: a wake-up between processes (the DB re-check is 10 s apart)
-LOG_WAIT = 15    # seconds for an access-log line to reach the log file (asynchronous)
 
 
 def listening(objs):
     return any(o.get("msg") == "listening" for o in objs)
-
-
-def served_by(servers, request_id):
-    """Index of the server whose access log has request_id, or None."""
-    for i, srv in enumerate(servers):
-        for o in srv.log_json():
-            if o.get("msg") == "request" and o.get("request_id") == request_id:
-                return i
-    return None
-
-
-def wait_served_by(servers, request_id) -> int:
-    deadline = time.monotonic() + LOG_WAIT
-    while True:
-        i = served_by(servers, request_id)
-        if i is not None:
-            return i
-        if time.monotonic() >= deadline:
-            pytest.fail(f"no access-log line for request {request_id} in any process",
-                        pytrace=False)
-        time.sleep(0.1)
 
 
 def test_two_processes_share_one_port(start_api, spec):
@@ -62,7 +40,7 @@ def test_two_processes_share_one_port(start_api, spec):
             ids.append(r.headers["X-Request-Id"])
         finally:
             c.close()
-    where = [wait_served_by(servers, rid) for rid in ids]
+    where = [served_by(servers, rid) for rid in ids]
     assert set(where) == {0, 1}, f"all 40 connections went to one process: {where}"
 
     c = Client(one.base_url, spec)
@@ -86,8 +64,8 @@ def test_two_processes_share_one_port(start_api, spec):
             body = p.body(within=25)
             took = p.answered_at - t0
             assert [e["data"]["message"] for e in stored(body["events"])] == [r.json()], body
-            poll_at = wait_served_by(servers, p.resp.headers["X-Request-Id"])
-            send_at = wait_served_by(servers, r.headers["X-Request-Id"])
+            poll_at = served_by(servers, p.resp.headers["X-Request-Id"])
+            send_at = served_by(servers, r.headers["X-Request-Id"])
             if poll_at != send_at:
                 crossed += 1
                 assert took < CROSS, f"#{i}: poll on {poll_at}, send via {send_at}: " \
@@ -150,3 +128,60 @@ def test_typing_event_reaches_a_moving_device_once(start_api, spec):
     finally:
         c1.close()
         c2.close()
+
+
+def bus_counts(c: Client) -> tuple[float, float, float]:
+    """(published, received, routed users) of one instance's /metrics."""
+    m = metric_samples(c.get("/metrics").text)
+    return (m['natter_bus_messages_total{direction="published"}'],
+            m['natter_bus_messages_total{direction="received"}'],
+            m["natter_bus_routed_users"])
+
+
+def test_wakeups_are_routed_to_the_instances_that_know_the_user(start_api, spec):
+    """Wake-ups go only to instances that know the user (routed, not broadcast): A and B
+    poll on instance 1; ten messages between them and their receipts reach instance 1's
+    bus, while instance 2, which knows neither, receives not one bus message. Then B polls
+    on instance 2 too: A's next messages reach B's poll there (within 2 s), and instance 2
+    now receives them; instance 3, which knows neither, still receives nothing."""
+    one, two, three = (start_api(label=f"instance {i}") for i in (1, 2, 3))
+    c1, c2, c3 = (Client(s.base_url, spec) for s in (one, two, three))
+    try:
+        for c in (c1, c2, c3):
+            wait_for(lambda c=c: metric_samples(c.get("/metrics").text)
+                     .get("natter_bus_subscribed") == 1, 20, f"{c.base_url} to subscribe")
+        (a, ta), (b, tb) = new_users(c1, 2, prefix="r")
+        cid = make_direct(c1, ta, b["id"])["id"]
+        head(c1, ta)
+        hb = head(c1, tb)                                  # both known (routed) on 1
+        wait_for(lambda: bus_counts(c1)[2] >= 2, 20, "instance 1 to route A and B")
+        r2 = bus_counts(c2)[1]
+        r3 = bus_counts(c3)[1]
+        p1 = bus_counts(c1)
+        for i in range(10):
+            send(c1, ta, cid, f"routed #{i}")
+        body = poll(c1, tb, hb, timeout=0, limit=100)      # and its ack: receipts for A
+        assert len(stored(body["events"])) == 10, body
+        poll(c1, tb, body["next"], timeout=0)
+        wait_for(lambda: bus_counts(c1)[1] - p1[1] >= 10, 20,
+                 "instance 1 to receive the wake-ups of its users")
+        assert bus_counts(c1)[0] - p1[0] >= 10
+        time.sleep(1.0)                                    # anything in flight arrives
+        assert bus_counts(c2)[1] == r2, "instance 2 knows neither user but got their wake-ups"
+
+        hb2 = head(c2, tb)                                 # B is known on 2 now
+        wait_for(lambda: bus_counts(c2)[2] >= 1, 20, "instance 2 to route B")
+        for i in range(3):
+            p = start_poll(c2, tb, hb2, timeout=20)
+            t0 = time.monotonic()
+            msg = send(c1, ta, cid, f"to instance 2 #{i}")
+            body = p.body(within=25)
+            assert p.answered_at - t0 < CROSS, f"answered {p.answered_at - t0:.2f} s later"
+            assert [e["data"]["message"] for e in stored(body["events"])] == [msg], body
+            hb2 = body["next"]
+        assert bus_counts(c2)[1] - r2 >= 3
+        time.sleep(1.0)
+        assert bus_counts(c3)[1] == r3, "instance 3 knows neither user but got their wake-ups"
+    finally:
+        for c in (c1, c2, c3):
+            c.close()
