@@ -18,8 +18,9 @@ _NATTER_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 NATTER_DEB_PACKAGES="build-essential pkg-config libmicrohttpd-dev libpq-dev libhiredis-dev libjansson-dev libjwt-dev libsodium-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server python3-pytest python3-requests python3-jsonschema python3-yaml python3-botocore clang-format jq"
 
 # What `make test` needs on top: prometheus provides promtool (tests/api/test_health.py
-# checks /metrics with it); clang and its runtime build the fuzz harnesses (tests/fuzz/).
-NATTER_TEST_DEB_PACKAGES="prometheus clang libclang-rt-14-dev"
+# checks /metrics with it); clang and its runtime build the fuzz harnesses (tests/fuzz/);
+# haproxy runs deploy/haproxy.cfg in front of three natter-api (tests/api/test_haproxy.py).
+NATTER_TEST_DEB_PACKAGES="prometheus clang libclang-rt-14-dev haproxy"
 
 NATTER_PG_BIN=${NATTER_PG_BIN:-/usr/lib/postgresql/15/bin}
 NATTER_PG_PORT=5432 # only names the socket file (.s.PGSQL.5432); TCP is off
