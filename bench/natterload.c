@@ -21,9 +21,12 @@
  *            so every user is in C chats
  *   group    --devices FILE --members N --out FILE
  *            one group created by user 0 with users 1..N-1
- *   idle     --devices FILE --count N [--hold S] [--api-pid PID]
- *            hold N idle long-polls, report held count, server inflight gauge
- *            and natter-api RSS before/after
+ *   idle     --devices FILE --count N [--hold S] [--api-pid PID] [--first K]
+ *            [--probe S]
+ *            hold N idle long-polls (devices K.. of FILE), report held count,
+ *            server inflight gauge and natter-api RSS before/after; --probe:
+ *            then wait up to S s for every held poll to be answered (its
+ *            timeout, --poll-timeout) and report how many were
  *   renew    --devices FILE --count N [--seconds 95] [--window 90] [--poll-timeout 30]
  *            N idle polls answered empty at their timeout and renewed at once;
  *            the CPU window is the last --window seconds
@@ -41,10 +44,13 @@
  *   history  --devices FILE --chat ID --conns C --seconds T [--limit 50]
  *            closed-loop history pages
  *
- * Common: --port P (required). Polls answered 503, or whose connection
+ * Common: --port P (required); --source 127.0.0.X: the client address of
+ * every connection (several load processes on several source addresses get
+ * past the ~28k ephemeral ports of one). Polls answered 503, or whose connection
  * drops, are retried after 0.5 s (at most 20 times per device) and counted.
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -269,6 +275,7 @@ struct conn {
 
 static int epfd = -1;
 static struct sockaddr_in target; /* 127.0.0.1:port, never anything else */
+static struct sockaddr_in source; /* --source: a 127.0.0.0/8 client address, or port 0 family 0 */
 static long n_open, n_conn_fail, n_reset;
 static char *scratch;
 static size_t scratch_cap;
@@ -324,6 +331,15 @@ static int conn_open(conn *c)
         return -1;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (source.sin_family == AF_INET) {
+        /* the port is chosen at connect, per (source, target): not one of
+         * the source's ~28k ephemeral ports per socket */
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&source, sizeof source) < 0) {
+            close(fd);
+            return -1;
+        }
+    }
     int rc = connect(fd, (struct sockaddr *)&target, sizeof target);
     if (rc < 0 && errno != EINPROGRESS) {
         close(fd);
@@ -1290,14 +1306,16 @@ static int cmd_idle(void)
     double hold = opt_d("--hold", 10);
     long pid = opt_l("--api-pid", 0);
     long conc = opt_l("--open-concurrency", 256);
+    long first = opt_l("--first", 0);
+    double probe = opt_d("--probe", 0);
     poll_timeout = (int)opt_l("--poll-timeout", 60);
-    if (count > ndevs)
-        die("idle: --count %ld but only %ld devices", count, ndevs);
+    if (first < 0 || count > ndevs - first)
+        die("idle: --first %ld --count %ld but only %ld devices", first, count, ndevs);
     if (count > 19500)
         die("idle: --count above 19500 would pass the per-process descriptor limit");
     pollers_init(count);
     for (long i = 0; i < count; i++)
-        P[i].d = &devs[i];
+        P[i].d = &devs[first + i];
 
     long rss0 = vmrss_kb(pid);
     double open_s = pollers_start(conc, 120);
@@ -1317,6 +1335,27 @@ static int cmd_idle(void)
             "idle_polls_rss   natter-api VmRSS before %.1f MB  with polls %.1f MB  per held poll %.2f KB "
             "(target <= 10 KB)\n",
             rss0 / 1024.0, rss1 / 1024.0, h > 0 ? (double)(rss1 - rss0) / (double)h : NAN);
+    }
+    if (probe > 0) {
+        /* every held poll must answer (at its timeout) and be renewed */
+        long *before = xmalloc((size_t)nP * sizeof *before);
+        for (long i = 0; i < nP; i++)
+            before[i] = P[i].state == P_POLL ? P[i].answers : -1;
+        uint64_t end = now_ns() + (uint64_t)(probe * 1e9);
+        long answered = 0, asked = 0;
+        for (long i = 0; i < nP; i++)
+            asked += before[i] >= 0;
+        while (now_ns() < end) {
+            loop_once(50);
+            answered = 0;
+            for (long i = 0; i < nP; i++)
+                answered += before[i] >= 0 && P[i].answers > before[i];
+            if (answered == asked)
+                break;
+        }
+        printf("idle_probe       %ld of %ld held polls answered within %.0f s (their %d s timeout)  poll errors %s\n",
+               answered, asked, probe, poll_timeout, poll_errors_str());
+        free(before);
     }
     /* hang up and see what the server gives back */
     for (long i = 0; i < nP; i++) {
@@ -2029,6 +2068,13 @@ int main(int argc, char **argv)
     if (!rng_state)
         rng_state = 1;
     http_init((int)opt_l("--port", 0));
+    const char *src = opt_s("--source", NULL);
+    if (src) {
+        memset(&source, 0, sizeof source);
+        source.sin_family = AF_INET;
+        if (inet_pton(AF_INET, src, &source.sin_addr) != 1 || (ntohl(source.sin_addr.s_addr) >> 24) != 127)
+            die("--source must be an address in 127.0.0.0/8");
+    }
     const char *cmd = argv[1];
     if (strcmp(cmd, "users") == 0)
         return cmd_users();

@@ -7,6 +7,10 @@
 # Scenarios (BENCH_SCENARIOS, space-separated, default: all in this order):
 #   http      wrk: healthz (bare HTTP path) and users_me (JWT + device check + query)
 #   idle      idle long-polls held by one natter-api, its RSS before/after
+#   multi     idle long-polls held by several natter-api processes sharing one
+#             port (SO_REUSEPORT), from several load processes on several
+#             127.0.0.x source addresses: held count, RSS per poll, every poll
+#             answered when probed
 #   renew     idle long-polls answered empty every 30 s and renewed: CPU of the stack
 #   deliver   1:1 send -> the recipient's long-poll answered: 1,000 users polling,
 #             each in 200 direct chats, 200 senders, a ramp of offered rates
@@ -26,6 +30,9 @@
 #   BENCH_SECONDS (10)            duration of the timed scenarios (each deliver rate, sends, history, http)
 #   BENCH_CONNECTIONS (64)        wrk connections
 #   BENCH_IDLE_POLLS (19000)      polls held by idle and renew
+#   BENCH_MULTI_POLLS (95000)     multi: polls held on the box
+#   BENCH_MULTI_PROCESSES (5)     multi: natter-api processes on the one port
+#   BENCH_MULTI_PER_LOADER (19000) multi: polls per load process (each < 20,000 descriptors)
 #   BENCH_RENEW_SECONDS (95)      renew: how long the polls renew once all are open
 #   BENCH_RENEW_WINDOW (90)       renew: the CPU window (the last seconds of the above)
 #   BENCH_RECEIVERS (1000)        deliver: users polling (one device each)
@@ -48,8 +55,11 @@ set -euo pipefail
 REPO=$(natter_repo_root)
 SECS=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNECTIONS:-64}
-SCENARIOS=${BENCH_SCENARIOS:-http idle renew deliver group sends history}
+SCENARIOS=${BENCH_SCENARIOS:-http idle multi renew deliver group sends history}
 IDLE_POLLS=${BENCH_IDLE_POLLS:-19000}
+MULTI_POLLS=${BENCH_MULTI_POLLS:-95000}
+MULTI_PROCESSES=${BENCH_MULTI_PROCESSES:-5}
+MULTI_PER_LOADER=${BENCH_MULTI_PER_LOADER:-19000}
 RENEW_SECONDS=${BENCH_RENEW_SECONDS:-95}
 RENEW_WINDOW=${BENCH_RENEW_WINDOW:-90}
 RECEIVERS=${BENCH_RECEIVERS:-1000}
@@ -299,10 +309,11 @@ fi
 # Devices: users u00000… with 4 devices each (each login is a device). idle and
 # renew use the first BENCH_IDLE_POLLS devices; deliver and sends use device 0
 # of users 0..BENCH_RECEIVERS-1 and the chat mesh between them.
-if has idle || has renew || has deliver || has sends; then
+if has idle || has multi || has renew || has deliver || has sends; then
     ts=$EPOCHREALTIME
     users=0
     if has idle || has renew; then users=$(((IDLE_POLLS + 3) / 4)); fi
+    if has multi && (((MULTI_POLLS + 3) / 4 > users)); then users=$(((MULTI_POLLS + 3) / 4)); fi
     if (has deliver || has sends) && ((users < RECEIVERS)); then users=$RECEIVERS; fi
     load users --prefix u --users "$users" --devices 4 --out "$STATE_DIR/u.devices"
     settle_db "the logins"
@@ -313,6 +324,82 @@ if has idle; then
     ts=$EPOCHREALTIME
     measure_whole idle idle --devices "$STATE_DIR/u.devices" --count "$IDLE_POLLS" --hold 10 --api-pid "$api_pid"
     took idle "$ts"
+fi
+
+# multi: MULTI_PROCESSES natter-api on $PORT (the one started above and more),
+# MULTI_POLLS idle polls from ceil(MULTI_POLLS / MULTI_PER_LOADER) natterload
+# processes, loader i speaking from 127.0.0.(10+i). RSS: the sum over the
+# natter-api processes, sampled every 0.5 s; per poll = (peak - before) / held.
+if has multi; then
+    ts=$EPOCHREALTIME
+    # the kernel settings this needs, read rather than assumed
+    read -r port_lo port_hi </proc/sys/net/ipv4/ip_local_port_range
+    printf 'multi_kernel     ip_local_port_range %s-%s (%d ports per source address), somaxconn %s, file-max %s, nr_open %s, MemAvailable %s MB\n' \
+        "$port_lo" "$port_hi" $((port_hi - port_lo + 1)) "$(</proc/sys/net/core/somaxconn)" \
+        "$(</proc/sys/fs/file-max)" "$(</proc/sys/fs/nr_open)" \
+        "$(awk '/^MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)"
+    if ((port_hi - port_lo + 1 < MULTI_PER_LOADER)); then
+        echo "multi_kernel     WARNING: fewer ephemeral ports than polls per load process"
+    fi
+    multi_pids=("$api_pid")
+    for ((i = 1; i < MULTI_PROCESSES; i++)); do
+        env "${api_env[@]}" NATTER_DB_POOL_SIZE=8 "$REPO/build/natter-api" \
+            2>"$STATE_DIR/api$i.log" &
+        multi_pids+=("$!")
+    done
+    sleep 2
+    for p in "${multi_pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || { echo "multi FAILED: natter-api $p did not start"; tail -n 5 "$STATE_DIR"/api*.log; }
+    done
+    rss_sum() {
+        local t=0 p v
+        for p in "${multi_pids[@]}"; do
+            v=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+            t=$((t + ${v:-0}))
+        done
+        echo "$t"
+    }
+    rss0=$(rss_sum)
+    loaders=$(((MULTI_POLLS + MULTI_PER_LOADER - 1) / MULTI_PER_LOADER))
+    lpids=()
+    for ((i = 0; i < loaders; i++)); do
+        first=$((i * MULTI_PER_LOADER))
+        count=$((MULTI_POLLS - first < MULTI_PER_LOADER ? MULTI_POLLS - first : MULTI_PER_LOADER))
+        load idle --devices "$STATE_DIR/u.devices" --first "$first" --count "$count" --hold 20 \
+            --poll-timeout 30 --probe 50 --source "127.0.0.$((10 + i))" >"$STATE_DIR/multi$i.out" 2>&1 &
+        lpids+=("$!")
+    done
+    peak=$rss0
+    while :; do
+        alive=0
+        for p in "${lpids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        r=$(rss_sum)
+        ((r > peak)) && peak=$r
+        ((alive)) || break
+        sleep 0.5
+    done
+    for p in "${lpids[@]}"; do wait "$p" || echo "multi: a load process failed"; done
+    held=0
+    answered=0
+    asked=0
+    for ((i = 0; i < loaders; i++)); do
+        # the client's count: each process's /metrics reaches one random natter-api
+        h=$(awk '/^idle_polls / {for (k = 1; k <= NF; k++) if ($k == "(client:") {print $(k + 1); exit}}' "$STATE_DIR/multi$i.out")
+        a=$(awk '/^idle_probe/ {print $2, $4}' "$STATE_DIR/multi$i.out")
+        held=$((held + ${h:-0}))
+        answered=$((answered + ${a%% *}))
+        asked=$((asked + ${a##* }))
+        grep -h "^natterload:" "$STATE_DIR/multi$i.out" | head -n 3 || true
+    done
+    awk -v t="$MULTI_POLLS" -v h="$held" -v n="$MULTI_PROCESSES" -v l="$loaders" -v r0="$rss0" -v r1="$peak" \
+        'BEGIN { printf "multi_polls      target %d  held %d  by %d natter-api processes on one port, from %d load processes  (target >= 95000)\n", t, h, n, l
+                 printf "multi_polls_rss  natter-api VmRSS (all processes) before %.1f MB  peak %.1f MB  per held poll %.2f KB (target <= 10 KB)\n", r0 / 1024, r1 / 1024, (h > 0 ? (r1 - r0) / h : 0) }'
+    echo "multi_probe      $answered of $asked held polls answered when probed (each poll's 30 s timeout, renewed)"
+    for ((i = 1; i < ${#multi_pids[@]}; i++)); do
+        kill -TERM "${multi_pids[$i]}" 2>/dev/null || true
+        wait "${multi_pids[$i]}" 2>/dev/null || true
+    done
+    took multi "$ts"
 fi
 
 if has renew; then
@@ -371,6 +458,7 @@ fi
 
 if grep -q '"level":"error"' "$STATE_DIR/api.log"; then
     echo "natter-api logged errors during the run (first 5):"
-    grep '"level":"error"' "$STATE_DIR/api.log" | head -n 5
+    # (head closes the pipe early: without `|| true`, pipefail made the whole bench exit 141)
+    grep '"level":"error"' "$STATE_DIR/api.log" | head -n 5 || true
 fi
 took "whole bench (from PostgreSQL start)" "$BENCH_T0"

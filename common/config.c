@@ -71,7 +71,7 @@ static const struct config_item items[] = {
     {"NATTER_HTTP_THREADS", CT_INT, F(http_threads), "8", 1, 256, NULL, ROLE_API, false,
      "HTTP event-loop threads (libmicrohttpd thread pool)"},
     {"NATTER_MAX_CONNECTIONS", CT_INT, F(max_connections), "0", 0, 1000000, NULL, ROLE_API, false,
-     "connection limit; 0 = open-file limit minus a reserve"},
+     "connection limit; 0 = the open-file limit (raised to the hard limit) minus a reserve"},
     {"NATTER_CONN_TIMEOUT", CT_INT, F(conn_timeout), "90", 1, 3600, NULL, ROLE_API, false,
      "idle keep-alive connection timeout, seconds"},
     {"NATTER_HEAD_TIMEOUT", CT_INT, F(head_timeout), "20", 1, 3600, NULL, ROLE_API, false,

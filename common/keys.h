@@ -7,8 +7,14 @@
 #ifndef NATTER_KEYS_H
 #define NATTER_KEYS_H
 
-/* natter-api: pub/sub of wake-ups, ephemeral events, revocations (realtime/bus.c) */
+/* natter-api: pub/sub of revocations, to every instance (realtime/bus.c) */
 #define KEY_BUS "natter:bus"
+/* + user id: pub/sub of that user's wake-ups, ephemeral events and poll
+ * take-overs; only instances that know the user subscribe (realtime/bus.c) */
+#define KEY_BUS_USER_PREFIX "natter:bus:u:"
+/* + device id ":" ephemeral event id: the device had that typing/presence
+ * event (SET NX, expires): delivered once across instances (realtime/bus.c) */
+#define KEY_EPH_SEEN_PREFIX "natter:eph:"
 /* sorted set user id → last seen, ms (realtime/presence.c) */
 #define KEY_PRESENCE "natter:presence"
 /* the presence sweeper's lock: one instance at a time */

@@ -22,6 +22,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -322,8 +323,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         conns_head_done(conn, declared_body(r));
         if (atomic_load(&stopping)) {
             /* replying in the first call closes the connection: what we want */
-            req_add_header(r, "Retry-After", "1");
-            req_add_header(r, "Connection", "close");
+            req_add_header(r, "Retry-After", "1"); /* and Connection: close (reply.c) */
             reply_problem(r, 503, "service_unavailable", "the server is shutting down");
             return MHD_YES;
         }
@@ -488,6 +488,34 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
  * Start / stop
  * ====================================================================== */
 
+/* Raises the soft open-file limit to the hard one (each held poll is a
+ * socket): the operator sets the ceiling (ulimit -Hn, LimitNOFILE=), the
+ * process uses all of it. Logs what it got. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            nlog(LOG_WARN, "cannot raise the open-file limit", json_pack("{s:s}", "error", strerror(errno)));
+            return;
+        }
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && was != RLIM_INFINITY)
+        nlog(LOG_INFO, "open-file limit",
+             json_pack("{s:I,s:I}", "was", (json_int_t)was, "now", (json_int_t)rl.rlim_cur));
+}
+
+/* The connection limit: configured, or every descriptor the (raised) soft
+ * RLIMIT_NOFILE leaves after the process's own: the database pool, the
+ * Redis pool (one per HTTP and hashing thread + 4), one connection each for
+ * the pipelines, the bus, the re-check and presence threads (<= 16), and
+ * 128 for the listening socket, epoll and inter-thread pipes of each HTTP
+ * thread, the log, blob store files and stdio. With 20,000 descriptors and
+ * the defaults that is ~19,800 connections. */
 static unsigned connection_limit(const struct config *cfg)
 {
     if (cfg->max_connections > 0)
@@ -495,8 +523,8 @@ static unsigned connection_limit(const struct config *cfg)
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
         return 10000;
-    /* keep a reserve for database, Redis, log and listening descriptors */
-    long lim = (long)rl.rlim_cur - 100 - cfg->db_pool_size - 64;
+    long reserve = 128 + 16 + cfg->db_pool_size + cfg->http_threads + cfg->hash_threads + 4;
+    long lim = (long)rl.rlim_cur - reserve;
     return lim < 64 ? 64 : (unsigned)lim;
 }
 
@@ -570,6 +598,7 @@ int http_start(struct server *s)
     s->cors = cors_new(s->cfg->cors_origins);
     s->offload = offload_new(s->cfg->hash_threads, s->cfg->hash_queue, s->cfg->hash_register_threads,
                              s->cfg->hash_register_queue, offload_run);
+    raise_nofile();
     unsigned limit = connection_limit(s->cfg), per_ip = per_ip_limit(s->cfg, limit);
     if (conns_start((unsigned)s->cfg->head_timeout, (unsigned)s->cfg->body_timeout, (unsigned)s->cfg->conn_timeout) <
         0) {
@@ -578,12 +607,12 @@ int http_start(struct server *s)
     }
     s->daemon = MHD_start_daemon(flags, (uint16_t)s->cfg->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
                                  on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg->http_threads,
-                                 MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)8192, MHD_OPTION_CONNECTION_TIMEOUT,
-                                 (unsigned)s->cfg->conn_timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_NOTIFY_CONNECTION, conns_notify, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
-                                 s, MHD_OPTION_END);
+                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_THREAD_POOL_SIZE,
+                                 (unsigned)s->cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT, limit,
+                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                                 (size_t)8192, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg->conn_timeout,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+                                 conns_notify, NULL, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_END);
     if (!s->daemon) {
         conns_stop();
         nlog(LOG_ERROR, "cannot start HTTP server (address in use?)",
@@ -625,6 +654,11 @@ void http_stop(struct server *s)
     cors_free(s->cors);
     s->cors = NULL;
     nlog(LOG_INFO, "http stopped", json_pack("{s:i}", "abandoned_requests", left));
+}
+
+bool http_stopping(void)
+{
+    return atomic_load(&stopping);
 }
 
 int http_offload_depth(const struct server *s)

@@ -197,12 +197,19 @@ struct server {
     struct cors *cors;
 };
 
-/* Starts MHD on cfg's address. 0 or -1 (logged). */
+/* Starts MHD on cfg's address with SO_REUSEPORT, so that several natter-api
+ * processes can share one port (the kernel spreads new connections between
+ * them); raises the soft open-file limit to the hard one first and sizes the
+ * connection limit from it. 0 or -1 (logged). */
 int http_start(struct server *s);
 /* Graceful stop: answer new requests 503 (Connection: close), run before_stop,
  * finish the offloaded jobs (resuming their connections), let dispatched
  * requests finish (bounded, 10 s), then stop MHD. */
 void http_stop(struct server *s);
+/* True once http_stop began: every reply from then on carries
+ * `Connection: close`, so a drained poll's client (or its balancer) opens its
+ * next request elsewhere. */
+bool http_stopping(void);
 /* Requests waiting for an offload thread. */
 int http_offload_depth(const struct server *s);
 

@@ -41,6 +41,8 @@ void req_send_response(struct req *r, int status, struct MHD_Response *resp)
     }
     for (int i = 0; i < r->nhdr; i++)
         MHD_add_response_header(resp, r->hdr_name[i], r->hdr_val[i]);
+    if (http_stopping()) /* libmicrohttpd closes the connection after this reply */
+        MHD_add_response_header(resp, "Connection", "close");
     r->status = status;
     r->replied = true;
     if (r->offloaded) {

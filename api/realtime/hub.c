@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -28,6 +29,7 @@
 #define PEEK_EVERY_US 5000000u   /* how often suspended sockets are checked for EOF (a recv each) */
 #define EPH_KEEP 32              /* recent ephemeral events kept per user ... */
 #define EPH_KEEP_US 3000000u     /* ... for this long, for devices between two polls */
+#define EPH_ID_MAX 48            /* bytes of a system-wide ephemeral id, with its NUL */
 #define EPH_DEVICES 8            /* devices per user whose last delivered event is tracked */
 
 /* Ephemeral events are not stored, but a device that is between two polls
@@ -35,9 +37,10 @@
  * events wait here briefly, and each device's next poll takes those it has
  * not had yet. */
 struct eph_event {
-    uint64_t id;
+    uint64_t id; /* local order */
     uint64_t at_us;
     json_t *ev;
+    char sysid[EPH_ID_MAX]; /* system-wide id (bus.h), "" when the publisher sent none */
 };
 
 struct eph_user {
@@ -68,6 +71,7 @@ struct known {
         int64_t acked; /* since of its last poll here, -1 unknown */
     } dev[KNOWN_DEVICES];
     unsigned ndev_next; /* round-robin slot to reuse */
+    bool routed;        /* the bus confirmed this instance's subscription to the user's channel */
     struct known *next;
 };
 
@@ -78,9 +82,18 @@ struct bucket {
     uint64_t gen;
 };
 
+/* Route changes for the bus (subscribe to / leave a user's channel), in
+ * order; the bus's subscriber thread takes them (hub_routes_take). */
+struct route_ops {
+    struct hub_route *v;
+    size_t n, cap;
+};
+
 static uint64_t eph_next_id = 1;
-static uint64_t epoch = 1; /* moves whenever the bus connects or disconnects */
-static bool trusted;       /* the bus is subscribed: every commit's wake-up reaches us */
+static struct route_ops routes;
+static void (*route_notify)(void); /* tells the bus that routes changed (non-blocking) */
+static uint64_t epoch = 1;         /* moves whenever the bus connects or disconnects */
+static bool trusted;               /* the bus is subscribed: every commit's wake-up reaches us */
 static size_t nknown;
 static struct recent_budget budget = {0, KNOWN_BYTES};
 
@@ -136,7 +149,7 @@ static void eph_expire(struct eph_user *e, uint64_t now)
     }
 }
 
-static void eph_push(struct eph_user *e, json_t *ev, uint64_t now)
+static void eph_push(struct eph_user *e, json_t *ev, const char *sysid, uint64_t now)
 {
     eph_expire(e, now);
     if (e->n == EPH_KEEP) { /* full: drop the oldest */
@@ -148,6 +161,7 @@ static void eph_push(struct eph_user *e, json_t *ev, uint64_t now)
     slot->id = eph_next_id++;
     slot->at_us = now;
     slot->ev = json_incref(ev);
+    snprintf(slot->sysid, sizeof slot->sysid, "%s", sysid ? sysid : "");
     e->n++;
 }
 
@@ -172,9 +186,12 @@ static size_t eph_take(struct eph_user *e, struct waiter *w, uint64_t now)
         struct eph_event *x = &e->ring[(e->head + i) % EPH_KEEP];
         if (x->id <= *last)
             continue;
-        if (!w->ephemeral)
+        if (!w->ephemeral) {
             w->ephemeral = json_array();
+            w->eph_ids = json_array();
+        }
         json_array_append(w->ephemeral, x->ev);
+        json_array_append_new(w->eph_ids, json_string(x->sysid));
         *last = x->id;
         taken++;
     }
@@ -197,6 +214,23 @@ static void eph_gc(uint64_t now)
         }
 }
 
+/* ---- routes (mu held) ---- */
+
+/* Only while the bus is up: a reconnect re-subscribes every known user
+ * (hub_routes_reset), so changes made while it was down need not wait. */
+static void route_queue(int64_t user, bool on)
+{
+    if (!trusted)
+        return;
+    if (routes.n == routes.cap) {
+        routes.cap = routes.cap ? routes.cap * 2 : 256;
+        routes.v = xrealloc(routes.v, routes.cap * sizeof *routes.v);
+    }
+    routes.v[routes.n++] = (struct hub_route){user, on};
+    if (route_notify)
+        route_notify();
+}
+
 /* ---- what is known of users' inboxes (mu held) ---- */
 
 static struct known *known_find(struct bucket *b, int64_t user)
@@ -211,7 +245,7 @@ static struct known *known_find(struct bucket *b, int64_t user)
  * current epoch while the bus was subscribed, and not too long ago. */
 static bool known_trusted(const struct known *k, uint64_t now)
 {
-    return trusted && k->epoch == epoch && now - k->learned_us < HUB_TRUST_US;
+    return trusted && k->routed && k->epoch == epoch && now - k->learned_us < HUB_TRUST_US;
 }
 
 /* The device's slot, or -1 (created when asked). */
@@ -286,6 +320,8 @@ static void known_gc(uint64_t now, bool all)
             struct known *k = *p;
             if (all || (now - k->used_us > KNOWN_IDLE_US && !has_waiter(&buckets[i], k->user_id))) {
                 *p = k->next;
+                if (!all)
+                    route_queue(k->user_id, false);
                 recent_clear(&k->rc, &budget);
                 free(k);
                 nknown--;
@@ -429,6 +465,8 @@ void hub_stop(void)
     pthread_mutex_lock(&mu);
     eph_gc(UINT64_MAX / 2); /* everything is expired now */
     known_gc(0, true);
+    free(routes.v);
+    routes = (struct route_ops){0};
     pthread_mutex_unlock(&mu);
 }
 
@@ -545,6 +583,7 @@ void hub_learn(int64_t user, int64_t head, struct hub_ticket t)
             k->next = b->known;
             b->known = k;
             nknown++;
+            route_queue(user, true); /* trusted once routed and re-checked (hub_routed) */
         }
         if (k) {
             recent_learn(&k->rc, head, &budget);
@@ -631,6 +670,66 @@ void hub_recheck(int64_t user, int64_t head, struct hub_ticket t)
     rl_resume(&rl);
 }
 
+void hub_set_route_notify(void (*notify)(void))
+{
+    pthread_mutex_lock(&mu);
+    route_notify = notify;
+    pthread_mutex_unlock(&mu);
+}
+
+size_t hub_routes_take(struct hub_route **out)
+{
+    pthread_mutex_lock(&mu);
+    size_t n = routes.n;
+    *out = routes.v;
+    routes = (struct route_ops){0};
+    pthread_mutex_unlock(&mu);
+    return n;
+}
+
+void hub_routes_reset(void)
+{
+    pthread_mutex_lock(&mu);
+    routes.n = 0;
+    for (size_t i = 0; i < NBUCKETS; i++)
+        for (struct known *k = buckets[i].known; k; k = k->next) {
+            k->routed = false;
+            route_queue(k->user_id, true);
+        }
+    pthread_mutex_unlock(&mu);
+}
+
+void hub_routed(const int64_t *users, size_t n)
+{
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < n; i++) {
+        struct known *k = known_find(bucket_of(users[i]), users[i]);
+        if (k) {
+            k->routed = true;
+            k->epoch = 0; /* read before the route existed: proof only after a re-check */
+        }
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+size_t hub_routed_count(void)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < NBUCKETS; i++)
+        for (const struct known *k = buckets[i].known; k; k = k->next)
+            n += k->routed;
+    pthread_mutex_unlock(&mu);
+    return n;
+}
+
+void hub_waiter_clear(struct waiter *w)
+{
+    json_decref(w->ephemeral);
+    json_decref(w->eph_ids);
+    w->ephemeral = w->eph_ids = NULL;
+}
+
 void hub_trust(bool up)
 {
     pthread_mutex_lock(&mu);
@@ -639,14 +738,14 @@ void hub_trust(bool up)
     pthread_mutex_unlock(&mu);
 }
 
-void hub_ephemeral(int64_t user, json_t *ev)
+void hub_ephemeral(int64_t user, json_t *ev, const char *id)
 {
     struct resume_list rl = {0};
     uint64_t now = now_us();
     pthread_mutex_lock(&mu);
     struct bucket *b = bucket_of(user);
     struct eph_user *e = eph_find(b, user, true);
-    eph_push(e, ev, now);
+    eph_push(e, ev, id, now);
     for (struct waiter *w = b->head; w;) {
         struct waiter *next = w->next;
         if (w->user_id == user) {

@@ -22,9 +22,13 @@
  *                          raise what we know and wake polls behind it
  *   hub_trust(up)          the bus (re)connected or lost Redis: what this
  *                          instance learned before is no longer proof
- *   hub_ephemeral(user, e) hand a not-stored event (typing, presence) to the
- *                          user's waiting polls; kept ~3 s for devices between
- *                          two polls, then forgotten
+ *   hub_routes_take()      the bus subscribes to the channel of every user
+ *                          this instance knows (and leaves it when the user
+ *                          is forgotten): wake-ups are routed, not broadcast
+ *   hub_routed(users)      the bus confirmed those subscriptions
+ *   hub_ephemeral(user, e, id) hand a not-stored event (typing, presence) to
+ *                          the user's waiting polls; kept ~3 s for devices
+ *                          between two polls, then forgotten
  *   hub_revoke(user, dev)  the device was signed out: its poll ends with 401
  *   hub_stop()             shutdown: every waiter answers at once
  * A woken waiter is removed from the hub and its connection resumed; MHD then
@@ -36,7 +40,11 @@
  * "nothing newer than your cursor" relies on the head being complete, so it
  * is trusted only while the bus has been connected since the head was read
  * from the database and for at most HUB_TRUST_US after that read (the bus's
- * re-check confirms the heads of waiting users every 10 s). A wake-up lost
+ * re-check confirms the heads of waiting users every 10 s). Wake-ups reach
+ * an instance only on the Redis channels of the users it knows (bus.h), so
+ * a head is proof only once that user's subscription is confirmed and the
+ * re-check the bus then asks for has read the head again (hub_routed); until
+ * then polls wait or read the database. A wake-up lost
  * while the subscription stayed up (a publish that failed) therefore delays
  * the user's events by at most one re-check, never loses them.
 
@@ -85,6 +93,7 @@ struct waiter {
     struct waiter *next; /* in the user's bucket */
     enum waiter_state state;
     json_t *ephemeral; /* array of not-stored events, or NULL (owned) */
+    json_t *eph_ids;   /* their system-wide ids (strings, same order), or NULL (owned) */
 };
 
 void hub_init(void);
@@ -152,12 +161,33 @@ void hub_wake(const struct wake *w, size_t n);
  * matters: a head is only ever raised here). */
 void hub_recheck(int64_t user_id, int64_t head, struct hub_ticket t);
 void hub_trust(bool up);
-/* ev is borrowed (each waiter gets a reference). */
-void hub_ephemeral(int64_t user_id, json_t *ev);
+/* ev is borrowed (each waiter gets a reference); id is its system-wide id
+ * (bus.h: the device's answer claims it, so it is delivered once however the
+ * device's polls move between instances), copied. */
+void hub_ephemeral(int64_t user_id, json_t *ev, const char *id);
 void hub_revoke(int64_t user_id, int64_t device_id);
 /* The device polls elsewhere (another instance): its poll here answers empty. */
 void hub_replace(int64_t user_id, int64_t device_id);
 size_t hub_count(void);
+/* Routes: subscribe (on) to or leave a user's bus channel. */
+struct hub_route {
+    int64_t user;
+    bool on;
+};
+/* notify is called (with the hub's lock held: it must not block or call
+ * back) whenever a route change is queued. */
+void hub_set_route_notify(void (*notify)(void));
+/* The route changes queued since the last call, in order: an owned array. */
+size_t hub_routes_take(struct hub_route **out);
+/* The bus (re)subscribed: every known user is unrouted and queued again. */
+void hub_routes_reset(void);
+/* The bus confirmed these users' subscriptions: their heads become proof
+ * after the next re-check. */
+void hub_routed(const int64_t *users, size_t n);
+/* Users whose channel this instance is subscribed to. */
+size_t hub_routed_count(void);
+/* Frees w's ephemeral events and their ids. */
+void hub_waiter_clear(struct waiter *w);
 /* Users with a waiting poll (each once): an owned array. */
 size_t hub_waiting(int64_t **users);
 /* Users whose inbox this instance remembers, and bytes of events held. */

@@ -164,8 +164,17 @@ static int fetch(struct req *r, int64_t since, int limit, struct answer *a, int6
 static void free_poll(void *p)
 {
     struct poll *pl = p;
-    json_decref(pl->w.ephemeral);
+    hub_waiter_clear(&pl->w);
     free(pl);
+}
+
+/* The waiter's ephemeral events less those the device already had through
+ * another instance (each carries a system-wide id: bus.h); borrowed, NULL
+ * when none. */
+static json_t *claimed(struct req *r, struct waiter *w)
+{
+    bus_claim_ephemeral(r->device_id, w->ephemeral, w->eph_ids);
+    return w->ephemeral;
 }
 
 static int events_resume(struct req *r)
@@ -178,13 +187,13 @@ static int events_resume(struct req *r)
     if (w->state == W_REVOKED)
         return reply_problem(r, 401, "device_revoked", "this device was signed out; log in again");
     if (w->state != W_WOKEN) /* timeout, replaced by a newer poll, client gone, shutdown: empty */
-        return answer_empty(r, w->ephemeral, w->since, false);
+        return answer_empty(r, claimed(r, w), w->since, false);
     struct hub_events he;
     int n = hub_take(r->user_id, r->device_id, w->since, w->limit, &he);
     if (n > 0)
-        return answer_known(r, &he, w->ephemeral);
+        return answer_known(r, &he, claimed(r, w));
     if (n == 0) /* woken by ephemeral events only */
-        return answer_empty(r, w->ephemeral, w->since, false);
+        return answer_empty(r, claimed(r, w), w->since, false);
     struct answer a;
     answer_begin(&a);
     int64_t next = w->since;
@@ -193,7 +202,7 @@ static int events_resume(struct req *r)
         return -1;
     }
     if (w->ephemeral)
-        answer_ephemeral(&a, w->ephemeral);
+        answer_ephemeral(&a, claimed(r, w));
     hub_answered(r->user_id, r->device_id, w->since, next);
     return answer_send(r, &a, next, true);
 }
@@ -260,7 +269,7 @@ int events_poll(struct req *r)
             return 0;
         case HUB_MISSED: /* ephemeral events it missed between polls: answer with them now */
             note_ack(r, since, &hints);
-            return answer_empty(r, pl->w.ephemeral, since, false);
+            return answer_empty(r, claimed(r, &pl->w), since, false);
         case HUB_STOPPING:
             return answer_empty(r, NULL, since, false);
         default: /* not known here: ask the database */
@@ -315,7 +324,7 @@ int events_poll(struct req *r)
             return 0;
         }
         if (rc == HUB_MISSED)
-            return answer_empty(r, pl->w.ephemeral, since, true);
+            return answer_empty(r, claimed(r, &pl->w), since, true);
         if (rc == HUB_STOPPING)
             break;
     }

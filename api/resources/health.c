@@ -246,6 +246,17 @@ int health_metrics(struct req *r)
                   "# TYPE natter_log_lines_dropped_total counter\nnatter_log_lines_dropped_total %llu\n",
                   mem, dbq, known, known_bytes, hits, misses, db_statements(), presence_notes_dropped(),
                   bus_connected() ? 1 : 0, log_written(), log_dropped());
+    unsigned long long bus_pub, bus_recv;
+    bus_stats(&bus_pub, &bus_recv);
+    strbuf_printf(&sb,
+                  "# HELP natter_bus_messages_total Redis pub/sub messages of the wake-up bus, published by"
+                  " this process and received by it (its own included: routed to the users it knows).\n"
+                  "# TYPE natter_bus_messages_total counter\n"
+                  "natter_bus_messages_total{direction=\"published\"} %llu\n"
+                  "natter_bus_messages_total{direction=\"received\"} %llu\n"
+                  "# HELP natter_bus_routed_users Users whose bus channel this process is subscribed to.\n"
+                  "# TYPE natter_bus_routed_users gauge\nnatter_bus_routed_users %zu\n",
+                  bus_pub, bus_recv, hub_routed_count());
     jobs_metrics(r->app, &sb);
     size_t len;
     char *buf = req_own(r, strbuf_take(&sb, &len));

@@ -221,6 +221,21 @@ class ServerProcess:
         assert not found, f"{where}: sanitizer report {found}:\n{tail(text)}"
 
 
+def served_by(servers: list, request_id: str, timeout: float = 15) -> int:
+    """Index of the server (ServerProcess) whose access log has the request, waiting up to
+    `timeout` s for the line (logs are written asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for i, srv in enumerate(servers):
+            for o in srv.log_json():
+                if o.get("msg") == "request" and o.get("request_id") == request_id:
+                    return i
+        if time.monotonic() >= deadline:
+            pytest.fail(f"no access-log line for request {request_id} in any of "
+                        f"{len(servers)} processes", pytrace=False)
+        time.sleep(0.1)
+
+
 def worker_ready_threads(objs: list[dict]) -> set:
     """Thread numbers of the `worker thread ready` log lines."""
     ready = set()
@@ -238,9 +253,11 @@ class Launcher:
         self.procs: list[ServerProcess] = []
 
     def api(self, *, state_dir: Path | None = None, args=(), wait: bool = True,
-            label: str | None = None, **env_overrides) -> ServerProcess:
+            label: str | None = None, port: int | None = None,
+            **env_overrides) -> ServerProcess:
+        """port: a free one unless given (several natter-api may share one port)."""
         state_dir = Path(state_dir) if state_dir else new_state_dir("api")
-        port = free_port()
+        port = port or free_port()
         env = api_env(state_dir, port, **env_overrides)
         srv = ServerProcess("natter-api", [bin_path("natter-api"), *args], env, state_dir, port,
                             label)
