@@ -27,12 +27,13 @@ api_pid=
 worker_pid=
 cleaned_up=
 
-# Is PID a live (not zombie) process?
+# Is PID a live (not zombie) process? (It may be reaped between the test and the read:
+# a failed `$(<file)` expansion ends a `set -e` script, a failed `read` only returns 1.)
 alive() {
     local pid=$1 stat
     [[ -n $pid ]] || return 1
     if [[ -r /proc/$pid/stat ]]; then
-        stat=$(<"/proc/$pid/stat") 2>/dev/null || return 1
+        { read -r stat <"/proc/$pid/stat"; } 2>/dev/null || return 1
         stat=${stat##*) }
         [[ ${stat:0:1} != Z ]]
     else
