@@ -18,8 +18,10 @@ _NATTER_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 NATTER_DEB_PACKAGES="build-essential pkg-config libmicrohttpd-dev libpq-dev libhiredis-dev libjansson-dev libjwt-dev libsodium-dev libcurl4-openssl-dev postgresql-15 postgresql-client-15 redis-server python3-pytest python3-requests python3-jsonschema python3-yaml python3-botocore clang-format jq"
 
 # What `make test` needs on top: prometheus provides promtool (tests/api/test_health.py
-# checks /metrics with it); clang and its runtime build the fuzz harnesses (tests/fuzz/).
-NATTER_TEST_DEB_PACKAGES="prometheus clang libclang-rt-14-dev"
+# checks /metrics with it); clang and its runtime build the fuzz harnesses (tests/fuzz/);
+# python3-cryptography and python3-h2 make the fake FCM and APNs servers (test CA, JWT
+# signature checks, HTTP/2; tests/api/providerlib.py).
+NATTER_TEST_DEB_PACKAGES="prometheus clang libclang-rt-14-dev python3-cryptography python3-h2"
 
 NATTER_PG_BIN=${NATTER_PG_BIN:-/usr/lib/postgresql/15/bin}
 NATTER_PG_PORT=5432 # only names the socket file (.s.PGSQL.5432); TCP is off
