@@ -102,11 +102,10 @@ static void forget_jwt(void)
 static json_t *payload(const struct push_msg *m)
 {
     char text[64];
-    json_t *aps = m->kind == PUSH_BADGE
-                      ? json_pack("{s:i,s:I}", "content-available", 1, "badge", (json_int_t)m->badge)
-                      : json_pack("{s:{s:s,s:s},s:I,s:s}", "alert", "title", "Natter", "body",
-                                  push_alert_text(m, text, sizeof text), "badge", (json_int_t)m->badge, "sound",
-                                  "default");
+    json_t *aps = m->kind == PUSH_BADGE ? json_pack("{s:i,s:I}", "content-available", 1, "badge", (json_int_t)m->badge)
+                                        : json_pack("{s:{s:s,s:s},s:I,s:s}", "alert", "title", "Natter", "body",
+                                                    push_alert_text(m, text, sizeof text), "badge",
+                                                    (json_int_t)m->badge, "sound", "default");
     return json_pack("{s:o,s:{s:s,s:s,s:I,s:I,s:I}}", "aps", aps, "natter", "push_id", m->id, "kind",
                      push_kind_name(m->kind), "chat_id", (json_int_t)m->chat_id, "seq", (json_int_t)m->seq, "count",
                      (json_int_t)m->count);
@@ -143,13 +142,13 @@ static enum push_result apns_send(struct wctx *w, const struct push_msg *m, stru
     h.headers = curl_slist_append(h.headers, auth);
     snprintf(line, sizeof line, "apns-topic: %s", cfg->push_apns_topic);
     h.headers = curl_slist_append(h.headers, line);
-    h.headers = curl_slist_append(h.headers, m->kind == PUSH_BADGE ? "apns-push-type: background"
-                                                                     : "apns-push-type: alert");
+    h.headers = curl_slist_append(h.headers,
+                                  m->kind == PUSH_BADGE ? "apns-push-type: background" : "apns-push-type: alert");
     h.headers = curl_slist_append(h.headers, m->kind == PUSH_BADGE ? "apns-priority: 5" : "apns-priority: 10");
     snprintf(line, sizeof line, "apns-expiration: %lld", (long long)m->expires_at);
     h.headers = curl_slist_append(h.headers, line);
-    h.headers = curl_slist_append(h.headers, m->kind == PUSH_BADGE ? "apns-collapse-id: badge"
-                                                                     : "apns-collapse-id: messages");
+    h.headers = curl_slist_append(h.headers,
+                                  m->kind == PUSH_BADGE ? "apns-collapse-id: badge" : "apns-collapse-id: messages");
     h.headers = curl_slist_append(h.headers, "Content-Type: application/json");
     h.headers = curl_slist_append(h.headers, "Expect:");
     json_t *j = payload(m);
@@ -173,8 +172,8 @@ static enum push_result apns_send(struct wctx *w, const struct push_msg *m, stru
     const char *rs = json_string_value(json_object_get(e, "reason"));
     snprintf(reason, sizeof reason, "%s", rs ? rs : "-");
     json_decref(e);
-    if (h.status == 410 || (h.status == 400 && (strcmp(reason, "BadDeviceToken") == 0 ||
-                                                strcmp(reason, "DeviceTokenNotForTopic") == 0)))
+    if (h.status == 410 ||
+        (h.status == 400 && (strcmp(reason, "BadDeviceToken") == 0 || strcmp(reason, "DeviceTokenNotForTopic") == 0)))
         res = PUSH_INVALID_TOKEN;
     else if (h.status == 403 && strcmp(reason, "ExpiredProviderToken") == 0) {
         forget_jwt();

@@ -201,15 +201,13 @@ static void error_codes(const char *body, char *status, char *code, bool *token_
         snprintf(status, 48, "%s", st);
     size_t i;
     json_t *d;
-    json_array_foreach(json_object_get(e, "details"), i, d)
-    {
+    json_array_foreach(json_object_get(e, "details"), i, d) {
         const char *ec = json_string_value(json_object_get(d, "errorCode"));
         if (ec)
             snprintf(code, 48, "%s", ec);
         size_t k;
         json_t *v;
-        json_array_foreach(json_object_get(d, "fieldViolations"), k, v)
-        {
+        json_array_foreach(json_object_get(d, "fieldViolations"), k, v) {
             const char *f = json_string_value(json_object_get(v, "field"));
             if (f && strcmp(f, "message.token") == 0)
                 *token_field = true;

@@ -77,8 +77,7 @@ int64_t push_retry_after_ms(const char *value)
     return ms > RETRY_AFTER_MAX_MS ? RETRY_AFTER_MAX_MS : ms;
 }
 
-CURLcode push_http_post(struct wctx *w, const char *url, const char *body, size_t len, bool http2,
-                        struct push_http *h)
+CURLcode push_http_post(struct wctx *w, const char *url, const char *body, size_t len, bool http2, struct push_http *h)
 {
     h->body = xmalloc(PUSH_HTTP_MAX_BODY + 1);
     h->body[0] = '\0';
