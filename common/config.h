@@ -50,6 +50,7 @@ struct config {
     int rate_chat_burst, rate_chat_per_min;
     int rate_member_burst, rate_member_per_min;
     int rate_attachment_burst, rate_attachment_per_min;
+    int rate_push_ack_burst, rate_push_ack_per_min;
     int rate_register_ip_burst, rate_register_ip_per_min;
     int rate_register_all_burst, rate_register_all_per_min;
     int rate_table_buckets;        /* size of the in-process bucket table */

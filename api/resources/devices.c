@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "acks.h"
+#include "apilimits.h"
 #include "bus.h"
 #include "db.h"
 #include "http.h"
@@ -200,6 +201,8 @@ int devices_push_ack(struct req *r)
     struct jsonv_error e;
     int64_t id, named;
     char u[24], d[24], flush[65];
+    if (limit_take(r, LIMIT_PUSH_ACK) < 0)
+        return -1;
     if (device_param(r, &id, u, d) < 0)
         return -1;
     if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)

@@ -159,3 +159,26 @@ def test_push_ack_only_for_the_devices_own_pushes(push_stack):
     time.sleep(0.5)
     assert receipts(c, a.token, chat["id"])[b.id]["last_delivered_seq"] == 0
     assert delivered_receipts(a.id, chat["id"]) == []
+
+
+def test_push_ack_is_rate_limited_per_user(start_api, spec):
+    """NATTER_RATE_PUSH_ACK_BURST=3 (1 a minute): the 4th push ack of a user in a row gets
+    429 rate_limited (limit "push_ack") with Retry-After 1..60, whatever the push id;
+    GET /v1/limits lists `push_ack`; another user still acks (its answer is its own 404)."""
+    from natterlib import Client
+    srv = start_api(NATTER_RATE_PUSH_ACK_BURST="3", NATTER_RATE_PUSH_ACK_PER_MIN="1")
+    c = Client(srv.base_url, spec)
+    u = new_account(c, prefix="rl")
+    fake = f"{'a' * 32}-{u.device_id}"
+    for _ in range(3):
+        assert_problem(ack(c, u.token, u.device_id, fake), 404, "push_not_found")
+    r = ack(c, u.token, u.device_id, fake)
+    body = assert_problem(r, 429, "rate_limited")
+    assert body.get("limit") == "push_ack", body
+    assert 1 <= int(r.headers["Retry-After"]) <= 60, r.headers
+    other = new_account(c, prefix="rm")
+    assert_problem(ack(c, other.token, other.device_id, f"{'b' * 32}-{other.device_id}"), 404,
+                   "push_not_found")
+    lim = c.get("/v1/limits", token=u.token)
+    assert_status(lim, 200)
+    assert lim.json()["rates"]["push_ack"]["burst"] == 3, lim.json()
