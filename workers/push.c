@@ -511,12 +511,15 @@ static enum job_rc push_flush(struct wctx *w, int64_t user, const char *flush_id
     }
     char u[24];
     const char *v1[1] = {i64s(u, user)};
-    int covered = write_covers(w, user, flush_id, h);
+    /* no device with a token (most badge flushes of users without a phone): nothing to
+     * send, nothing to record */
+    PGresult *ds = q(w, sql_devices, 1, v1);
+    int covered = ds && PQntuples(ds) > 0 ? write_covers(w, user, flush_id, h) : 0;
     drop(h);
-    PGresult *b = covered == 0 ? q(w, sql_badge, 1, v1) : NULL;
-    PGresult *ds = b ? q(w, sql_devices, 1, v1) : NULL;
-    if (!ds) {
+    PGresult *b = ds && PQntuples(ds) > 0 && covered == 0 ? q(w, sql_badge, 1, v1) : NULL;
+    if (!ds || (PQntuples(ds) > 0 && !b)) {
         PQclear(b);
+        PQclear(ds);
         drop(poll);
         snprintf(err, errlen, "database unavailable");
         return JOB_ABANDON;
