@@ -151,7 +151,7 @@ static int serve(struct config *cfg)
     devcache_init(cfg->auth_cache_ttl);
     if (bus_init(&rt) < 0 || hub_start() < 0 || sends_start(cfg, app.redis) < 0)
         goto out;
-    if (readmarks_start(cfg) < 0) {
+    if (readmarks_start(cfg, app.redis) < 0) {
         sends_stop();
         goto out;
     }

@@ -34,6 +34,7 @@ const struct route routes[] = {
     {"DELETE", "/v1/devices/{id}", devices_revoke, R_AUTH, 0},
     {"PUT", "/v1/devices/{id}/push", devices_set_push, R_AUTH | R_JSON, 0},
     {"DELETE", "/v1/devices/{id}/push", devices_clear_push, R_AUTH, 0},
+    {"POST", "/v1/devices/{id}/push-ack", devices_push_ack, R_AUTH | R_JSON, 0},
 
     {"GET", "/v1/chats", chats_list, R_AUTH, 0},
     {"POST", "/v1/chats", chats_create, R_AUTH | R_JSON, 0},

@@ -121,6 +121,10 @@ static const struct config_item items[] = {
      "attachment upload requests per user: bucket size (allowed at once); 0 = no limit"},
     {"NATTER_RATE_ATTACHMENT_PER_MIN", CT_INT, F(rate_attachment_per_min), "300", 1, 10000000, NULL, ROLE_API, false,
      "attachment upload requests per user: sustained rate, per minute"},
+    {"NATTER_RATE_PUSH_ACK_BURST", CT_INT, F(rate_push_ack_burst), "120", 0, 1000000, NULL, ROLE_API, false,
+     "push acks (POST /v1/devices/{id}/push-ack) per user: bucket size (allowed at once); 0 = no limit"},
+    {"NATTER_RATE_PUSH_ACK_PER_MIN", CT_INT, F(rate_push_ack_per_min), "600", 1, 10000000, NULL, ROLE_API, false,
+     "push acks per user: sustained rate, per minute"},
     {"NATTER_RATE_REGISTER_IP_BURST", CT_INT, F(rate_register_ip_burst), "10", 0, 1000000, NULL, ROLE_API, false,
      "registrations per client address: bucket size (allowed at once); 0 = no limit"},
     {"NATTER_RATE_REGISTER_IP_PER_MIN", CT_INT, F(rate_register_ip_per_min), "1", 1, 10000000, NULL, ROLE_API, false,
@@ -160,6 +164,28 @@ static const struct config_item items[] = {
      "messages to one user within this window become one push with a count, ms"},
     {"NATTER_PUSH_TTL", CT_INT, F(push_ttl), "3600", 1, 604800, NULL, ROLE_WORKER, false,
      "pushes older than this are dropped rather than delivered late, seconds"},
+    {"NATTER_PUSH_PROVIDER_CONCURRENCY", CT_INT, F(push_provider_concurrency), "0", 0, 256, NULL, ROLE_WORKER, false,
+     "push provider calls one worker process makes to one provider at once (a provider that hangs holds at most"
+     " this many threads; pushes for it beyond wait and are retried); 0 = half of NATTER_WORKER_THREADS, at least 1"},
+    {"NATTER_PUSH_CA_FILE", CT_STR, F(push_ca_file), "", 0, 0, NULL, ROLE_WORKER, false,
+     "PEM file of the certificate authorities push providers' TLS certificates are checked against; empty = the"
+     " system's"},
+    {"NATTER_PUSH_FCM_CREDENTIALS", CT_STR, F(push_fcm_credentials), "", 0, 0, NULL, ROLE_WORKER, false,
+     "path of the Firebase service-account JSON file (project_id, client_email, private_key, token_uri) the FCM"
+     " provider signs its OAuth 2.0 assertions with; empty = FCM pushes disabled"},
+    {"NATTER_PUSH_FCM_URL", CT_STR, F(push_fcm_url), "https://fcm.googleapis.com", 0, 0, NULL, ROLE_WORKER, false,
+     "base URL of the FCM HTTP v1 API (messages:send is under /v1/projects/<project_id>/)"},
+    {"NATTER_PUSH_APNS_KEY_FILE", CT_STR, F(push_apns_key_file), "", 0, 0, NULL, ROLE_WORKER, false,
+     "path of the APNs token-auth signing key (.p8, PEM, P-256); empty = APNs pushes disabled"},
+    {"NATTER_PUSH_APNS_KEY_ID", CT_STR, F(push_apns_key_id), "", 0, 0, NULL, ROLE_WORKER, false,
+     "the APNs key's id (the JWT's kid); required with NATTER_PUSH_APNS_KEY_FILE"},
+    {"NATTER_PUSH_APNS_TEAM_ID", CT_STR, F(push_apns_team_id), "", 0, 0, NULL, ROLE_WORKER, false,
+     "the Apple developer team id (the JWT's iss); required with NATTER_PUSH_APNS_KEY_FILE"},
+    {"NATTER_PUSH_APNS_TOPIC", CT_STR, F(push_apns_topic), "", 0, 0, NULL, ROLE_WORKER, false,
+     "apns-topic: the app's bundle id; required with NATTER_PUSH_APNS_KEY_FILE"},
+    {"NATTER_PUSH_APNS_URL", CT_STR, F(push_apns_url), "https://api.push.apple.com", 0, 0, NULL, ROLE_WORKER, false,
+     "APNs base URL (HTTP/2): https://api.push.apple.com, or https://api.sandbox.push.apple.com for development"
+     " builds of the app"},
     {"NATTER_JOB_VISIBILITY_MS", CT_INT, F(job_visibility_ms), "30000", 500, 3600000, NULL, ROLE_WORKER, false,
      "a job unacknowledged this long (its worker died) is reclaimed by another worker, ms"},
     {"NATTER_JOB_MAX_ATTEMPTS", CT_INT, F(job_max_attempts), "8", 1, 100, NULL, ROLE_WORKER, false,
@@ -389,6 +415,17 @@ int config_load(struct config *cfg, enum config_role role, const char *(*getenv_
             goto fail;
         }
     }
+    if ((role & ROLE_WORKER) && *cfg->push_apns_key_file &&
+        (!*cfg->push_apns_key_id || !*cfg->push_apns_team_id || !*cfg->push_apns_topic)) {
+        *err = xasprintf(
+            "NATTER_PUSH_APNS_KEY_FILE: needs NATTER_PUSH_APNS_KEY_ID, NATTER_PUSH_APNS_TEAM_ID and"
+            " NATTER_PUSH_APNS_TOPIC");
+        goto fail;
+    }
+    if ((role & ROLE_WORKER) && normalise_url("NATTER_PUSH_FCM_URL", &cfg->push_fcm_url, err) < 0)
+        goto fail;
+    if ((role & ROLE_WORKER) && normalise_url("NATTER_PUSH_APNS_URL", &cfg->push_apns_url, err) < 0)
+        goto fail;
     if (!*cfg->database_url) {
         *err = xasprintf("NATTER_DATABASE_URL: must not be empty");
         goto fail;

@@ -50,25 +50,35 @@ struct config {
     int rate_chat_burst, rate_chat_per_min;
     int rate_member_burst, rate_member_per_min;
     int rate_attachment_burst, rate_attachment_per_min;
+    int rate_push_ack_burst, rate_push_ack_per_min;
     int rate_register_ip_burst, rate_register_ip_per_min;
     int rate_register_all_burst, rate_register_all_per_min;
-    int rate_table_buckets;    /* size of the in-process bucket table */
-    int typing_coalesce_ms;    /* repeats of a typing state within this are not sent on */
-    int worker_threads;        /* natter-worker threads */
-    char *push_webhook_url;    /* webhook provider endpoint, "" = none */
-    char *push_webhook_secret; /* HMAC key for X-Natter-Signature */
-    int push_timeout_ms;       /* total time of one provider call */
-    int push_coalesce_ms;      /* window in which a user's messages become one push */
-    int push_ttl;              /* seconds after which an undelivered push is dropped */
-    int job_visibility_ms;     /* a job idle this long in a dead worker is reclaimed */
-    int job_max_attempts;      /* then dead letters */
-    int job_retry_base_ms;     /* first retry delay; doubles, capped at 5 min */
-    int cleanup_interval;      /* seconds between runs of each cleanup task */
-    int inbox_retention;       /* seconds an inbox row is kept at most */
-    char *public_url;          /* api: how clients reach natter-api (embedded store URLs);
-                                  "" = http://<listen addr>:<port>, filled in by config_load */
-    char *store_url;           /* worker: how natter-worker reaches natter-api's embedded store */
-    char *s3_endpoint;         /* "" = the embedded store */
+    int rate_table_buckets;        /* size of the in-process bucket table */
+    int typing_coalesce_ms;        /* repeats of a typing state within this are not sent on */
+    int worker_threads;            /* natter-worker threads */
+    char *push_webhook_url;        /* webhook provider endpoint, "" = none */
+    char *push_webhook_secret;     /* HMAC key for X-Natter-Signature */
+    int push_timeout_ms;           /* total time of one provider call */
+    int push_coalesce_ms;          /* window in which a user's messages become one push */
+    int push_ttl;                  /* seconds after which an undelivered push is dropped */
+    int push_provider_concurrency; /* calls to one provider at once per worker process (0 = derived) */
+    char *push_ca_file;            /* CA bundle for providers' TLS, "" = the system's */
+    char *push_fcm_credentials;    /* path of the FCM service-account JSON, "" = no FCM */
+    char *push_fcm_url;            /* FCM API base URL */
+    char *push_apns_key_file;      /* path of the APNs .p8 key, "" = no APNs */
+    char *push_apns_key_id;        /* kid */
+    char *push_apns_team_id;       /* iss */
+    char *push_apns_topic;         /* apns-topic (bundle id) */
+    char *push_apns_url;           /* APNs base URL */
+    int job_visibility_ms;         /* a job idle this long in a dead worker is reclaimed */
+    int job_max_attempts;          /* then dead letters */
+    int job_retry_base_ms;         /* first retry delay; doubles, capped at 5 min */
+    int cleanup_interval;          /* seconds between runs of each cleanup task */
+    int inbox_retention;           /* seconds an inbox row is kept at most */
+    char *public_url;              /* api: how clients reach natter-api (embedded store URLs);
+                                      "" = http://<listen addr>:<port>, filled in by config_load */
+    char *store_url;               /* worker: how natter-worker reaches natter-api's embedded store */
+    char *s3_endpoint;             /* "" = the embedded store */
     char *s3_bucket;
     char *s3_region;
     char *s3_access_key;

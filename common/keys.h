@@ -34,9 +34,12 @@
 #define KEY_WORKERS_PREFIX "natter:workers:"         /* + pid@host: a live worker's heartbeat */
 
 /* push coalescing (workers/push.c) */
-#define KEY_PUSH_SEEN_PREFIX "natter:push:seen:"         /* + user:chat:seq: counted once */
-#define KEY_PUSH_PENDING_PREFIX "natter:push:pending:"   /* + user: counts waiting for a flush */
-#define KEY_PUSH_FLUSHING_PREFIX "natter:push:flushing:" /* + flush id: a flush taken, in progress */
-#define KEY_PUSH_SENT_PREFIX "natter:push:sent:"         /* + device:flush id: sent once */
+#define KEY_PUSH_SEEN_PREFIX "natter:push:seen:"           /* + user:chat:seq: counted once */
+#define KEY_PUSH_PENDING_PREFIX "natter:push:pending:"     /* + user: counts waiting for a flush */
+#define KEY_PUSH_FLUSHING_PREFIX "natter:push:flushing:"   /* + flush id: a flush taken, in progress */
+#define KEY_PUSH_SENT_PREFIX "natter:push:sent:"           /* + device:flush id: sent once */
+#define KEY_PUSH_BADGE_PREFIX "natter:push:badge:"         /* + user: a badge update waiting for its flush */
+#define KEY_PUSH_LASTBADGE_PREFIX "natter:push:lastbadge:" /* + device: the badge its last push carried */
+#define KEY_METRIC_PUSHES "natter:metrics:pushes"          /* hash "<provider>:<outcome>" -> pushes */
 
 #endif

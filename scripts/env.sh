@@ -21,8 +21,10 @@ NATTER_DEB_PACKAGES="build-essential pkg-config xz-utils patch libpq-dev libhire
 # checks /metrics with it); clang and its runtime build the fuzz harnesses (tests/fuzz/);
 # chromium, chromium-driver and python3-selenium run the web client in a real browser
 # (tests/api/test_web_client.py; the emoji font for its screenshots); haproxy runs
-# deploy/haproxy.cfg in front of three natter-api (tests/api/test_haproxy.py).
-NATTER_TEST_DEB_PACKAGES="prometheus clang libclang-rt-14-dev chromium chromium-driver python3-selenium fonts-noto-color-emoji haproxy"
+# deploy/haproxy.cfg in front of three natter-api (tests/api/test_haproxy.py);
+# python3-cryptography and python3-h2 make the fake FCM and APNs servers (test CA, JWT
+# signature checks, HTTP/2; tests/api/providerlib.py).
+NATTER_TEST_DEB_PACKAGES="prometheus clang libclang-rt-14-dev chromium chromium-driver python3-selenium fonts-noto-color-emoji haproxy python3-cryptography python3-h2"
 
 NATTER_PG_BIN=${NATTER_PG_BIN:-/usr/lib/postgresql/15/bin}
 NATTER_PG_PORT=5432 # only names the socket file (.s.PGSQL.5432); TCP is off

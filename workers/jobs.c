@@ -201,6 +201,7 @@ static void handle(struct wctx *w, const char *id, const char *raw, long long de
     int64_t enq_ms = json_integer_value(json_object_get(job, "enq_ms"));
     w->job_id = id;
     w->claimed_us = now_us();
+    w->retry_after_ms = 0;
     enum job_rc rc = push_run(w, job, err, sizeof err);
     w->job_id = NULL;
     switch (rc) {
@@ -216,6 +217,8 @@ static void handle(struct wctx *w, const char *id, const char *raw, long long de
         } else {
             json_object_set_new(job, "attempts", json_integer(attempts));
             int64_t delay = jobs_backoff_ms(w->cfg->job_retry_base_ms, attempts);
+            if (w->retry_after_ms > delay)
+                delay = w->retry_after_ms; /* the provider's Retry-After */
             if (jobs_schedule(w, job, delay) < 0) {
                 json_decref(job);
                 return; /* leave it pending: it will be reclaimed */
@@ -229,6 +232,13 @@ static void handle(struct wctx *w, const char *id, const char *raw, long long de
         break;
     case JOB_DEAD:
         jobs_dead_letter(w, raw, err, attempts + 1);
+        ack(w, id);
+        break;
+    case JOB_DEFER:
+        if (jobs_schedule(w, job, w->retry_after_ms) < 0) {
+            json_decref(job);
+            return; /* leave it pending: it will be reclaimed */
+        }
         ack(w, id);
         break;
     case JOB_ABANDON:

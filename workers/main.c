@@ -29,6 +29,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "periodic.h"
+#include "push.h"
 #include "redis.h"
 #include "util.h"
 #include "worker.h"
@@ -107,6 +108,10 @@ int main(int argc, char **argv)
     }
     log_set_level((enum log_level)log_level_parse(cfg.log_level));
 
+    if (push_providers_init(&cfg, &err) < 0) {
+        nlog(LOG_ERROR, "cannot start", json_pack("{s:s}", "error", err));
+        goto out;
+    }
     if (config_s3_secret(&cfg, &err) < 0) {
         nlog(LOG_ERROR, "cannot start", json_pack("{s:s}", "error", err));
         goto out;

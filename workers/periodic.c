@@ -8,6 +8,9 @@
  *   attachments_cleanup  pending attachments older than
  *                        NATTER_ATTACHMENT_PENDING_TTL: object, then row
  *   outbox_reconcile     push_outbox rows past due: enqueue again
+ *   push_covers_cleanup  what old pushes covered (push_covers, kept for
+ *                        POST /v1/devices/{id}/push-ack) past
+ *                        NATTER_PUSH_TTL plus a day
  *
  * Coordination through Redis: `natter:lock:<task>` (SET NX with a long
  * safety expiry) is held while a run lasts, and `natter:next:<task>` (expiry
@@ -185,11 +188,27 @@ static long long outbox_reconcile(struct periodic *p)
     return n;
 }
 
+/* a push is worthless after NATTER_PUSH_TTL; its ack may come a little later (a phone that was off) */
+static const char sql_covers_expired[] =
+    "WITH doomed AS (SELECT user_id, flush_id FROM push_covers"
+    "                WHERE created_at < now() - make_interval(secs => $1) LIMIT " BATCH
+    ")"
+    "DELETE FROM push_covers c USING doomed d WHERE c.user_id = d.user_id AND c.flush_id = d.flush_id";
+
+static long long push_covers_cleanup(struct periodic *p)
+{
+    char keep[24];
+    snprintf(keep, sizeof keep, "%d", p->cfg->push_ttl + 86400);
+    const char *vals[1] = {keep};
+    return batched(p, sql_covers_expired, 1, vals);
+}
+
 static const struct task tasks[] = {
     {"inbox_cleanup", 0, inbox_cleanup},
     {"tokens_cleanup", 0, tokens_cleanup},
     {"attachments_cleanup", 0, attachments_cleanup},
     {"outbox_reconcile", 2000, outbox_reconcile},
+    {"push_covers_cleanup", 0, push_covers_cleanup},
 };
 
 static const char release_script[] =

@@ -6,11 +6,10 @@
 #include "log.h"
 #include "push.h"
 
-static enum push_result log_send(struct wctx *w, const struct push_msg *m, char *err, size_t errlen)
+static enum push_result log_send(struct wctx *w, const struct push_msg *m, struct push_out *out)
 {
     (void)w;
-    (void)err;
-    (void)errlen;
+    (void)out;
     char *body = push_body(m);
     json_t *j = json_loads(body, 0, NULL);
     nlog(LOG_INFO, "push (log provider)", json_pack("{s:o}", "push", j ? j : json_null()));
@@ -18,4 +17,4 @@ static enum push_result log_send(struct wctx *w, const struct push_msg *m, char 
     return PUSH_OK;
 }
 
-const struct push_provider push_log = {"log", log_send};
+const struct push_provider push_log = {"log", NULL, log_send};

@@ -19,24 +19,6 @@
 #include "util.h"
 #include "worker.h"
 
-/* curl calls this about once a second during a transfer: keep our job */
-static int progress(void *ud, curl_off_t dlt, curl_off_t dln, curl_off_t ult, curl_off_t uln)
-{
-    (void)dlt;
-    (void)dln;
-    (void)ult;
-    (void)uln;
-    jobs_keepalive(ud);
-    return 0;
-}
-
-static size_t discard(char *p, size_t size, size_t n, void *ud)
-{
-    (void)p;
-    (void)ud;
-    return size * n;
-}
-
 /* hex HMAC-SHA256(secret, "<t>." + body) */
 static void sign(const char *secret, const char *t, const char *body, char out[65])
 {
@@ -50,13 +32,13 @@ static void sign(const char *secret, const char *t, const char *body, char out[6
     sodium_bin2hex(out, 65, mac, sizeof mac);
 }
 
-static enum push_result webhook_send(struct wctx *w, const struct push_msg *m, char *err, size_t errlen)
+static enum push_result webhook_send(struct wctx *w, const struct push_msg *m, struct push_out *out)
 {
     enum push_result res = PUSH_RETRY;
-    struct curl_slist *hdr = NULL;
+    struct push_http h = {0};
     char *body = NULL;
     if (!*w->cfg->push_webhook_url) {
-        snprintf(err, errlen, "webhook provider not configured (NATTER_PUSH_WEBHOOK_URL is empty)");
+        snprintf(out->err, out->errlen, "webhook provider not configured (NATTER_PUSH_WEBHOOK_URL is empty)");
         return PUSH_FAILED;
     }
     body = push_body(m);
@@ -65,46 +47,31 @@ static enum push_result webhook_send(struct wctx *w, const struct push_msg *m, c
     sign(w->cfg->push_webhook_secret, t, body, mac);
     snprintf(sig, sizeof sig, "X-Natter-Signature: t=%s,v1=%s", t, mac);
     snprintf(pid, sizeof pid, "X-Natter-Push-Id: %s", m->id);
-    hdr = curl_slist_append(hdr, "Content-Type: application/json");
-    hdr = curl_slist_append(hdr, sig);
-    hdr = curl_slist_append(hdr, pid);
-    hdr = curl_slist_append(hdr, "Expect:");
-
-    CURL *c = w->curl;
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, w->cfg->push_webhook_url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)w->cfg->push_timeout_ms);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "natter-worker");
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, w);
-    CURLcode cc = curl_easy_perform(c);
+    h.headers = curl_slist_append(h.headers, "Content-Type: application/json");
+    h.headers = curl_slist_append(h.headers, sig);
+    h.headers = curl_slist_append(h.headers, pid);
+    h.headers = curl_slist_append(h.headers, "Expect:");
+    CURLcode cc = push_http_post(w, w->cfg->push_webhook_url, body, strlen(body), false, &h);
     if (cc != CURLE_OK) {
-        snprintf(err, errlen, "webhook: %s", curl_easy_strerror(cc));
+        snprintf(out->err, out->errlen, "webhook: %s", curl_easy_strerror(cc));
         goto out;
     }
-    long code = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    if (code >= 200 && code < 300)
+    if (h.status >= 200 && h.status < 300)
         res = PUSH_OK;
-    else if (code == 404 || code == 410)
+    else if (h.status == 404 || h.status == 410)
         res = PUSH_INVALID_TOKEN;
-    else if (code == 429 || code >= 500)
+    else if (h.status == 429 || h.status >= 500)
         res = PUSH_RETRY;
     else
         res = PUSH_FAILED;
-    if (res != PUSH_OK)
-        snprintf(err, errlen, "webhook answered HTTP %ld", code);
+    if (res != PUSH_OK) {
+        out->retry_after_ms = h.retry_after_ms;
+        snprintf(out->err, out->errlen, "webhook answered HTTP %ld", h.status);
+    }
 out:
-    curl_slist_free_all(hdr);
+    push_http_free(&h);
     free(body);
     return res;
 }
 
-const struct push_provider push_webhook = {"webhook", webhook_send};
+const struct push_provider push_webhook = {"webhook", NULL, webhook_send};

@@ -5,7 +5,7 @@
  *   jobs.c      queue engine: read (XREADGROUP), reclaim (XAUTOCLAIM), ack,
  *               retry via the delayed set, dead letters, metrics
  *   push.c      the push jobs: push_message, push_flush, push_send
- *   push_*.c    providers (webhook, log); FCM/APNs are files of their own later
+ *   push_*.c    providers (webhook, log, fcm, apns) and what they share (push_http.c)
  *   periodic.c  cleanup tasks and the outbox reconciler, one runner at a time
  *   main.c      threads, signals, heartbeat, graceful stop
  */
@@ -33,6 +33,7 @@ struct wctx {
     char consumer[160];       /* consumer name in the group: host:pid:thread */
     const char *job_id;       /* stream id of the job being run, or NULL */
     uint64_t claimed_us;      /* when the job's claim was last renewed */
+    int64_t retry_after_ms;   /* set by a job that returns RETRY or DEFER: the least delay (0 = backoff) */
 };
 
 /* Outcome of running a job. */
@@ -41,6 +42,8 @@ enum job_rc {
     JOB_RETRY,   /* transient failure: retry later with backoff, then dead letter */
     JOB_DEAD,    /* permanent failure: dead letter now */
     JOB_ABANDON, /* our infrastructure failed (DB/Redis): leave it pending for reclaim */
+    JOB_DEFER,   /* not now (its provider's concurrency budget is taken): again after
+                    retry_after_ms, not counted as an attempt (the push TTL bounds it) */
 };
 
 /* Runs one job; err receives a reason for RETRY/DEAD. */

@@ -39,6 +39,14 @@ static const char sql_flush[] =
     "SELECT woken_user, woken_seq, woken_chat, woken_data, woken_at FROM natter_ack_batch($1::bigint[], $2::bigint[],"
     " $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])";
 
+static const char sql_push_flush[] =
+    "SELECT woken_user, woken_seq, woken_chat, woken_data, woken_at FROM natter_push_ack_batch($1::bigint[],"
+    " $2::bigint[], $3::bigint[])";
+
+struct push_ack {
+    int64_t user, chat, seq;
+};
+
 static const struct config *cfg;
 static const struct evmeta no_message = {0, 0}; /* receipts carry no message */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -46,6 +54,8 @@ static pthread_cond_t cv; /* CLOCK_MONOTONIC */
 static struct ack *ents;  /* [ACKS_MAX_PENDING], guarded by mu */
 static int32_t *slots;    /* [SLOTS]: index into ents, -1 empty */
 static size_t nents;
+static struct push_ack *pushes; /* [ACKS_MAX_PUSH], guarded by mu */
+static size_t npushes;
 static bool stopping, started;
 static pthread_t thread;
 static atomic_ullong flushes, flushed, dropped, failures, hinted;
@@ -165,6 +175,23 @@ void acks_record(int64_t user_id, int64_t device_id, int64_t since, const struct
         atomic_fetch_add(&dropped, 1); /* the device's next poll acks the range again */
 }
 
+bool acks_record_push(int64_t user_id, const int64_t *chats, const int64_t *seqs, size_t n)
+{
+    pthread_mutex_lock(&mu);
+    bool ok = started && !stopping && n <= ACKS_MAX_PUSH - npushes;
+    if (ok && n) {
+        bool first = nents == 0 && npushes == 0;
+        for (size_t i = 0; i < n; i++)
+            pushes[npushes++] = (struct push_ack){user_id, chats[i], seqs[i]};
+        if (first)
+            pthread_cond_signal(&cv);
+    }
+    pthread_mutex_unlock(&mu);
+    if (!ok)
+        atomic_fetch_add(&dropped, n);
+    return ok;
+}
+
 /* mu held: moves every pending ack into *out (owned, n entries). */
 static size_t take(struct ack **out)
 {
@@ -282,6 +309,92 @@ static bool flush(const struct ack *v, size_t n)
     return true;
 }
 
+/* One transaction for the push acks p[0..n); wake-ups after COMMIT. */
+static bool flush_pushes(const struct push_ack *p, size_t n)
+{
+    if (!db_session_open(&db, cfg->database_url))
+        return false;
+    int64_t *u = xmalloc(n * sizeof *u), *c = xmalloc(n * sizeof *c), *s = xmalloc(n * sizeof *s);
+    for (size_t i = 0; i < n; i++) {
+        u[i] = p[i].user;
+        c[i] = p[i].chat;
+        s[i] = p[i].seq;
+    }
+    char *arrays[3] = {db_id_array(u, n), db_id_array(c, n), db_id_array(s, n)};
+    free(u);
+    free(c);
+    free(s);
+    struct wake *wakes = NULL;
+    size_t nwakes = 0;
+    bool ok = exec_ok("BEGIN");
+    if (ok) {
+        const char *vals[3] = {arrays[0], arrays[1], arrays[2]};
+        PGresult *res = db_session_exec(&db, sql_push_flush, 3, vals);
+        ok = db_res_ok(res);
+        if (ok) {
+            nwakes = (size_t)PQntuples(res);
+            wakes = xmalloc((nwakes ? nwakes : 1) * sizeof *wakes);
+            for (size_t i = 0; i < nwakes; i++)
+                wakes[i] = (struct wake){db_i64(res, (int)i, 0), db_i64(res, (int)i, 1),
+                                         evbody_new("receipt", db_i64(res, (int)i, 2), PQgetvalue(res, (int)i, 4),
+                                                    PQgetvalue(res, (int)i, 3), (size_t)PQgetlength(res, (int)i, 3),
+                                                    &no_message)};
+        } else {
+            nlog(LOG_WARN, "push ack flush failed (kept for the next one)",
+                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db.conn)));
+        }
+        PQclear(res);
+    }
+    ok = ok && exec_ok("COMMIT");
+    for (int i = 0; i < 3; i++)
+        free(arrays[i]);
+    if (!ok) {
+        if (PQstatus(db.conn) != CONNECTION_OK || !exec_ok("ROLLBACK"))
+            db_session_close(&db);
+        wakes_unref(wakes, nwakes);
+        free(wakes);
+        return false;
+    }
+    if (nwakes) {
+        bus_wake_local(wakes, nwakes);
+        bus_publish_wakes(wakes, nwakes);
+    }
+    wakes_unref(wakes, nwakes);
+    free(wakes);
+    return true;
+}
+
+/* Takes and flushes the pending push acks; false when it failed (given back
+ * as far as there is room). */
+static bool flush_pending_pushes(void)
+{
+    pthread_mutex_lock(&mu);
+    size_t n = npushes;
+    struct push_ack *p = n ? xmalloc(n * sizeof *p) : NULL;
+    if (n)
+        memcpy(p, pushes, n * sizeof *p);
+    npushes = 0;
+    pthread_mutex_unlock(&mu);
+    if (n == 0)
+        return true;
+    bool ok = flush_pushes(p, n);
+    if (ok) {
+        atomic_fetch_add(&flushes, 1);
+        atomic_fetch_add(&flushed, n);
+    } else {
+        atomic_fetch_add(&failures, 1);
+        pthread_mutex_lock(&mu);
+        size_t room = ACKS_MAX_PUSH - npushes, back = n < room ? n : room;
+        memcpy(pushes + npushes, p, back * sizeof *p);
+        npushes += back;
+        pthread_mutex_unlock(&mu);
+        if (back < n)
+            atomic_fetch_add(&dropped, n - back);
+    }
+    free(p);
+    return ok;
+}
+
 /* Takes and flushes what is pending; false when it failed (given back). */
 static bool flush_pending(void)
 {
@@ -289,8 +402,9 @@ static bool flush_pending(void)
     pthread_mutex_lock(&mu);
     size_t n = take(&v);
     pthread_mutex_unlock(&mu);
+    bool pushed = flush_pending_pushes();
     if (n == 0)
-        return true;
+        return pushed;
     bool ok = flush(v, n);
     if (ok) {
         size_t h = 0;
@@ -304,7 +418,7 @@ static bool flush_pending(void)
         give_back(v, n);
     }
     free(v);
-    return ok;
+    return ok && pushed;
 }
 
 static void deadline_in(struct timespec *ts, long ms)
@@ -323,7 +437,7 @@ static void *flusher(void *arg)
     (void)arg;
     for (;;) {
         pthread_mutex_lock(&mu);
-        while (nents == 0 && !stopping)
+        while (nents == 0 && npushes == 0 && !stopping)
             pthread_cond_wait(&cv, &mu);
         /* gather for ack_flush_ms (a failed flush waits as long before its retry) */
         struct timespec until;
@@ -339,10 +453,11 @@ static void *flusher(void *arg)
     for (int i = 0; i < STOP_ATTEMPTS && !flush_pending(); i++) {
     }
     pthread_mutex_lock(&mu);
-    if (nents) {
+    if (nents || npushes) {
         nlog(LOG_WARN, "acks not flushed at shutdown (the devices ack again on their next poll)",
-             json_pack("{s:I}", "devices", (json_int_t)nents));
+             json_pack("{s:I,s:I}", "devices", (json_int_t)nents, "push_acks", (json_int_t)npushes));
         nents = 0;
+        npushes = 0;
     }
     pthread_mutex_unlock(&mu);
     db_session_close(&db);
@@ -361,13 +476,17 @@ int acks_start(const struct config *c)
     slots = xmalloc(SLOTS * sizeof *slots);
     memset(slots, 0xff, SLOTS * sizeof *slots); /* -1 */
     nents = 0;
+    pushes = xmalloc(ACKS_MAX_PUSH * sizeof *pushes);
+    npushes = 0;
     stopping = false;
     if (pthread_create(&thread, NULL, flusher, NULL) != 0) {
         nlog(LOG_ERROR, "cannot start the ack flusher", NULL);
         free(ents);
         free(slots);
+        free(pushes);
         ents = NULL;
         slots = NULL;
+        pushes = NULL;
         pthread_cond_destroy(&cv);
         return -1;
     }
@@ -392,7 +511,9 @@ void acks_stop(void)
     pthread_mutex_unlock(&mu);
     free(ents);
     free(slots);
+    free(pushes);
     ents = NULL;
     slots = NULL;
+    pushes = NULL;
     pthread_cond_destroy(&cv);
 }

@@ -16,6 +16,8 @@
 #ifndef NATTER_ACKS_H
 #define NATTER_ACKS_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "hub.h"
@@ -24,6 +26,7 @@ struct config;
 
 #define ACKS_MAX_PENDING 65536 /* devices with an unflushed ack; more are dropped (and counted) */
 #define ACKS_MAX_HINTS 16      /* message events a pending ack may describe (else the flush reads them) */
+#define ACKS_MAX_PUSH 16384    /* pending (user, chat, seq) entries of push acks; more are refused */
 
 /* Starts the flusher (its own PostgreSQL connection). 0 or -1. */
 int acks_start(const struct config *cfg);
@@ -34,6 +37,14 @@ void acks_stop(void);
  * covers, from memory (hub.h): with them the flush reads neither the inbox
  * nor the messages for this device. */
 void acks_record(int64_t user_id, int64_t device_id, int64_t since, const struct ack_hints *hints);
+
+/* A phone acknowledged a push (POST /v1/devices/{id}/push-ack) that covered,
+ * per chat chats[i], the messages up to seqs[i]: the next flush moves the
+ * user's delivered markers there and writes the `delivered` receipts, as a
+ * poll ack does (natter_push_ack_batch, migrations/013, in a transaction of
+ * its own after the poll acks'). false when the table has no room for n more
+ * (the caller answers 503: the phone acks again). */
+bool acks_record_push(int64_t user_id, const int64_t *chats, const int64_t *seqs, size_t n);
 
 unsigned long long acks_flushes(void);        /* transactions that committed */
 unsigned long long acks_flushed(void);        /* device acks they carried */

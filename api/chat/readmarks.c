@@ -12,6 +12,7 @@
 #include "chat_sql.h"
 #include "db.h"
 #include "http.h"
+#include "jobs.h"
 #include "log.h"
 #include "util.h"
 #include "wake.h"
@@ -25,6 +26,13 @@ static const char sql_unread[] = "SELECT b.i, cm.last_read_seq, " CHAT_SQL_UNREA
                                  " JOIN chat_members cm ON cm.chat_id = b.chat AND cm.user_id = b.usr";
 
 static struct pipeline *pipe_reads;
+static struct redis_pool *redis;
+
+/* What the courier enqueues after a batch: one push_badge job per read. */
+struct badge_post {
+    int64_t *users, *devices, *chats;
+    size_t n;
+};
 static const struct evmeta no_message = {0, 0}; /* receipts carry no message */
 
 static enum read_status status_of(const char *s)
@@ -137,8 +145,39 @@ static bool commit_reads(struct db_session *db, struct pipe_item **items, size_t
         free(wakes);
         return false;
     }
-    *out = (struct pipe_result){wakes, nwakes, NULL};
+    struct badge_post *bp = xcalloc(1, sizeof *bp);
+    bp->users = xmalloc(n * sizeof *bp->users);
+    bp->devices = xmalloc(n * sizeof *bp->devices);
+    bp->chats = xmalloc(n * sizeof *bp->chats);
+    for (size_t i = 0; i < n; i++) {
+        struct read_op *op = (struct read_op *)items[i];
+        if (op->status == READ_OK && op->device_id > 0) {
+            bp->users[bp->n] = op->user_id;
+            bp->devices[bp->n] = op->device_id;
+            bp->chats[bp->n++] = op->chat_id;
+        }
+    }
+    *out = (struct pipe_result){wakes, nwakes, bp};
     return true;
+}
+
+static void badge_post_free(void *p)
+{
+    struct badge_post *bp = p;
+    free(bp->users);
+    free(bp->devices);
+    free(bp->chats);
+    free(bp);
+}
+
+/* pipe_ops.post: the badge updates (Redis down: they are skipped; the next
+ * message push carries the badge anyway). */
+static void badge_post_run(void *p)
+{
+    struct badge_post *bp = p;
+    if (redis)
+        jobs_push_badges(redis, bp->users, bp->devices, bp->chats, bp->n);
+    badge_post_free(bp);
 }
 
 static void read_unavailable(struct pipe_item *it)
@@ -159,10 +198,13 @@ static const struct pipe_ops ops = {
     .commit = commit_reads,
     .unavailable = read_unavailable,
     .done = read_done,
+    .post = badge_post_run,
+    .post_free = badge_post_free,
 };
 
-int readmarks_start(const struct config *cfg)
+int readmarks_start(const struct config *cfg, struct redis_pool *rp)
 {
+    redis = rp;
     pipe_reads = pipeline_start(&ops, cfg, 1);
     return pipe_reads ? 0 : -1;
 }

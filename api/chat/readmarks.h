@@ -6,7 +6,9 @@
  * `receipt` per moved marker to the reader and to the senders it covers,
  * member rows then users locked in the global order), the unread counts of
  * the batch in one query, COMMIT. Then the wake-ups carry the receipts and
- * each request's `done` replies.
+ * each request's `done` replies; after them the courier enqueues one
+ * push_badge job per read (common/jobs.h): the reader's other devices that
+ * are not polling get a silent badge update (workers/push.c).
  */
 #ifndef NATTER_READMARKS_H
 #define NATTER_READMARKS_H
@@ -17,6 +19,7 @@
 #include "pipeline.h"
 
 struct config;
+struct redis_pool;
 
 #define READMARKS_MAX_BATCH 256 /* read markers per transaction */
 
@@ -30,6 +33,7 @@ enum read_status {
 struct read_op {
     struct pipe_item it; /* it.r: the request; filled by readmarks_submit */
     int64_t chat_id, user_id, seq;
+    int64_t device_id; /* the reader's device (its other devices get the badge update) */
     /* runs on the committer thread once the outcome is known; must reply */
     void (*done)(struct read_op *op);
     /* the outcome */
@@ -37,7 +41,8 @@ struct read_op {
     int64_t last_read_seq, unread, unread_mentions;
 };
 
-int readmarks_start(const struct config *cfg);
+/* rp: where the push_badge jobs go (borrowed for the pipeline's life). */
+int readmarks_start(const struct config *cfg, struct redis_pool *rp);
 void readmarks_stop(void);
 void readmarks_free(void);
 /* Hands r to the pipeline; false when it is full or stopping (the caller

@@ -1,9 +1,14 @@
 /*
- * devices.c — the caller's signed-in devices: list and revoke.
+ * devices.c — the caller's signed-in devices: list and revoke, where their
+ * pushes go, and the acks of pushes they got (push-ack: delivered receipts
+ * for a phone that never opened the app, through chat/acks.h).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "acks.h"
+#include "apilimits.h"
 #include "bus.h"
 #include "db.h"
 #include "http.h"
@@ -84,6 +89,18 @@ int devices_revoke(struct req *r)
     return reply_empty(r, 204);
 }
 
+/* APNs device tokens are hex (32 bytes today; Apple says not to rely on the length). */
+static bool apns_token_ok(const char *t)
+{
+    size_t n = strlen(t);
+    if (n < 16 || n > 200)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f') || (t[i] >= 'A' && t[i] <= 'F')))
+            return false;
+    return true;
+}
+
 /* PUT /v1/devices/{id}/push {"provider", "token"}: where this device's pushes go. */
 int devices_set_push(struct req *r)
 {
@@ -91,7 +108,7 @@ int devices_set_push(struct req *r)
         {"provider", JT_STRING, 1, 1, 32, 0},
         {"token", JT_STRING, 1, 1, 4096, JF_NO_CONTROL},
     };
-    static const char *const providers[] = {"webhook", "log"};
+    static const char *const providers[] = {"webhook", "log", "fcm", "apns"};
     struct jsonv_error e;
     int64_t id;
     char u[24], d[24];
@@ -105,8 +122,12 @@ int devices_set_push(struct req *r)
         known = known || strcmp(provider, providers[i]) == 0;
     if (!known)
         return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", "provider"),
-                                 "provider must be one of: webhook, log");
-    const char *vals[4] = {u, d, provider, json_string_value(json_object_get(r->json, "token"))};
+                                 "provider must be one of: webhook, log, fcm, apns");
+    const char *token = json_string_value(json_object_get(r->json, "token"));
+    if (strcmp(provider, "apns") == 0 && !apns_token_ok(token))
+        return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", "token"),
+                                 "an apns token is the device token in hex (16 to 200 hex digits)");
+    const char *vals[4] = {u, d, provider, token};
     PGresult *res = req_sql(r, NULL, sql_set_push, 4, vals);
     if (!res)
         return -1;
@@ -128,5 +149,89 @@ int devices_clear_push(struct req *r)
         return -1;
     if (PQntuples(res) != 1)
         return reply_problem(r, 404, "device_not_found", "no such device");
+    return reply_empty(r, 204);
+}
+
+/* What a push covered (workers/push.c writes it before sending). */
+static const char sql_covers[] =
+    "SELECT c.chat_ids, c.seqs FROM push_covers c"
+    " WHERE c.user_id = $1 AND c.flush_id = $3"
+    "   AND EXISTS (SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.id = $2 AND d.revoked_at IS NULL)";
+static const char sql_device_live[] = "SELECT 1 FROM devices WHERE user_id = $1 AND id = $2 AND revoked_at IS NULL";
+
+/* A push id is "<flush id: 1..64 lower-case hex>-<device id>": the flush id
+ * into flush (at least 65 bytes), false when it is not one. */
+static bool parse_push_id(const char *pid, char *flush, int64_t *device)
+{
+    const char *dash = strrchr(pid, '-');
+    if (!dash || dash == pid || dash - pid > 64 || !parse_i64(dash + 1, device) || *device <= 0)
+        return false;
+    for (const char *p = pid; p < dash; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    memcpy(flush, pid, (size_t)(dash - pid));
+    flush[dash - pid] = '\0';
+    return true;
+}
+
+/* Parses a '{1,2,3}' bigint[] into at most max values; the count. */
+static size_t id_array(const char *s, int64_t *out, size_t max)
+{
+    size_t n = 0;
+    for (const char *p = s; *p && n < max;) {
+        if (*p == '{' || *p == ',' || *p == '}') {
+            p++;
+            continue;
+        }
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (end == p)
+            break;
+        out[n++] = v;
+        p = end;
+    }
+    return n;
+}
+
+/* POST /v1/devices/{id}/push-ack {"push_id"}: the device got that push. The
+ * messages it covered count as delivered to the user: the ack goes to the
+ * ack flusher like a poll's (acks_record_push). Idempotent (markers only move
+ * forward); only the device's own pushes (the id names the device). */
+int devices_push_ack(struct req *r)
+{
+    static const struct jfield fields[] = {{"push_id", JT_STRING, 1, 1, 96, JF_NO_CONTROL}};
+    struct jsonv_error e;
+    int64_t id, named;
+    char u[24], d[24], flush[65];
+    if (limit_take(r, LIMIT_PUSH_ACK) < 0)
+        return -1;
+    if (device_param(r, &id, u, d) < 0)
+        return -1;
+    if (jsonv_check(r->json, fields, JSONV_COUNT(fields), &e) < 0)
+        return reply_invalid(r, &e);
+    const char *pid = json_string_value(json_object_get(r->json, "push_id"));
+    if (!parse_push_id(pid, flush, &named))
+        return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", "push_id"),
+                                 "push_id is not a push id (\"<hex>-<device id>\", as the push carried it)");
+    const char *vals[3] = {u, d, flush};
+    PGresult *res = req_sql(r, NULL, sql_covers, 3, vals);
+    if (!res)
+        return -1;
+    if (PQntuples(res) != 1 || named != id) {
+        PGresult *dev = req_sql(r, NULL, sql_device_live, 2, vals);
+        if (!dev)
+            return -1;
+        if (PQntuples(dev) != 1)
+            return reply_problem(r, 404, "device_not_found", "no such device");
+        return reply_problem(r, 404, "push_not_found",
+                             "no push with this id was sent to this device (or it is older than the push TTL)");
+    }
+    int64_t chats[256], seqs[256];
+    size_t nc = id_array(PQgetvalue(res, 0, 0), chats, 256), ns = id_array(PQgetvalue(res, 0, 1), seqs, 256);
+    size_t n = nc < ns ? nc : ns;
+    if (!acks_record_push(r->user_id, chats, seqs, n)) {
+        req_add_header(r, "Retry-After", "1");
+        return reply_problem(r, 503, "service_unavailable", "too many acks are waiting to be written; retry shortly");
+    }
     return reply_empty(r, 204);
 }

@@ -52,6 +52,27 @@ int health_ready(struct req *r)
     return reply_problem_ext(r, 503, "not_ready", json_pack("{s:o}", "checks", checks), "a dependency is down");
 }
 
+/* natter_pushes_total{provider, outcome} from the hash "<provider>:<outcome>"
+ * -> count the workers keep (workers/push.c); names are ours, but only
+ * [a-z_] ones are written out, so a stray field cannot break the format. */
+static void push_outcomes(struct strbuf *sb, const redisReply *h)
+{
+    strbuf_printf(sb,
+                  "# HELP natter_pushes_total Pushes by provider and outcome (sent, retried, token_removed,"
+                  " failed, deferred, expired).\n# TYPE natter_pushes_total counter\n");
+    for (size_t i = 0; h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2) {
+        const char *f = h->element[i]->str, *colon = f ? strchr(f, ':') : NULL;
+        if (!colon || colon == f || colon - f > 32 || strlen(colon + 1) > 32 || !colon[1])
+            continue;
+        bool clean = true;
+        for (const char *p = f; *p; p++)
+            clean = clean && (p == colon || (*p >= 'a' && *p <= 'z') || *p == '_');
+        if (clean)
+            strbuf_printf(sb, "natter_pushes_total{provider=\"%.*s\",outcome=\"%s\"} %lld\n", (int)(colon - f), f,
+                          colon + 1, atoll(h->element[i + 1]->str));
+    }
+}
+
 /* The job queue's figures, written to Redis by every worker process, so one
  * scrape here covers the whole pool. Redis down: the section is left out. */
 static void jobs_metrics(struct app *a, struct strbuf *sb)
@@ -68,9 +89,10 @@ static void jobs_metrics(struct app *a, struct strbuf *sb)
                           "jobs_retried_total " JOBS_METRIC_PREFIX "jobs_dead_total " JOBS_METRIC_PREFIX
                           "pushes_sent_total");
     redisAppendCommand(c, "HGETALL " JOBS_LATENCY_HASH);
-    redisReply *rep[6] = {0};
+    redisAppendCommand(c, "HGETALL " KEY_METRIC_PUSHES);
+    redisReply *rep[7] = {0};
     bool ok = true;
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         if (redisGetReply(c, (void **)&rep[i]) != REDIS_OK || !rep[i])
             ok = false;
     redis_release(a->redis, c, !ok);
@@ -128,8 +150,9 @@ static void jobs_metrics(struct app *a, struct strbuf *sb)
                 count = atoll(h->element[i + 1]->str);
         }
         strbuf_printf(sb, "natter_job_latency_seconds_sum %.6f\nnatter_job_latency_seconds_count %lld\n", sum, count);
+        push_outcomes(sb, rep[6]);
     }
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         if (rep[i])
             freeReplyObject(rep[i]);
 }

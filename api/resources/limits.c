@@ -44,6 +44,8 @@ static const struct limit_def {
                       offsetof(struct config, rate_member_per_min)},
     [LIMIT_ATTACHMENT] = {"attachment", "user", "attachment requests", offsetof(struct config, rate_attachment_burst),
                           offsetof(struct config, rate_attachment_per_min)},
+    [LIMIT_PUSH_ACK] = {"push_ack", "user", "push acks", offsetof(struct config, rate_push_ack_burst),
+                        offsetof(struct config, rate_push_ack_per_min)},
     [LIMIT_REGISTER_IP] = {"register", "address", "registrations from this address",
                            offsetof(struct config, rate_register_ip_burst),
                            offsetof(struct config, rate_register_ip_per_min)},

@@ -58,6 +58,7 @@ int chats_read(struct req *r)
     *op = (struct read_op){
         .chat_id = chat_id,
         .user_id = r->user_id,
+        .device_id = r->device_id,
         .seq = json_integer_value(json_object_get(r->json, "seq")),
         .done = read_done,
     };

@@ -27,6 +27,7 @@ int devices_list(struct req *r);
 int devices_revoke(struct req *r);
 int devices_set_push(struct req *r);
 int devices_clear_push(struct req *r);
+int devices_push_ack(struct req *r);
 
 /* chats.c */
 int chats_create(struct req *r);

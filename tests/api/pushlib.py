@@ -67,7 +67,7 @@ FAST_WORKER_ENV = {
     "NATTER_PUSH_TIMEOUT_MS": str(PUSH_TIMEOUT_MS),
 }
 
-PUSH_BODY_KEYS = {"id", "user_id", "device_id", "token", "platform", "count", "chat_id",
+PUSH_BODY_KEYS = {"id", "kind", "user_id", "device_id", "token", "platform", "count", "chat_id",
                   "seq", "badge", "sent_at"}
 
 JOB_METRICS = ("natter_jobs_queue_depth", "natter_jobs_pending", "natter_jobs_delayed",
@@ -393,6 +393,7 @@ def check_push_body(req: PushRequest) -> dict:
         assert isinstance(body[key], int) and not isinstance(body[key], bool), \
             f"{key} is not an integer: {req.summary()}"
     assert isinstance(body["token"], str) and isinstance(body["platform"], str), req.summary()
+    assert body["kind"] in ("messages", "badge"), f"kind {body['kind']!r}: {req.summary()}"
     assert isinstance(body["sent_at"], str) and RFC3339_UTC_RE.match(body["sent_at"]), \
         f"sent_at is not RFC 3339 UTC: {req.summary()}"
     assert_signed(req)

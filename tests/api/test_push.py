@@ -203,7 +203,7 @@ def test_put_push_token(client):
 
 
 @pytest.mark.parametrize("body, field", [
-    ({"provider": "fcm", "token": "tok-1"}, "provider"),
+    ({"provider": "gcm", "token": "tok-1"}, "provider"),
     ({"provider": "", "token": "tok-1"}, "provider"),
     ({"provider": 1, "token": "tok-1"}, "provider"),
     ({"token": "tok-1"}, "provider"),
