@@ -21,6 +21,7 @@ SELECT create_distributed_table('users', 'id', colocate_with => 'none');
 SELECT create_distributed_table('devices', 'user_id', colocate_with => 'users');
 SELECT create_distributed_table('refresh_tokens', 'user_id', colocate_with => 'users');
 SELECT create_distributed_table('inbox', 'user_id', colocate_with => 'users');
+SELECT create_distributed_table('push_covers', 'user_id', colocate_with => 'users');
 
 -- lookup tables, keyed by what must be unique
 SELECT create_distributed_table('usernames', 'name_lower', colocate_with => 'none');
