@@ -32,6 +32,7 @@ enum limit_kind {
     LIMIT_CHAT,         /* POST chats, PATCH a chat (rename) */
     LIMIT_MEMBER,       /* add, remove, change the role of members */
     LIMIT_ATTACHMENT,   /* POST attachments (an upload URL) */
+    LIMIT_SEARCH,       /* GET search (PostgreSQL full-text queries) */
     LIMIT_REGISTER_IP,  /* registrations per client address */
     LIMIT_REGISTER_ALL, /* registrations over all addresses */
     LIMIT_COUNT

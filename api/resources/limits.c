@@ -18,6 +18,7 @@
 #include "config.h"
 #include "http.h"
 #include "membership.h"
+#include "msgsearch.h"
 #include "ratelimit.h"
 #include "resources.h"
 #include "util.h"
@@ -44,6 +45,8 @@ static const struct limit_def {
                       offsetof(struct config, rate_member_per_min)},
     [LIMIT_ATTACHMENT] = {"attachment", "user", "attachment requests", offsetof(struct config, rate_attachment_burst),
                           offsetof(struct config, rate_attachment_per_min)},
+    [LIMIT_SEARCH] = {"search", "user", "searches", offsetof(struct config, rate_search_burst),
+                      offsetof(struct config, rate_search_per_min)},
     [LIMIT_REGISTER_IP] = {"register", "address", "registrations from this address",
                            offsetof(struct config, rate_register_ip_burst),
                            offsetof(struct config, rate_register_ip_per_min)},
@@ -140,5 +143,10 @@ int limits_get(struct req *r)
         "max_emoji_chars", EMOJI_MAX_CHARS, "typing", "coalesce_ms", cfg->typing_coalesce_ms, "login", "window_seconds",
         cfg->login_window, "max_failures_per_username_address", cfg->login_max_per_user, "max_failures_per_address",
         cfg->login_max_per_ip, "scope", "all instances", "rates", rates);
+    json_object_set_new(json_object_get(body, "pages"), "search",
+                        json_pack("{s:i,s:i}", "default", SEARCH_PAGE_DEFAULT, "max", SEARCH_PAGE_MAX));
+    json_object_set_new(body, "search",
+                        json_pack("{s:i,s:i,s:i}", "max_query_chars", SEARCH_QUERY_MAX_CHARS, "timeout_ms",
+                                  cfg->search_timeout_ms, "max_concurrent", cfg->search_max_concurrent));
     return reply_json(r, 200, body);
 }

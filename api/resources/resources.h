@@ -49,6 +49,8 @@ int messages_list(struct req *r);
 int messages_get(struct req *r);
 int messages_edit(struct req *r);
 int messages_delete(struct req *r);
+/* search.c */
+int search_messages(struct req *r);
 /* reactions.c */
 int reactions_put(struct req *r);
 int reactions_delete(struct req *r);
