@@ -6,10 +6,13 @@ Every test searches for words made up for it (`word()`), so the shared database'
 messages never match."""
 import random
 import string
+import subprocess
+import threading
 
 from chatlib import (add_members, delete_message_raw, edit_raw, make_direct, make_group,
                      new_users, remove_member, send)
-from natterlib import Client, assert_problem, assert_status, psql, psql_int
+from natterlib import (Client, assert_problem, assert_status, need_env, psql, psql_int,
+                       wait_for)
 
 SEARCH = "/v1/search"
 
@@ -306,6 +309,47 @@ def test_search_timeout_answers_503(start_api, spec):
         assert limits["search"]["timeout_ms"] == 1
     finally:
         psql("DELETE FROM messages WHERE chat_id = $1::bigint", cid)
+    srv.stop()
+    srv.assert_clean_exit()
+
+
+def test_search_concurrency_is_bounded(start_api, spec):
+    """With NATTER_SEARCH_MAX_CONCURRENT=1, a second search while one is running gets 503
+    service_unavailable with Retry-After at once, and the first one still answers 200.
+    (The first is held by a lock on messages that a psql session takes and releases.)"""
+    srv = start_api(NATTER_SEARCH_MAX_CONCURRENT="1", NATTER_SEARCH_TIMEOUT_MS="60000")
+    client = Client(srv.base_url, spec)
+    (a, ta), (b, tb) = new_users(client, 2)
+    cid = make_direct(client, ta, b["id"])["id"]
+    w = word()
+    m = send(client, ta, cid, w)
+    locker = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
+                               need_env("NATTER_TEST_DATABASE_URL")],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    first = {}
+    try:
+        locker.stdin.write("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE;\n"
+                           "SELECT 'locked';\n")
+        locker.stdin.flush()
+        wait_for(lambda: psql_int("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                                  " WHERE c.relname = 'messages' AND l.mode = 'AccessExclusiveLock'"
+                                  " AND l.granted") == 1, 60, "the lock on messages")
+        t = threading.Thread(target=lambda: first.update(r=search_raw(Client(srv.base_url, spec), ta, w)))
+        t.start()
+        wait_for(lambda: psql_int("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                  " AND query LIKE '%ts_headline%'") >= 1, 60, "the first search to wait")
+        r = search_raw(client, tb, w)
+        assert_problem(r, 503, "service_unavailable")
+        assert int(r.headers["Retry-After"]) >= 1
+    finally:
+        locker.stdin.write("COMMIT;\n")
+        locker.stdin.close()
+        locker.wait(timeout=60)
+    t.join(timeout=60)
+    assert not t.is_alive()
+    assert_status(first["r"], 200)
+    assert [(h["chat_id"], h["seq"]) for h in first["r"].json()["results"]] == [(cid, m["seq"])]
+    assert hits(client, tb, w) == [(cid, m["seq"])]  # the slot was given back
     srv.stop()
     srv.assert_clean_exit()
 
