@@ -136,7 +136,9 @@ static int serve(struct config *cfg)
         .routes = routes,
         .nroutes = routes_count,
         .authenticate = auth_authenticate,
-        .admit = auth_admit,
+        .admit = limits_admit,
+        .slow_threads = cfg->search_max_concurrent,
+        .slow_queue = cfg->search_max_concurrent,
         .raw = config_embedded_store(cfg) ? &blob_handler : NULL,
         .before_stop = before_stop,
     };

@@ -88,9 +88,9 @@ static const struct config_item items[] = {
     {"NATTER_SEARCH_TIMEOUT_MS", CT_INT, F(search_timeout_ms), "3000", 1, 60000, NULL, ROLE_API, false,
      "longest a message search (GET /v1/search) may run in PostgreSQL before it is cancelled and answered 503"
      " search_timeout, ms"},
-    {"NATTER_SEARCH_MAX_CONCURRENT", CT_INT, F(search_max_concurrent), "4", 1, 1000, NULL, ROLE_API, false,
-     "message searches running at once in one natter-api process (each holds an HTTP thread and a database"
-     " connection); more get 503 service_unavailable"},
+    {"NATTER_SEARCH_MAX_CONCURRENT", CT_INT, F(search_max_concurrent), "4", 1, 256, NULL, ROLE_API, false,
+     "message searches running at once in one natter-api process, each on a thread of its own (never an HTTP"
+     " thread) with a database connection; as many more may wait, past that 503 service_unavailable"},
     {"NATTER_HASH_THREADS", CT_INT, F(hash_threads), "2", 1, 64, NULL, ROLE_API, false,
      "password-hashing threads (off the HTTP threads)"},
     {"NATTER_HASH_QUEUE", CT_INT, F(hash_queue), "64", 1, 100000, NULL, ROLE_API, false,

@@ -39,7 +39,7 @@ struct config {
     int db_pool_size;          /* PostgreSQL connections per process */
     int db_pool_timeout_ms;    /* wait for a free connection before 503 */
     int search_timeout_ms;     /* statement timeout of one search (GET /v1/search) */
-    int search_max_concurrent; /* searches running at once per process, then 503 */
+    int search_max_concurrent; /* search threads per process (as many may wait, then 503) */
     int hash_threads;          /* password hashing threads */
     int hash_queue;            /* max requests waiting for a hashing thread */
     int hash_register_threads; /* hashing threads registrations may hold at once */

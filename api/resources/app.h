@@ -6,7 +6,6 @@
 #ifndef NATTER_APP_H
 #define NATTER_APP_H
 
-#include <stdatomic.h>
 #include <stddef.h>
 
 struct config;
@@ -22,7 +21,6 @@ struct app {
     const char *openapi;      /* embedded spec */
     size_t openapi_len;
     char instance_id[17]; /* random per process: tells our own pub/sub messages apart */
-    atomic_int searches;  /* GET /v1/search running now (resources/search.c) */
 };
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "apilimits.h"
 #include "app.h"
+#include "auth.h"
 #include "config.h"
 #include "http.h"
 #include "membership.h"
@@ -99,6 +100,13 @@ void limit_refund(struct req *r, enum limit_kind k)
 {
     struct rl_rate rt = rate_of(r->app->cfg, k);
     rl_refund(r->app->limits, key_of(r, k), &rt, rl_now());
+}
+
+int limits_admit(struct req *r)
+{
+    if (r->route->handler == search_messages)
+        return limit_take(r, LIMIT_SEARCH);
+    return auth_admit(r);
 }
 
 /* ======================================================================

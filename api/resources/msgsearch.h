@@ -26,11 +26,11 @@
 /* Why a q was refused (search_query_parse). */
 enum sq_status {
     SQ_OK,
-    SQ_EMPTY,              /* nothing but white space */
-    SQ_TOO_LONG,           /* past SEARCH_QUERY_MAX_CHARS */
-    SQ_ENCODING,           /* not UTF-8 */
-    SQ_CONTROL,            /* a control character (tab, newline, ...) */
-    SQ_UNBALANCED_QUOTES,  /* an odd number of '"' */
+    SQ_EMPTY,             /* nothing but white space */
+    SQ_TOO_LONG,          /* past SEARCH_QUERY_MAX_CHARS */
+    SQ_ENCODING,          /* not UTF-8 */
+    SQ_CONTROL,           /* a control character (tab, newline, ...) */
+    SQ_UNBALANCED_QUOTES, /* an odd number of '"' */
 };
 
 /* q split for PostgreSQL: web for websearch_to_tsquery('simple', web), prefix
@@ -52,8 +52,8 @@ const char *search_query_reason(enum sq_status st);
  * only for relevance order. */
 struct search_cursor {
     bool relevance;
-    float rank;     /* ts_rank of the last result, >= 0 */
-    int64_t ts_us;  /* its created_at, microseconds since the epoch */
+    float rank;    /* ts_rank of the last result, >= 0 */
+    int64_t ts_us; /* its created_at, microseconds since the epoch */
     int64_t chat_id;
     int64_t seq;
 };

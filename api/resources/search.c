@@ -9,10 +9,13 @@
  * Bounds: q is at most SEARCH_QUERY_MAX_CHARS, a page at most SEARCH_PAGE_MAX
  * results, each search one read-only transaction whose statements stop at
  * NATTER_SEARCH_TIMEOUT_MS (503 search_timeout past it, the connection goes
- * back to the pool), at most NATTER_SEARCH_MAX_CONCURRENT searches at once
- * in this process (they hold an HTTP thread and a database connection while
- * they run), and a per-user rate (LIMIT_SEARCH). ts_headline runs only on
- * the page's rows and over at most SNIPPET_SOURCE_CHARS of each body.
+ * back to the pool), and a per-user rate (LIMIT_SEARCH, charged by
+ * limits_admit before the search takes a thread). The route is R_SLOW: it
+ * runs on the transport's slow-query pool, NATTER_SEARCH_MAX_CONCURRENT
+ * threads with as many waiting at most (then 503), never on an HTTP thread,
+ * whose other connections (long-polls among them) it would stall. ts_headline
+ * runs only on the page's rows and over at most SNIPPET_SOURCE_CHARS of each
+ * body.
  *
  * Order: newest first (created_at, then chat_id and seq as tie-breakers) or
  * by relevance (ts_rank, then the same). Keyset pagination on those keys,
@@ -28,7 +31,6 @@
 
 #include <limits.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,11 +155,10 @@ void search_cursor_encode(const struct search_cursor *c, char *out, size_t len)
 {
     char raw[SEARCH_CURSOR_MAX];
     if (c->relevance) /* %.9g: a float's exact value, back through strtof */
-        snprintf(raw, sizeof raw, "r:%.9g:%lld:%lld:%lld", (double)c->rank, (long long)c->ts_us,
-                 (long long)c->chat_id, (long long)c->seq);
-    else
-        snprintf(raw, sizeof raw, "n:%lld:%lld:%lld", (long long)c->ts_us, (long long)c->chat_id,
+        snprintf(raw, sizeof raw, "r:%.9g:%lld:%lld:%lld", (double)c->rank, (long long)c->ts_us, (long long)c->chat_id,
                  (long long)c->seq);
+    else
+        snprintf(raw, sizeof raw, "n:%lld:%lld:%lld", (long long)c->ts_us, (long long)c->chat_id, (long long)c->seq);
     sodium_bin2base64(out, len, (const unsigned char *)raw, strlen(raw), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
@@ -251,13 +252,15 @@ json_t *search_snippet(const char *h)
 
 /* $1 caller, $2 $3 query, $4 sender or NULL, $5 $6 $7 cursor (ts, chat, seq),
  * $8 rows to fetch, $9 rank of the cursor (relevance), $9/$10 one chat. */
-#define HITS(CHAT)                                                                                             \
-    "SELECT m.chat_id, m.seq, m.sender_id, m.created_at, m.edited_at, m.body, " TS_US " AS ts,"            \
-    " ts_rank(" DOC ", " TSQ ", 1) AS rank"                                                                    \
-    " FROM messages m JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = $1"                   \
-    " WHERE " DOC " @@ " TSQ " AND " LIVE " AND m.seq > cm.joined_seq AND ($4::bigint IS NULL OR m.sender_id = $4)" \
-    CHAT
-#define PAGE(CHAT, KEYSET, ORDER)                                                                              \
+#define HITS(CHAT)                                                                        \
+    "SELECT m.chat_id, m.seq, m.sender_id, m.created_at, m.edited_at, m.body, " TS_US     \
+    " AS ts,"                                                                             \
+    " ts_rank(" DOC ", " TSQ                                                              \
+    ", 1) AS rank"                                                                        \
+    " FROM messages m JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = $1" \
+    " WHERE " DOC " @@ " TSQ " AND " LIVE                                                 \
+    " AND m.seq > cm.joined_seq AND ($4::bigint IS NULL OR m.sender_id = $4)" CHAT
+#define PAGE(CHAT, KEYSET, ORDER) \
     "SELECT h.chat_id, h.seq, h.sender_id, " DB_TS("h.created_at") ", " DB_TS("h.edited_at") ", h.rank, h.ts," \
     " ts_headline('simple', left(translate(h.body, '" SEARCH_MARK_START SEARCH_MARK_STOP "', ''), "           \
     SNIPPET_SOURCE_CHARS "), " TSQ ", 'StartSel=" SEARCH_MARK_START ", StopSel=" SEARCH_MARK_STOP ","          \
@@ -274,8 +277,8 @@ json_t *search_snippet(const char *h)
 static const char sql_newest_all[] = PAGE("", NEWEST_KEYSET, NEWEST_ORDER);
 static const char sql_newest_chat[] = PAGE(" AND m.chat_id = $9 AND cm.chat_id = $9", NEWEST_KEYSET, NEWEST_ORDER);
 static const char sql_relevant_all[] = PAGE("", RELEVANT_KEYSET, RELEVANT_ORDER);
-static const char sql_relevant_chat[] =
-    PAGE(" AND m.chat_id = $10 AND cm.chat_id = $10", RELEVANT_KEYSET, RELEVANT_ORDER);
+static const char sql_relevant_chat[] = PAGE(" AND m.chat_id = $10 AND cm.chat_id = $10", RELEVANT_KEYSET,
+                                             RELEVANT_ORDER);
 
 /* Sets the transaction's bounds and tells whether the query can be searched:
  * numnode 0 = no words at all; querytree 'T' = nothing an index can look up
@@ -330,8 +333,8 @@ static const char *query_detail(enum sq_status st)
 
 /* The search proper, on the request's connection, with the concurrency slot
  * taken: replies and returns 0 or -1. */
-static int run_search(struct req *r, const struct search_query *sq, bool relevance, int64_t chat_id,
-                      int64_t sender_id, const struct search_cursor *after, int64_t limit)
+static int run_search(struct req *r, const struct search_query *sq, bool relevance, int64_t chat_id, int64_t sender_id,
+                      const struct search_cursor *after, int64_t limit)
 {
     char me[24], to[24], snd[24], ts[24], ch[24], sq_[24], lim[24], rk[32], cf[24];
     i64s(me, r->user_id);
@@ -391,13 +394,14 @@ static int run_search(struct req *r, const struct search_query *sq, bool relevan
     int take = rows > limit ? (int)limit : rows;
     json_t *results = json_array();
     for (int i = 0; i < take; i++) {
-        json_array_append_new(
-            results, json_pack("{s:I,s:I,s:o,s:s,s:o,s:f,s:o}", "chat_id", (json_int_t)db_i64(res, i, 0), "seq",
-                               (json_int_t)db_i64(res, i, 1), "sender_id",
-                               PQgetisnull(res, i, 2) ? json_null() : json_integer(db_i64(res, i, 2)), "created_at",
-                               PQgetvalue(res, i, 3), "edited_at",
-                               PQgetisnull(res, i, 4) ? json_null() : json_string(PQgetvalue(res, i, 4)), "rank",
-                               strtod(PQgetvalue(res, i, 5), NULL), "snippet", search_snippet(PQgetvalue(res, i, 7))));
+        json_array_append_new(results,
+                              json_pack("{s:I,s:I,s:o,s:s,s:o,s:f,s:o}", "chat_id", (json_int_t)db_i64(res, i, 0),
+                                        "seq", (json_int_t)db_i64(res, i, 1), "sender_id",
+                                        PQgetisnull(res, i, 2) ? json_null() : json_integer(db_i64(res, i, 2)),
+                                        "created_at", PQgetvalue(res, i, 3), "edited_at",
+                                        PQgetisnull(res, i, 4) ? json_null() : json_string(PQgetvalue(res, i, 4)),
+                                        "rank", strtod(PQgetvalue(res, i, 5), NULL), "snippet",
+                                        search_snippet(PQgetvalue(res, i, 7))));
     }
     json_t *next = json_null();
     if (rows > limit && take > 0) {
@@ -417,9 +421,6 @@ static int run_search(struct req *r, const struct search_query *sq, bool relevan
 
 int search_messages(struct req *r)
 {
-    struct app *app = r->app;
-    if (limit_take(r, LIMIT_SEARCH) < 0)
-        return -1;
     const char *q = req_query(r, "q");
     const char *order = req_query(r, "order");
     const char *cursor = req_query(r, "cursor");
@@ -435,8 +436,8 @@ int search_messages(struct req *r)
         query_id(r, "sender_id", &sender_id) < 0)
         return -1;
     /* the first page starts above every key */
-    struct search_cursor after = {.relevance = relevance, .rank = INFINITY, .ts_us = INT64_MAX,
-                                  .chat_id = INT64_MAX, .seq = INT64_MAX};
+    struct search_cursor after = {
+        .relevance = relevance, .rank = INFINITY, .ts_us = INT64_MAX, .chat_id = INT64_MAX, .seq = INT64_MAX};
     if (cursor && !search_cursor_decode(cursor, relevance, &after))
         return reply_problem_ext(r, 400, "invalid_parameter", json_pack("{s:s}", "field", "cursor"),
                                  "cursor is not a next_cursor of a search in this order");
@@ -446,14 +447,7 @@ int search_messages(struct req *r)
     enum sq_status st = search_query_parse(q, &sq);
     if (st != SQ_OK)
         return reply_query(r, 400, "invalid_query", search_query_reason(st), query_detail(st));
-    int rc;
-    if (atomic_fetch_add(&app->searches, 1) >= app->cfg->search_max_concurrent) {
-        req_add_header(r, "Retry-After", "1");
-        rc = reply_problem(r, 503, "service_unavailable", "too many searches at once; retry shortly");
-    } else {
-        rc = run_search(r, &sq, relevance, chat_id, sender_id, &after, limit);
-    }
-    atomic_fetch_sub(&app->searches, 1);
+    int rc = run_search(r, &sq, relevance, chat_id, sender_id, &after, limit);
     search_query_free(&sq);
     return rc;
 }

@@ -83,7 +83,8 @@ void suite_search(void)
     CHECK(status_of("   ") == SQ_EMPTY);
     CHECK(status_of("a\tb") == SQ_CONTROL);
     CHECK(status_of("a\nb") == SQ_CONTROL);
-    CHECK(status_of("a\xc2\x85" "b") == SQ_CONTROL); /* C1 NEL */
+    CHECK(status_of("a\xc2\x85"
+                    "b") == SQ_CONTROL); /* C1 NEL */
     CHECK(status_of("\xff\xfe") == SQ_ENCODING);
     CHECK(status_of("caf\xc3") == SQ_ENCODING);
     CHECK(status_of("\"open") == SQ_UNBALANCED_QUOTES);
@@ -110,13 +111,13 @@ void suite_search(void)
     struct search_cursor c;
     CHECK(!search_cursor_decode("", false, &c));
     CHECK(!search_cursor_decode("!!", false, &c));
-    CHECK(!search_cursor_decode("bjox", false, &c));                 /* "n:1" */
-    CHECK(!search_cursor_decode("bjoxOjI6Mw", true, &c));            /* "n:1:2:3" as relevance */
+    CHECK(!search_cursor_decode("bjox", false, &c));      /* "n:1" */
+    CHECK(!search_cursor_decode("bjoxOjI6Mw", true, &c)); /* "n:1:2:3" as relevance */
     CHECK(search_cursor_decode("bjoxOjI6Mw", false, &c) && c.seq == 3);
-    CHECK(!search_cursor_decode("bjoxOjA6Mw", false, &c));           /* "n:1:0:3": chat 0 */
-    CHECK(!search_cursor_decode("bjoxOjI6Mzo0", false, &c));         /* "n:1:2:3:4" */
-    CHECK(!search_cursor_decode("cjpuYW46MToyOjM", true, &c));       /* "r:nan:1:2:3" */
-    CHECK(!search_cursor_decode("cjotMToxOjI6Mw", true, &c));        /* "r:-1:1:2:3" */
+    CHECK(!search_cursor_decode("bjoxOjA6Mw", false, &c));     /* "n:1:0:3": chat 0 */
+    CHECK(!search_cursor_decode("bjoxOjI6Mzo0", false, &c));   /* "n:1:2:3:4" */
+    CHECK(!search_cursor_decode("cjpuYW46MToyOjM", true, &c)); /* "r:nan:1:2:3" */
+    CHECK(!search_cursor_decode("cjotMToxOjI6Mw", true, &c));  /* "r:-1:1:2:3" */
 
     /* snippets: marked matches become parts with match true; markers never leak */
     CHECK(snippet_is("the " S "quick" E " fox", "the |0;quick|1; fox|0;"));
