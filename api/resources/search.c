@@ -251,34 +251,40 @@ json_t *search_snippet(const char *h)
 #define TS_US "(EXTRACT(EPOCH FROM m.created_at) * 1000000)::bigint"
 
 /* $1 caller, $2 $3 query, $4 sender or NULL, $5 $6 $7 cursor (ts, chat, seq),
- * $8 rows to fetch, $9 rank of the cursor (relevance), $9/$10 one chat. */
-#define HITS(CHAT)                                                                        \
-    "SELECT m.chat_id, m.seq, m.sender_id, m.created_at, m.edited_at, m.body, " TS_US     \
-    " AS ts,"                                                                             \
-    " ts_rank(" DOC ", " TSQ                                                              \
-    ", 1) AS rank"                                                                        \
+ * $8 rows to fetch, $9 rank of the cursor (relevance), $9/$10 one chat.
+ *
+ * Two levels: `k` finds the page's keys among the matches (sorting only keys:
+ * a common word matches thousands of messages, and their bodies are up to
+ * 100,000 characters); the outer level reads those rows again by primary key
+ * and computes what costs a tokenization of the body — ts_rank (in newest
+ * order) and ts_headline — for the page's rows only. */
+#define HITS(RANK, CHAT)                                                                  \
+    "SELECT m.chat_id, m.seq, " TS_US " AS ts" RANK                                       \
     " FROM messages m JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = $1" \
     " WHERE " DOC " @@ " TSQ " AND " LIVE                                                 \
     " AND m.seq > cm.joined_seq AND ($4::bigint IS NULL OR m.sender_id = $4)" CHAT
-#define PAGE(CHAT, KEYSET, ORDER) \
-    "SELECT h.chat_id, h.seq, h.sender_id, " DB_TS("h.created_at") ", " DB_TS("h.edited_at") ", h.rank, h.ts," \
-    " ts_headline('simple', left(translate(h.body, '" SEARCH_MARK_START SEARCH_MARK_STOP "', ''), "           \
-    SNIPPET_SOURCE_CHARS "), " TSQ ", 'StartSel=" SEARCH_MARK_START ", StopSel=" SEARCH_MARK_STOP ","          \
-    " MaxWords=24, MinWords=8, ShortWord=2, MaxFragments=2, FragmentDelimiter=\" … \"')"                      \
-    " FROM (SELECT * FROM (" HITS(CHAT) ") hits WHERE " KEYSET " ORDER BY " ORDER " LIMIT $8) h"            \
-    " ORDER BY " ORDER
+#define PAGE(HITS_SQL, KEYSET, ORDER, RANK_OUT) \
+    "SELECT m.chat_id, m.seq, m.sender_id, " DB_TS("m.created_at") ", " DB_TS("m.edited_at") ", " RANK_OUT \
+    ", k.ts, ts_headline('simple', left(translate(m.body, '" SEARCH_MARK_START SEARCH_MARK_STOP "', ''), "   \
+    SNIPPET_SOURCE_CHARS "), " TSQ ", 'StartSel=" SEARCH_MARK_START ", StopSel=" SEARCH_MARK_STOP ","         \
+    " MaxWords=24, MinWords=8, ShortWord=2, MaxFragments=2, FragmentDelimiter=\" … \"')"                     \
+    " FROM (SELECT * FROM (" HITS_SQL ") hits WHERE " KEYSET " ORDER BY " ORDER("") " LIMIT $8) k"           \
+    " JOIN messages m ON m.chat_id = k.chat_id AND m.seq = k.seq ORDER BY " ORDER("k.")
 
 #define NEWEST_KEYSET "(hits.ts, hits.chat_id, hits.seq) < ($5::bigint, $6::bigint, $7::bigint)"
-#define NEWEST_ORDER "ts DESC, chat_id DESC, seq DESC"
+#define NEWEST_ORDER(P) P "ts DESC, " P "chat_id DESC, " P "seq DESC"
+#define NEWEST_RANK "ts_rank(" DOC ", " TSQ ", 1)"
 #define RELEVANT_KEYSET "(hits.rank, hits.ts, hits.chat_id, hits.seq) < ($9::real, $5::bigint, $6::bigint, $7::bigint)"
-#define RELEVANT_ORDER "rank DESC, ts DESC, chat_id DESC, seq DESC"
+#define RELEVANT_ORDER(P) P "rank DESC, " NEWEST_ORDER(P)
+#define RELEVANT_RANK ", ts_rank(" DOC ", " TSQ ", 1) AS rank"
 
 /* the chat filter names the distribution column of both tables (one shard) */
-static const char sql_newest_all[] = PAGE("", NEWEST_KEYSET, NEWEST_ORDER);
-static const char sql_newest_chat[] = PAGE(" AND m.chat_id = $9 AND cm.chat_id = $9", NEWEST_KEYSET, NEWEST_ORDER);
-static const char sql_relevant_all[] = PAGE("", RELEVANT_KEYSET, RELEVANT_ORDER);
-static const char sql_relevant_chat[] = PAGE(" AND m.chat_id = $10 AND cm.chat_id = $10", RELEVANT_KEYSET,
-                                             RELEVANT_ORDER);
+#define ONE_CHAT(N) " AND m.chat_id = $" N " AND cm.chat_id = $" N
+static const char sql_newest_all[] = PAGE(HITS("", ""), NEWEST_KEYSET, NEWEST_ORDER, NEWEST_RANK);
+static const char sql_newest_chat[] = PAGE(HITS("", ONE_CHAT("9")), NEWEST_KEYSET, NEWEST_ORDER, NEWEST_RANK);
+static const char sql_relevant_all[] = PAGE(HITS(RELEVANT_RANK, ""), RELEVANT_KEYSET, RELEVANT_ORDER, "k.rank");
+static const char sql_relevant_chat[] = PAGE(HITS(RELEVANT_RANK, ONE_CHAT("10")), RELEVANT_KEYSET, RELEVANT_ORDER,
+                                             "k.rank");
 
 /* Sets the transaction's bounds and tells whether the query can be searched:
  * numnode 0 = no words at all; querytree 'T' = nothing an index can look up
