@@ -37,8 +37,9 @@
 -- How it is built on a large existing table: migrate runs every file inside
 -- one transaction (common/migrate.c), where CREATE INDEX CONCURRENTLY is not
 -- allowed, so here the index builds under a SHARE lock: reads (history, polls)
--- go on, but writes to messages (sends, edits) wait until it is built (about
--- 1 s per 100,000 messages on the bench machine, bench/README.md). On a large
+-- go on, but writes to messages (sends, edits) wait until it is built (11 s
+-- per 100,000 messages on the loaded 2-core bench machine, bench/README.md,
+-- "Message search": a minute per half million messages). On a large
 -- table build it beforehand without blocking writes, outside any transaction:
 --
 --   CREATE EXTENSION IF NOT EXISTS btree_gin;
