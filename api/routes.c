@@ -61,6 +61,8 @@ const struct route routes[] = {
     {"POST", "/v1/attachments/{id}/complete", attachments_complete, R_AUTH | R_OFFLOAD, 0},
     {"GET", "/v1/attachments/{id}", attachments_get, R_AUTH, 0},
 
+    {"GET", "/v1/search", search_messages, R_AUTH | R_SLOW, 0},
+
     {"GET", "/v1/events", events_poll, R_AUTH, 0},
     {"POST", "/v1/presence/heartbeat", presence_heartbeat, R_AUTH, 0},
     {"GET", "/v1/presence", presence_get, R_AUTH, 0},

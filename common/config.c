@@ -85,6 +85,12 @@ static const struct config_item items[] = {
      "PostgreSQL connections held by natter-api"},
     {"NATTER_DB_POOL_TIMEOUT_MS", CT_INT, F(db_pool_timeout_ms), "2000", 1, 60000, NULL, ROLE_API, false,
      "wait for a free database connection before answering 503, ms"},
+    {"NATTER_SEARCH_TIMEOUT_MS", CT_INT, F(search_timeout_ms), "3000", 1, 60000, NULL, ROLE_API, false,
+     "longest a message search (GET /v1/search) may run in PostgreSQL before it is cancelled and answered 503"
+     " search_timeout, ms"},
+    {"NATTER_SEARCH_MAX_CONCURRENT", CT_INT, F(search_max_concurrent), "4", 1, 256, NULL, ROLE_API, false,
+     "message searches running at once in one natter-api process, each on a thread of its own (never an HTTP"
+     " thread) with a database connection; as many more may wait, past that 503 service_unavailable"},
     {"NATTER_HASH_THREADS", CT_INT, F(hash_threads), "2", 1, 64, NULL, ROLE_API, false,
      "password-hashing threads (off the HTTP threads)"},
     {"NATTER_HASH_QUEUE", CT_INT, F(hash_queue), "64", 1, 100000, NULL, ROLE_API, false,
@@ -125,6 +131,10 @@ static const struct config_item items[] = {
      "push acks (POST /v1/devices/{id}/push-ack) per user: bucket size (allowed at once); 0 = no limit"},
     {"NATTER_RATE_PUSH_ACK_PER_MIN", CT_INT, F(rate_push_ack_per_min), "600", 1, 10000000, NULL, ROLE_API, false,
      "push acks per user: sustained rate, per minute"},
+    {"NATTER_RATE_SEARCH_BURST", CT_INT, F(rate_search_burst), "20", 0, 1000000, NULL, ROLE_API, false,
+     "message searches per user: bucket size (allowed at once); 0 = no limit"},
+    {"NATTER_RATE_SEARCH_PER_MIN", CT_INT, F(rate_search_per_min), "60", 1, 10000000, NULL, ROLE_API, false,
+     "message searches per user: sustained rate, per minute"},
     {"NATTER_RATE_REGISTER_IP_BURST", CT_INT, F(rate_register_ip_burst), "10", 0, 1000000, NULL, ROLE_API, false,
      "registrations per client address: bucket size (allowed at once); 0 = no limit"},
     {"NATTER_RATE_REGISTER_IP_PER_MIN", CT_INT, F(rate_register_ip_per_min), "1", 1, 10000000, NULL, ROLE_API, false,

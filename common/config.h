@@ -38,6 +38,8 @@ struct config {
     int max_conns_per_ip;      /* connections per client address; 0 = half the connection limit */
     int db_pool_size;          /* PostgreSQL connections per process */
     int db_pool_timeout_ms;    /* wait for a free connection before 503 */
+    int search_timeout_ms;     /* statement timeout of one search (GET /v1/search) */
+    int search_max_concurrent; /* search threads per process (as many may wait, then 503) */
     int hash_threads;          /* password hashing threads */
     int hash_queue;            /* max requests waiting for a hashing thread */
     int hash_register_threads; /* hashing threads registrations may hold at once */
@@ -51,6 +53,7 @@ struct config {
     int rate_member_burst, rate_member_per_min;
     int rate_attachment_burst, rate_attachment_per_min;
     int rate_push_ack_burst, rate_push_ack_per_min;
+    int rate_search_burst, rate_search_per_min;
     int rate_register_ip_burst, rate_register_ip_per_min;
     int rate_register_all_burst, rate_register_all_per_min;
     int rate_table_buckets;        /* size of the in-process bucket table */

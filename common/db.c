@@ -289,6 +289,9 @@ PGresult *db_query(struct db_pool *p, int slot, PGconn *c, const char *sql, int 
             return PQexecParams(c, sql, n, NULL, vals, NULL, NULL, 0);
         snprintf(name, sizeof name, "n%d", sc->n);
         PGresult *pr = PQprepare(c, name, sql, n, NULL);
+        if (!db_res_ok(pr) && PQtransactionStatus(c) == PQTRANS_INERROR)
+            return pr; /* the prepare itself failed the transaction (a statement_timeout of a
+                          search, say): its error is the statement's, not the 25P02 a retry gets */
         bool ok = db_res_ok(pr);
         PQclear(pr);
         if (!ok) /* e.g. inside an aborted transaction: let the plain call report it */

@@ -139,12 +139,15 @@ static void dispatch(struct req *r)
     }
     if ((r->route->flags & R_AUTH) && r->srv->authenticate(r) < 0)
         return;
-    if (r->route->flags & R_OFFLOAD) {
+    if (r->route->flags & (R_OFFLOAD | R_SLOW)) {
+        /* slow queries have a pool of their own, so that they never hold an
+         * HTTP thread (and every connection it serves) nor delay a login */
+        struct offload *pool = (r->route->flags & R_SLOW) ? r->srv->slow : r->srv->offload;
         enum offload_lane lane = (r->route->flags & R_BULK) ? OFFLOAD_BULK : OFFLOAD_MAIN;
         /* the application's cheap refusals (rate limits) never take a slot */
         if (r->srv->admit && r->srv->admit(r) < 0)
             return;
-        if (!offload_reserve(r->srv->offload, lane)) {
+        if (!pool || !offload_reserve(pool, lane)) {
             req_add_header(r, "Retry-After", "1");
             reply_problem(r, 503, "service_unavailable", "the server is busy; retry shortly");
             return;
@@ -153,7 +156,7 @@ static void dispatch(struct req *r)
         req_release_db(r);
         r->offloaded = true;
         MHD_suspend_connection(r->conn);
-        offload_submit(r->srv->offload, lane, r);
+        offload_submit(pool, lane, r);
         return;
     }
     run_handler(r);
@@ -573,6 +576,11 @@ static void undo_start(struct server *s)
     offload_stop(s->offload);
     offload_free(s->offload);
     s->offload = NULL;
+    if (s->slow) {
+        offload_stop(s->slow);
+        offload_free(s->slow);
+        s->slow = NULL;
+    }
     cors_free(s->cors);
     s->cors = NULL;
 }
@@ -599,6 +607,8 @@ int http_start(struct server *s)
     s->offload = offload_new(s->cfg->hash_threads, s->cfg->hash_queue, s->cfg->hash_register_threads,
                              s->cfg->hash_register_queue, offload_run);
     raise_nofile();
+    /* one lane used: the bulk lane's share (1) and queue (1) stay empty */
+    s->slow = s->slow_threads > 0 ? offload_new(s->slow_threads, s->slow_queue, 1, 1, offload_run) : NULL;
     unsigned limit = connection_limit(s->cfg), per_ip = per_ip_limit(s->cfg, limit);
     if (conns_start((unsigned)s->cfg->head_timeout, (unsigned)s->cfg->body_timeout, (unsigned)s->cfg->conn_timeout) <
         0) {
@@ -640,8 +650,10 @@ void http_stop(struct server *s)
      * suspended connection */
     if (s->before_stop)
         s->before_stop();
-    /* every suspended request is resumed by the pool as it finishes its job */
+    /* every suspended request is resumed by its pool as it finishes its job */
     offload_stop(s->offload);
+    if (s->slow)
+        offload_stop(s->slow);
     uint64_t deadline = now_us() + 10u * 1000000u;
     while (metrics_inflight() > 0 && now_us() < deadline)
         usleep(10000);
@@ -651,6 +663,10 @@ void http_stop(struct server *s)
     conns_stop();
     offload_free(s->offload);
     s->offload = NULL;
+    if (s->slow) {
+        offload_free(s->slow);
+        s->slow = NULL;
+    }
     cors_free(s->cors);
     s->cors = NULL;
     nlog(LOG_INFO, "http stopped", json_pack("{s:i}", "abandoned_requests", left));

@@ -181,9 +181,12 @@ struct server {
     size_t nroutes;
     /* R_AUTH: sets r->user_id and r->device_id; 0, or -1 after replying */
     int (*authenticate)(struct req *r);
-    /* optional, R_OFFLOAD routes: on the HTTP thread before the request takes
-     * a slot of the offload pool; 0, or -1 after replying (a rate limit) */
+    /* optional, R_OFFLOAD and R_SLOW routes: on the HTTP thread before the
+     * request takes a slot of its pool; 0, or -1 after replying (a rate limit) */
     int (*admit)(struct req *r);
+    /* the slow-query pool (R_SLOW routes): threads running them at once, and
+     * requests that may wait for one before 503; 0 threads = no such pool */
+    int slow_threads, slow_queue;
     const struct raw_handler *raw; /* optional */
     /* optional: asked about a request whose path matches no route (before
      * the 404); true when it answered (natter-api serves its web client) */
@@ -194,6 +197,7 @@ struct server {
     /* the transport's own */
     struct MHD_Daemon *daemon;
     struct offload *offload;
+    struct offload *slow; /* R_SLOW routes, NULL without slow_threads */
     struct cors *cors;
 };
 
@@ -203,7 +207,7 @@ struct server {
  * connection limit from it. 0 or -1 (logged). */
 int http_start(struct server *s);
 /* Graceful stop: answer new requests 503 (Connection: close), run before_stop,
- * finish the offloaded jobs (resuming their connections), let dispatched
+ * finish the offloaded and slow jobs (resuming their connections), let dispatched
  * requests finish (bounded, 10 s), then stop MHD. */
 void http_stop(struct server *s);
 /* True once http_stop began: every reply from then on carries

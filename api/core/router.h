@@ -23,6 +23,7 @@ typedef int (*handler_fn)(struct req *r);
 #define R_OFFLOAD 0x4u  /* runs on the offload pool, off the HTTP threads (password hashing) */
 #define R_JSON_OPT 0x8u /* JSON body allowed but optional */
 #define R_BULK 0x10u    /* with R_OFFLOAD: the pool's bulk lane (bounded share, served after the rest) */
+#define R_SLOW 0x20u    /* runs on the slow-query pool, off the HTTP threads (a search may take seconds) */
 
 struct route {
     const char *method;

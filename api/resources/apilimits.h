@@ -33,6 +33,7 @@ enum limit_kind {
     LIMIT_MEMBER,       /* add, remove, change the role of members */
     LIMIT_ATTACHMENT,   /* POST attachments (an upload URL) */
     LIMIT_PUSH_ACK,     /* POST devices/{id}/push-ack */
+    LIMIT_SEARCH,       /* GET search (PostgreSQL full-text queries) */
     LIMIT_REGISTER_IP,  /* registrations per client address */
     LIMIT_REGISTER_ALL, /* registrations over all addresses */
     LIMIT_COUNT

@@ -15,9 +15,11 @@
 
 #include "apilimits.h"
 #include "app.h"
+#include "auth.h"
 #include "config.h"
 #include "http.h"
 #include "membership.h"
+#include "msgsearch.h"
 #include "ratelimit.h"
 #include "resources.h"
 #include "util.h"
@@ -46,6 +48,8 @@ static const struct limit_def {
                           offsetof(struct config, rate_attachment_per_min)},
     [LIMIT_PUSH_ACK] = {"push_ack", "user", "push acks", offsetof(struct config, rate_push_ack_burst),
                         offsetof(struct config, rate_push_ack_per_min)},
+    [LIMIT_SEARCH] = {"search", "user", "searches", offsetof(struct config, rate_search_burst),
+                      offsetof(struct config, rate_search_per_min)},
     [LIMIT_REGISTER_IP] = {"register", "address", "registrations from this address",
                            offsetof(struct config, rate_register_ip_burst),
                            offsetof(struct config, rate_register_ip_per_min)},
@@ -100,6 +104,13 @@ void limit_refund(struct req *r, enum limit_kind k)
     rl_refund(r->app->limits, key_of(r, k), &rt, rl_now());
 }
 
+int limits_admit(struct req *r)
+{
+    if (r->route->handler == search_messages)
+        return limit_take(r, LIMIT_SEARCH);
+    return auth_admit(r);
+}
+
 /* ======================================================================
  * GET /v1/limits
  * ====================================================================== */
@@ -142,5 +153,10 @@ int limits_get(struct req *r)
         "max_emoji_chars", EMOJI_MAX_CHARS, "typing", "coalesce_ms", cfg->typing_coalesce_ms, "login", "window_seconds",
         cfg->login_window, "max_failures_per_username_address", cfg->login_max_per_user, "max_failures_per_address",
         cfg->login_max_per_ip, "scope", "all instances", "rates", rates);
+    json_object_set_new(json_object_get(body, "pages"), "search",
+                        json_pack("{s:i,s:i}", "default", SEARCH_PAGE_DEFAULT, "max", SEARCH_PAGE_MAX));
+    json_object_set_new(body, "search",
+                        json_pack("{s:i,s:i,s:i}", "max_query_chars", SEARCH_QUERY_MAX_CHARS, "timeout_ms",
+                                  cfg->search_timeout_ms, "max_concurrent", cfg->search_max_concurrent));
     return reply_json(r, 200, body);
 }

@@ -50,6 +50,8 @@ int messages_list(struct req *r);
 int messages_get(struct req *r);
 int messages_edit(struct req *r);
 int messages_delete(struct req *r);
+/* search.c */
+int search_messages(struct req *r);
 /* reactions.c */
 int reactions_put(struct req *r);
 int reactions_delete(struct req *r);
@@ -68,6 +70,9 @@ int presence_get(struct req *r);
 int chats_typing(struct req *r);
 /* limits.c */
 int limits_get(struct req *r);
+/* server.admit: the rate limits charged before a request takes a slot of the
+ * offload or slow-query pool (registrations, searches); 0 or -1 after a 429 */
+int limits_admit(struct req *r);
 
 /* the route table (api/routes.c) */
 extern const struct route routes[];

@@ -29,6 +29,7 @@ int main(void)
     suite_ratelimit();
     suite_typing();
     suite_redis();
+    suite_search();
     printf("unit: %d passed, %d failed\n", unit_passed, unit_failed);
     return unit_failed ? 1 : 0;
 }

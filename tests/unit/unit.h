@@ -36,5 +36,6 @@ void suite_log(void);
 void suite_ratelimit(void);
 void suite_typing(void);
 void suite_redis(void);
+void suite_search(void);
 
 #endif
