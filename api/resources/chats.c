@@ -26,38 +26,80 @@
  * The Chat object (one query serves get, create, rename and the list)
  * ====================================================================== */
 
-static const char sql_chats[] =
-    "SELECT c.id, c.kind, c.title, " DB_TS("c.created_at") ", " DB_TS("c.last_message_at") ", c.last_seq,"
-    "  (SELECT count(*) FROM chat_members x WHERE x.chat_id = c.id),"
-    "  cm.role, cm.muted, cm.last_read_seq,"
-    "  " CHAT_SQL_UNREAD ", " CHAT_SQL_UNREAD_MENTIONS ","
-    "  ou.id, ou.username, ou.display_name, " DB_TS("ou.created_at") ","
-    "  (extract(epoch FROM c.last_message_at) * 1000000)::bigint,"
-    "  lm.*"
-    " FROM chat_members cm"
-    " JOIN chats c ON c.id = cm.chat_id"
-    " LEFT JOIN chat_members om ON c.kind = 'direct' AND om.chat_id = c.id AND om.user_id <> cm.user_id"
-    " LEFT JOIN users ou ON ou.id = om.user_id"
-    " LEFT JOIN LATERAL (SELECT " MSG_COLS("$1") " FROM messages"
-    "     WHERE messages.chat_id = c.id AND messages.seq = c.last_seq AND c.last_seq > cm.joined_seq) lm ON true"
-    " WHERE cm.user_id = $1"
-    "   AND ($5::bigint IS NULL OR c.id = $5)"
-    "   AND ($2::bigint IS NULL OR (c.last_message_at, c.id) <"
-    "        ('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::bigint))"
-    " ORDER BY c.last_message_at DESC, c.id DESC LIMIT $4";
+/* OTHER: the direct chat's other user (4 columns), JOIN_OTHER: its join */
+#define SQL_CHATS(OTHER, JOIN_OTHER) \
+    "SELECT c.id, c.kind, c.title, " DB_TS("c.created_at") ", " DB_TS("c.last_message_at") ", c.last_seq,"      \
+    "  (SELECT count(*) FROM chat_members x WHERE x.chat_id = c.id),"                                            \
+    "  cm.role, cm.muted, cm.last_read_seq,"                                                                     \
+    "  " CHAT_SQL_UNREAD ", " CHAT_SQL_UNREAD_MENTIONS ","                                                        \
+    "  " OTHER ","                                                                                               \
+    "  (extract(epoch FROM c.last_message_at) * 1000000)::bigint,"                                               \
+    "  lm.*"                                                                                                     \
+    " FROM chat_members cm"                                                                                      \
+    " JOIN chats c ON c.id = cm.chat_id"                                                                         \
+    " LEFT JOIN chat_members om ON c.kind = 'direct' AND om.chat_id = c.id AND om.user_id <> cm.user_id"       \
+    JOIN_OTHER " LEFT JOIN LATERAL (SELECT " MSG_COLS("$1") " FROM messages"                                     \
+    "     WHERE messages.chat_id = c.id AND messages.seq = c.last_seq AND c.last_seq > cm.joined_seq) lm ON true" \
+    " WHERE cm.user_id = $1"                                                                                     \
+    "   AND ($5::bigint IS NULL OR c.id = $5)"                                                                   \
+    "   AND ($2::bigint IS NULL OR (c.last_message_at, c.id) <"                                                  \
+    "        ('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::bigint))"                        \
+    " ORDER BY c.last_message_at DESC, c.id DESC LIMIT $4"
+
+static const char sql_chats[] = SQL_CHATS("ou.id, ou.username, ou.display_name, " DB_TS("ou.created_at"),
+                                          " LEFT JOIN users ou ON ou.id = om.user_id");
+/* Citus: users is another co-location group, joined in a second query
+ * (other_users) rather than in this multi-shard one */
+static const char sql_chats_citus[] = SQL_CHATS("om.user_id, NULL::text, NULL::text, NULL::text", "");
+static const char sql_other_users[] =
+    "SELECT id, username, display_name, " DB_TS("created_at") " FROM users WHERE id = ANY($1::bigint[])";
 
 #define CHAT_COL_LM 17
+/* at most this many direct chats' other users per page (the list's page bound) */
+#define OTHERS_MAX (LIST_MAX + 1)
 
-static json_t *chat_json(const PGresult *res, int i)
+/* The chats of res as sql_chats, which on Citus lack the other users' rows:
+ * those are read here (NULL after replying; res itself when nothing to add). */
+static PGresult *other_users(struct req *r, PGresult *res)
+{
+    if (!db_citus())
+        return res;
+    int64_t ids[OTHERS_MAX];
+    size_t n = 0;
+    for (int i = 0; i < PQntuples(res) && n < OTHERS_MAX; i++)
+        if (!PQgetisnull(res, i, 12))
+            ids[n++] = db_i64(res, i, 12);
+    if (n == 0)
+        return res;
+    const char *vals[1] = {req_id_array(r, ids, n)};
+    return req_sql(r, NULL, sql_other_users, 1, vals);
+}
+
+/* others: res itself, or the rows of sql_other_users (Citus) */
+static json_t *chat_json(const PGresult *res, int i, const PGresult *others)
 {
     bool direct = strcmp(PQgetvalue(res, i, 1), "direct") == 0;
     int64_t unread = db_i64(res, i, 10);
     json_t *other = json_null();
     const char *title = PQgetvalue(res, i, 2);
     if (direct && !PQgetisnull(res, i, 12)) {
-        other = user_json(PQgetvalue(res, i, 12), PQgetvalue(res, i, 13), PQgetvalue(res, i, 14),
-                          PQgetvalue(res, i, 15));
-        title = PQgetvalue(res, i, 14);
+        const PGresult *o = res;
+        int row = i, col = 12;
+        if (others != res) {
+            o = NULL;
+            for (int k = 0; others && k < PQntuples(others); k++)
+                if (strcmp(PQgetvalue(others, k, 0), PQgetvalue(res, i, 12)) == 0) {
+                    o = others;
+                    row = k;
+                    col = 0;
+                    break;
+                }
+        }
+        if (o) {
+            other = user_json(PQgetvalue(o, row, col), PQgetvalue(o, row, col + 1), PQgetvalue(o, row, col + 2),
+                              PQgetvalue(o, row, col + 3));
+            title = PQgetvalue(o, row, col + 2);
+        }
     }
     json_t *last = PQgetisnull(res, i, CHAT_COL_LM) ? json_null() : msg_json(res, i, CHAT_COL_LM);
     return json_pack("{s:I,s:s,s:s,s:s,s:s,s:I,s:I,s:s,s:b,s:I,s:I,s:I,s:b,s:o,s:o}", "id",
@@ -75,12 +117,15 @@ static int reply_chat(struct req *r, int status, int64_t chat_id)
 {
     char u[24], c[24];
     const char *vals[5] = {i64s(u, r->user_id), NULL, NULL, "1", i64s(c, chat_id)};
-    PGresult *res = req_sql(r, NULL, sql_chats, 5, vals);
+    PGresult *res = req_sql(r, NULL, db_citus() ? sql_chats_citus : sql_chats, 5, vals);
     if (!res)
         return -1;
     if (PQntuples(res) != 1)
         return reply_problem(r, 404, "chat_not_found", "no such chat");
-    return reply_json(r, status, chat_json(res, 0));
+    PGresult *others = other_users(r, res);
+    if (!others)
+        return -1;
+    return reply_json(r, status, chat_json(res, 0, others));
 }
 
 /* ======================================================================
@@ -247,14 +292,17 @@ int chats_list(struct req *r)
         return -1;
     /* fetch one more than asked to know whether another page exists */
     const char *vals[5] = {i64s(u, r->user_id), cur ? cts : NULL, cur ? cid : NULL, i64s(lim, limit + 1), NULL};
-    PGresult *res = req_sql(r, NULL, sql_chats, 5, vals);
+    PGresult *res = req_sql(r, NULL, db_citus() ? sql_chats_citus : sql_chats, 5, vals);
     if (!res)
+        return -1;
+    PGresult *others = other_users(r, res);
+    if (!others)
         return -1;
     int n = PQntuples(res);
     int shown = n > limit ? (int)limit : n;
     json_t *arr = json_array();
     for (int i = 0; i < shown; i++)
-        json_array_append_new(arr, chat_json(res, i));
+        json_array_append_new(arr, chat_json(res, i, others));
     json_t *next = json_null();
     if (n > limit) {
         char enc[CURSOR_MAX + 1];
