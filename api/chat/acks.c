@@ -228,6 +228,49 @@ static bool exec_ok(const char *sql)
     return ok;
 }
 
+/* Runs sql (one of the flush functions, whose rows are the receipts to wake:
+ * user, inbox seq, chat, body, created_at) in a transaction of its own; the
+ * wake-ups after COMMIT. false (logged as failed, the transaction rolled back
+ * or the session closed) when it did not commit. */
+static bool flush_tx(const char *sql, int n, const char *const *vals, const char *failed)
+{
+    struct wake *wakes = NULL;
+    size_t nwakes = 0;
+    bool ok = exec_ok("BEGIN");
+    if (ok) {
+        PGresult *res = db_session_exec(&db, sql, n, vals);
+        ok = db_res_ok(res);
+        if (ok) {
+            nwakes = (size_t)PQntuples(res);
+            wakes = xmalloc((nwakes ? nwakes : 1) * sizeof *wakes);
+            for (size_t i = 0; i < nwakes; i++)
+                wakes[i] = (struct wake){db_i64(res, (int)i, 0), db_i64(res, (int)i, 1),
+                                         evbody_new("receipt", db_i64(res, (int)i, 2), PQgetvalue(res, (int)i, 4),
+                                                    PQgetvalue(res, (int)i, 3), (size_t)PQgetlength(res, (int)i, 3),
+                                                    &no_message)};
+        } else {
+            nlog(LOG_WARN, failed,
+                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db.conn)));
+        }
+        PQclear(res);
+    }
+    ok = ok && exec_ok("COMMIT");
+    if (!ok) {
+        if (PQstatus(db.conn) != CONNECTION_OK || !exec_ok("ROLLBACK"))
+            db_session_close(&db);
+        wakes_unref(wakes, nwakes);
+        free(wakes);
+        return false;
+    }
+    if (nwakes) {
+        bus_wake_local(wakes, nwakes);
+        bus_publish_wakes(wakes, nwakes);
+    }
+    wakes_unref(wakes, nwakes);
+    free(wakes);
+    return true;
+}
+
 /* One transaction for v[0..n); the wake-ups are done after COMMIT. */
 static bool flush(const struct ack *v, size_t n)
 {
@@ -267,46 +310,13 @@ static bool flush(const struct ack *v, size_t n)
     free(hc);
     free(hm);
     free(hx);
-    struct wake *wakes = NULL;
-    size_t nwakes = 0;
-    bool ok = exec_ok("BEGIN");
-    if (ok) {
-        const char *vals[9];
-        for (int i = 0; i < 9; i++)
-            vals[i] = arrays[i];
-        PGresult *res = db_session_exec(&db, sql_flush, 9, vals);
-        ok = db_res_ok(res);
-        if (ok) {
-            nwakes = (size_t)PQntuples(res);
-            wakes = xmalloc((nwakes ? nwakes : 1) * sizeof *wakes);
-            for (size_t i = 0; i < nwakes; i++)
-                wakes[i] = (struct wake){db_i64(res, (int)i, 0), db_i64(res, (int)i, 1),
-                                         evbody_new("receipt", db_i64(res, (int)i, 2), PQgetvalue(res, (int)i, 4),
-                                                    PQgetvalue(res, (int)i, 3), (size_t)PQgetlength(res, (int)i, 3),
-                                                    &no_message)};
-        } else {
-            nlog(LOG_WARN, "ack flush failed (kept for the next one)",
-                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db.conn)));
-        }
-        PQclear(res);
-    }
-    ok = ok && exec_ok("COMMIT");
+    const char *vals[9];
+    for (int i = 0; i < 9; i++)
+        vals[i] = arrays[i];
+    bool ok = flush_tx(sql_flush, 9, vals, "ack flush failed (kept for the next one)");
     for (int i = 0; i < 9; i++)
         free(arrays[i]);
-    if (!ok) {
-        if (PQstatus(db.conn) != CONNECTION_OK || !exec_ok("ROLLBACK"))
-            db_session_close(&db);
-        wakes_unref(wakes, nwakes);
-        free(wakes);
-        return false;
-    }
-    if (nwakes) {
-        bus_wake_local(wakes, nwakes);
-        bus_publish_wakes(wakes, nwakes);
-    }
-    wakes_unref(wakes, nwakes);
-    free(wakes);
-    return true;
+    return ok;
 }
 
 /* One transaction for the push acks p[0..n); wake-ups after COMMIT. */
@@ -324,44 +334,11 @@ static bool flush_pushes(const struct push_ack *p, size_t n)
     free(u);
     free(c);
     free(s);
-    struct wake *wakes = NULL;
-    size_t nwakes = 0;
-    bool ok = exec_ok("BEGIN");
-    if (ok) {
-        const char *vals[3] = {arrays[0], arrays[1], arrays[2]};
-        PGresult *res = db_session_exec(&db, sql_push_flush, 3, vals);
-        ok = db_res_ok(res);
-        if (ok) {
-            nwakes = (size_t)PQntuples(res);
-            wakes = xmalloc((nwakes ? nwakes : 1) * sizeof *wakes);
-            for (size_t i = 0; i < nwakes; i++)
-                wakes[i] = (struct wake){db_i64(res, (int)i, 0), db_i64(res, (int)i, 1),
-                                         evbody_new("receipt", db_i64(res, (int)i, 2), PQgetvalue(res, (int)i, 4),
-                                                    PQgetvalue(res, (int)i, 3), (size_t)PQgetlength(res, (int)i, 3),
-                                                    &no_message)};
-        } else {
-            nlog(LOG_WARN, "push ack flush failed (kept for the next one)",
-                 json_pack("{s:s}", "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db.conn)));
-        }
-        PQclear(res);
-    }
-    ok = ok && exec_ok("COMMIT");
+    const char *vals[3] = {arrays[0], arrays[1], arrays[2]};
+    bool ok = flush_tx(sql_push_flush, 3, vals, "push ack flush failed (kept for the next one)");
     for (int i = 0; i < 3; i++)
         free(arrays[i]);
-    if (!ok) {
-        if (PQstatus(db.conn) != CONNECTION_OK || !exec_ok("ROLLBACK"))
-            db_session_close(&db);
-        wakes_unref(wakes, nwakes);
-        free(wakes);
-        return false;
-    }
-    if (nwakes) {
-        bus_wake_local(wakes, nwakes);
-        bus_publish_wakes(wakes, nwakes);
-    }
-    wakes_unref(wakes, nwakes);
-    free(wakes);
-    return true;
+    return ok;
 }
 
 /* Takes and flushes the pending push acks; false when it failed (given back
