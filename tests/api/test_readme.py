@@ -63,6 +63,10 @@ RUN_START_TIMEOUT = 180    # build check, initdb, migrations on a busy machine
 RUN_STOP_TIMEOUT = 60
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class MakeRun:
     def __init__(self):
         self.state_dir = new_state_dir("make-run")
@@ -73,10 +77,14 @@ class MakeRun:
                          "NATTER_PORT": str(self.port),
                          "NATTER_PWHASH_COST": "min"})
         self._log = open(self.log_path, "wb")
-        # a session of its own: its process group plays the terminal's foreground group
+        # a session of its own: its process group plays the terminal's foreground group.
+        # SIGINT as a terminal's shell leaves it for a foreground job: `make test` runs
+        # pytest as a background job, which starts with SIGINT ignored, and a script that
+        # starts with a signal ignored cannot trap it.
         self.proc = subprocess.Popen(["bash", str(REPO_ROOT / "scripts" / "run.sh")], env=env,
                                      cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_default_sigint)
         self.base_url = f"http://127.0.0.1:{self.port}"
 
     def output(self) -> str:
