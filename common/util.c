@@ -406,3 +406,14 @@ bool emoji_valid(const char *s, size_t max_chars)
         i++;
     }
 }
+
+bool apns_token_valid(const char *t)
+{
+    size_t n = strlen(t);
+    if (n < 16 || n > 200)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f') || (t[i] >= 'A' && t[i] <= 'F')))
+            return false;
+    return true;
+}

@@ -58,6 +58,9 @@ bool utf8_valid(const char *s, size_t len);
  * selector, skin-tone modifier and tag sequence), a flag or a keycap, or such
  * elements joined by ZWJ — of at most max_chars code points. */
 bool emoji_valid(const char *s, size_t max_chars);
+/* An APNs device token: 16 to 200 hex digits (32 bytes today; Apple says not to
+ * rely on the length). natter-api checks it on registration, the worker again. */
+bool apns_token_valid(const char *t);
 
 /* True for a canonical textual UUID: 8-4-4-4-12 hex digits. */
 bool uuid_valid(const char *s);

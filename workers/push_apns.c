@@ -111,17 +111,6 @@ static json_t *payload(const struct push_msg *m)
                      (json_int_t)m->count);
 }
 
-static bool token_ok(const char *t)
-{
-    size_t n = strlen(t);
-    if (n < 16 || n > 200)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f') || (t[i] >= 'A' && t[i] <= 'F')))
-            return false;
-    return true;
-}
-
 static enum push_result apns_send(struct wctx *w, const struct push_msg *m, struct push_out *out)
 {
     const struct config *cfg = w->cfg;
@@ -129,7 +118,7 @@ static enum push_result apns_send(struct wctx *w, const struct push_msg *m, stru
         snprintf(out->err, out->errlen, "apns provider not configured (NATTER_PUSH_APNS_KEY_FILE is empty)");
         return PUSH_FAILED;
     }
-    if (!token_ok(m->token)) { /* the API checks it too; an old row may not be */
+    if (!apns_token_valid(m->token)) { /* the API checks it too; an old row may not be */
         snprintf(out->err, out->errlen, "apns: the device token is not hex");
         return PUSH_INVALID_TOKEN;
     }

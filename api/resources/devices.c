@@ -89,18 +89,6 @@ int devices_revoke(struct req *r)
     return reply_empty(r, 204);
 }
 
-/* APNs device tokens are hex (32 bytes today; Apple says not to rely on the length). */
-static bool apns_token_ok(const char *t)
-{
-    size_t n = strlen(t);
-    if (n < 16 || n > 200)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f') || (t[i] >= 'A' && t[i] <= 'F')))
-            return false;
-    return true;
-}
-
 /* PUT /v1/devices/{id}/push {"provider", "token"}: where this device's pushes go. */
 int devices_set_push(struct req *r)
 {
@@ -124,7 +112,7 @@ int devices_set_push(struct req *r)
         return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", "provider"),
                                  "provider must be one of: webhook, log, fcm, apns");
     const char *token = json_string_value(json_object_get(r->json, "token"));
-    if (strcmp(provider, "apns") == 0 && !apns_token_ok(token))
+    if (strcmp(provider, "apns") == 0 && !apns_token_valid(token))
         return reply_problem_ext(r, 422, "validation_failed", json_pack("{s:s}", "field", "token"),
                                  "an apns token is the device token in hex (16 to 200 hex digits)");
     const char *vals[4] = {u, d, provider, token};
