@@ -90,10 +90,20 @@ static void on_notice(void *arg, const PGresult *res)
                    state ? state : ""));
 }
 
+static atomic_bool citus_on;
+
 PGconn *db_connect(const char *conninfo)
 {
     PGconn *c = PQconnectdb(conninfo);
     PQsetNoticeReceiver(c, on_notice, NULL);
+    if (PQstatus(c) == CONNECTION_OK && atomic_load(&citus_on)) {
+        /* Citus plans most of natter's statements only with their parameters'
+         * values: no generic plans of prepared statements */
+        PGresult *r = PQexec(c, "SET plan_cache_mode = force_custom_plan");
+        if (!db_res_ok(r))
+            nlog(LOG_WARN, "cannot set plan_cache_mode for Citus", json_pack("{s:s}", "error", PQerrorMessage(c)));
+        PQclear(r);
+    }
     if (PQstatus(c) != CONNECTION_OK) {
         char *msg = xstrdup(PQerrorMessage(c));
         size_t n = strlen(msg);
@@ -241,8 +251,6 @@ char *db_id_array(const int64_t *ids, size_t n)
 
 static atomic_ullong statements;
 
-static atomic_bool citus_on;
-
 int db_detect_citus(PGconn *c)
 {
     PGresult *r = PQexec(c, "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')");
@@ -311,7 +319,9 @@ bool db_session_open(struct db_session *s, const char *conninfo)
     s->conn = db_connect(conninfo);
     if (!s->conn)
         return false;
-    PGresult *r = PQexec(s->conn, "SET plan_cache_mode = force_generic_plan");
+    /* generic plans save the planning of every batch; Citus needs custom ones (db_connect) */
+    PGresult *r = PQexec(s->conn, db_citus() ? "SET plan_cache_mode = force_custom_plan"
+                                             : "SET plan_cache_mode = force_generic_plan");
     bool ok = db_res_ok(r);
     PQclear(r);
     if (!ok) {

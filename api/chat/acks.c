@@ -42,6 +42,13 @@ static const char sql_flush[] =
 static const char sql_push_flush[] =
     "SELECT woken_user, woken_seq, woken_chat, woken_data, woken_at FROM natter_push_ack_batch($1::bigint[],"
     " $2::bigint[], $3::bigint[])";
+/* the same on Citus (migrations/015: row locks one shard at a time) */
+static const char sql_flush_citus[] =
+    "SELECT woken_user, woken_seq, woken_chat, woken_data, woken_at FROM natter_ack_batch_citus($1::bigint[],"
+    " $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])";
+static const char sql_push_flush_citus[] =
+    "SELECT woken_user, woken_seq, woken_chat, woken_data, woken_at FROM natter_push_ack_batch_citus($1::bigint[],"
+    " $2::bigint[], $3::bigint[])";
 
 struct push_ack {
     int64_t user, chat, seq;
@@ -313,7 +320,7 @@ static bool flush(const struct ack *v, size_t n)
     const char *vals[9];
     for (int i = 0; i < 9; i++)
         vals[i] = arrays[i];
-    bool ok = flush_tx(sql_flush, 9, vals, "ack flush failed (kept for the next one)");
+    bool ok = flush_tx(db_citus() ? sql_flush_citus : sql_flush, 9, vals, "ack flush failed (kept for the next one)");
     for (int i = 0; i < 9; i++)
         free(arrays[i]);
     return ok;
@@ -335,7 +342,8 @@ static bool flush_pushes(const struct push_ack *p, size_t n)
     free(c);
     free(s);
     const char *vals[3] = {arrays[0], arrays[1], arrays[2]};
-    bool ok = flush_tx(sql_push_flush, 3, vals, "push ack flush failed (kept for the next one)");
+    bool ok = flush_tx(db_citus() ? sql_push_flush_citus : sql_push_flush, 3, vals,
+                       "push ack flush failed (kept for the next one)");
     for (int i = 0; i < 3; i++)
         free(arrays[i]);
     return ok;

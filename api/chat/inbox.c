@@ -30,12 +30,10 @@ static const char sql_inbox_emit[] =
 
 /* With Citus (db_citus()): users and chat_members are distributed by different
  * keys and Citus refuses row locks across shards, so the members are read first
- * (one chat: one shard) and the users updated in one multi-shard UPDATE whose
- * shards are visited one after the other in shard order
- * (multi_shard_modify_mode 'sequential', set for the transaction), so two
- * fan-outs lock shared users in the same order; inside a shard the ids come in
- * index order. A two-phase commit on the workers touched. */
-static const char sql_citus_sequential[] = "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'";
+ * (one chat: one shard), the users locked one at a time in ascending id order
+ * (natter_lock_users, migrations/015: each lock a one-shard statement, the
+ * global lock order), then updated in one multi-shard UPDATE. A two-phase
+ * commit on the workers touched. */
 static const char sql_citus_members[] =
     "SELECT CASE WHEN $2 THEN (SELECT coalesce(array_agg(user_id), '{}') FROM chat_members WHERE chat_id = $1)"
     " ELSE '{}'::bigint[] END";
@@ -44,18 +42,18 @@ static const char sql_citus_inbox_emit[] =
     "           RETURNING id, inbox_seq)"
     "INSERT INTO inbox (user_id, seq, type, chat_id, payload)"
     " SELECT id, inbox_seq, $2::text, $1::bigint, $3::jsonb FROM u RETURNING user_id, seq, " DB_TS_RET("created_at");
-static const char sql_citus_lock_users[] =
-    "UPDATE users SET inbox_seq = inbox_seq WHERE id = ANY ($1::bigint[] || $2::bigint[])";
+static const char sql_citus_lock_users[] = "SELECT natter_lock_users($1::bigint[] || $2::bigint[])";
 
-/* Citus: the sequential mode and the chat's members as an array literal (or
- * "{}" when to has no INBOX_MEMBERS); NULL after replying. */
-static const char *citus_recipients(struct req *r, const char *chat, unsigned to)
+/* Citus: the chat's members as an array literal (or "{}" when to has no
+ * INBOX_MEMBERS), locked with the users of extra; NULL after replying. */
+static const char *citus_recipients(struct req *r, const char *chat, unsigned to, const char *extra)
 {
-    if (!req_sql(r, NULL, sql_citus_sequential, 0, NULL))
-        return NULL;
     const char *vals[2] = {chat, (to & INBOX_MEMBERS) ? "true" : "false"};
     PGresult *m = req_sql(r, NULL, sql_citus_members, 2, vals);
-    return m ? PQgetvalue(m, 0, 0) : NULL;
+    if (!m)
+        return NULL;
+    const char *vl[2] = {PQgetvalue(m, 0, 0), extra ? extra : "{}"};
+    return req_sql(r, NULL, sql_citus_lock_users, 2, vl) ? vl[0] : NULL;
 }
 
 int inbox_emit(struct req *r, int64_t chat_id, const char *type, unsigned to, const char *extra, json_t *payload)
@@ -68,7 +66,7 @@ int inbox_emit(struct req *r, int64_t chat_id, const char *type, unsigned to, co
     const char *vals[5] = {i64s(c, chat_id), type, text, (to & INBOX_MEMBERS) ? "true" : "false", extra ? extra : "{}"};
     const char *sql = sql_inbox_emit;
     if (db_citus()) {
-        if (!(vals[3] = citus_recipients(r, c, to)))
+        if (!(vals[3] = citus_recipients(r, c, to, extra)))
             return -1;
         sql = sql_citus_inbox_emit;
     }
@@ -99,9 +97,7 @@ int lock_users(struct req *r, int64_t chat_id, unsigned to, const char *extra)
     char c[24];
     const char *vals[3] = {i64s(c, chat_id), (to & INBOX_MEMBERS) ? "true" : "false", extra ? extra : "{}"};
     if (db_citus()) {
-        const char *members = citus_recipients(r, vals[0], to);
-        const char *vc[2] = {members, vals[2]};
-        return members && req_sql(r, NULL, sql_citus_lock_users, 2, vc) ? 0 : -1;
+        return citus_recipients(r, vals[0], to, extra) ? 0 : -1;
     }
     return req_sql(r, NULL, sql_lock_users, 3, vals) ? 0 : -1;
 }

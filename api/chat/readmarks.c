@@ -20,6 +20,10 @@
 static const char sql_batch[] =
     "SELECT i, status, w_user, w_seq, w_chat, w_data, w_at"
     " FROM natter_read_batch($1::bigint[], $2::bigint[], $3::bigint[])";
+/* the same on Citus (migrations/015: row locks one shard at a time) */
+static const char sql_batch_citus[] =
+    "SELECT i, status, w_user, w_seq, w_chat, w_data, w_at"
+    " FROM natter_read_batch_citus($1::bigint[], $2::bigint[], $3::bigint[])";
 /* the answer of each request: the marker and the unread counts after the batch */
 static const char sql_unread[] = "SELECT b.i, cm.last_read_seq, " CHAT_SQL_UNREAD ", " CHAT_SQL_UNREAD_MENTIONS
                                  " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS b(i, chat, usr)"
@@ -55,7 +59,7 @@ static bool mark(struct db_session *db, struct read_op **v, size_t n, struct wak
     }
     char *ac = db_id_array(c, n), *au = db_id_array(u, n), *as = db_id_array(s, n);
     const char *vals[3] = {ac, au, as};
-    PGresult *res = db_session_exec(db, sql_batch, 3, vals);
+    PGresult *res = db_session_exec(db, db_citus() ? sql_batch_citus : sql_batch, 3, vals);
     bool ok = db_res_ok(res);
     size_t statuses = 0;
     *nwakes = 0;

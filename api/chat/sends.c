@@ -25,6 +25,11 @@ static const char sql_batch_set[] = "SELECT i, status, seq, body_sha256 FROM nat
 /* ... and, only when that raised, one message at a time in subtransactions
  * (migrations/004), so that the message the database refuses fails alone */
 static const char sql_batch_each[] = "SELECT i, status, seq, body_sha256 FROM natter_send_batch($1::jsonb)";
+/* the same two on Citus, one chat (one shard) at a time (migrations/015) */
+static const char sql_batch_set_citus[] =
+    "SELECT i, status, seq, body_sha256 FROM natter_send_batch_chats($1::jsonb, false)";
+static const char sql_batch_each_citus[] =
+    "SELECT i, status, seq, body_sha256 FROM natter_send_batch_chats($1::jsonb, true)";
 /* the Message objects of the batch, as the sender sees them (reactions[].me) */
 static const char sql_messages[] =
     "SELECT b.i, " MSG_COLS("b.sender") " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[])"
@@ -48,6 +53,10 @@ static const char sql_fanout[] =
     "INSERT INTO inbox (user_id, seq, type, chat_id, payload)"
     " SELECT n.user_id, n.seq, 'message', n.chat_id, n.payload FROM n"
     " RETURNING user_id, seq, chat_id, (payload -> 'message' ->> 'seq')::bigint, " DB_TS_RET("created_at");
+/* the same on Citus: users locked one at a time in id order (migrations/015) */
+static const char sql_fanout_citus[] =
+    "SELECT woken_user, woken_seq, woken_chat, woken_mseq, woken_at"
+    " FROM natter_fanout_citus($1::bigint[], $2::integer[], $3::jsonb)";
 
 static struct redis_pool *redis;
 static struct pipeline *pipe_sends;
@@ -176,7 +185,7 @@ static bool fan_out(struct db_session *db, struct send **v, size_t n, struct wak
     if (k > 0 && pj) {
         char *a = db_id_array(chat, k), *b = db_id_array(ord, k);
         const char *vals[3] = {a, b, pj};
-        PGresult *res = db_session_exec(db, sql_fanout, 3, vals);
+        PGresult *res = db_session_exec(db, db_citus() ? sql_fanout_citus : sql_fanout, 3, vals);
         ok = db_res_ok(res);
         if (ok) {
             /* one body per message, shared by its recipients */
@@ -217,10 +226,23 @@ static bool fan_out(struct db_session *db, struct send **v, size_t n, struct wak
     return ok;
 }
 
-/* Runs a batch function (sql: sql_batch_set or sql_batch_each) and records
- * each send's outcome. false when it failed (logged). */
-static bool run_batch_fn(struct db_session *db, const char *sql, const char *batch, struct send **v, size_t n)
+/* "natter_send_batch_set" of "SELECT … FROM natter_send_batch_set(…)", for the log */
+static const char *fn_name(const char *sql)
 {
+    static _Thread_local char name[48];
+    const char *p = strstr(sql, "FROM ");
+    p = p ? p + 5 : sql;
+    size_t len = strcspn(p, "(");
+    snprintf(name, sizeof name, "%.*s", (int)(len < sizeof name ? len : sizeof name - 1), p);
+    return name;
+}
+
+/* Runs a batch function (the set-based one, or with each the one message at a
+ * time) and records each send's outcome. false when it failed (logged). */
+static bool run_batch_fn(struct db_session *db, bool each, const char *batch, struct send **v, size_t n)
+{
+    const char *sql = db_citus() ? (each ? sql_batch_each_citus : sql_batch_set_citus)
+                                 : (each ? sql_batch_each : sql_batch_set);
     const char *vals[1] = {batch};
     PGresult *res = db_session_exec(db, sql, 1, vals);
     bool ok = db_res_ok(res) && (size_t)PQntuples(res) == n;
@@ -238,9 +260,9 @@ static bool run_batch_fn(struct db_session *db, const char *sql, const char *bat
             snprintf(s->sqlstate, sizeof s->sqlstate, "%s", PQgetvalue(res, row, 3));
     }
     if (!ok)
-        nlog(sql == sql_batch_set ? LOG_WARN : LOG_ERROR, "sends: the batch function failed",
-             json_pack("{s:s,s:s}", "function", sql == sql_batch_set ? "natter_send_batch_set" : "natter_send_batch",
-                       "error", res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn)));
+        nlog(each ? LOG_ERROR : LOG_WARN, "sends: the batch function failed",
+             json_pack("{s:s,s:s}", "function", fn_name(sql), "error",
+                       res ? PQresultErrorMessage(res) : PQerrorMessage(db->conn)));
     PQclear(res);
     return ok;
 }
@@ -261,12 +283,11 @@ static bool commit_sends(struct db_session *db, struct pipe_item **items, size_t
     size_t nwakes = 0;
     char *batch = batch_json(v, n);
     PGconn *conn = db->conn;
-    bool ok = batch && pipeline_exec(conn, "BEGIN") && run_batch_fn(db, sql_batch_set, batch, v, n);
+    bool ok = batch && pipeline_exec(conn, "BEGIN") && run_batch_fn(db, false, batch, v, n);
     if (!ok && batch && PQstatus(conn) == CONNECTION_OK) {
         /* a message the database refuses (or any other error): again, in a
          * new transaction, one message at a time */
-        ok = pipeline_exec(conn, "ROLLBACK") && pipeline_exec(conn, "BEGIN") &&
-             run_batch_fn(db, sql_batch_each, batch, v, n);
+        ok = pipeline_exec(conn, "ROLLBACK") && pipeline_exec(conn, "BEGIN") && run_batch_fn(db, true, batch, v, n);
     }
     ok = ok && load_messages(db, v, n) && fan_out(db, v, n, &wakes, &nwakes) && pipeline_exec(conn, "COMMIT");
     free(batch);

@@ -367,6 +367,10 @@ int messages_get(struct req *r)
 
 static const char sql_edit[] =
     "UPDATE messages SET body = $3, edited_at = now() WHERE chat_id = $1 AND seq = $2 RETURNING " MSG_COLS("$4");
+/* Citus allows only IMMUTABLE functions in RETURNING (MSG_COLS has json ones):
+ * the update, then the row read back in the same transaction */
+static const char sql_edit_citus[] = "UPDATE messages SET body = $3, edited_at = now() WHERE chat_id = $1 AND seq = $2";
+static const char sql_edited_citus[] = "SELECT " MSG_COLS("$3") " FROM messages WHERE chat_id = $1 AND seq = $2";
 static const char sql_tombstone[] =
     "UPDATE messages SET body = NULL, mentions = '{}', attachment_ids = '{}', deleted_at = now()"
     " WHERE chat_id = $1 AND seq = $2";
@@ -394,7 +398,13 @@ int messages_edit(struct req *r)
     char c[24], s[24], u[24];
     const char *vals[4] = {i64s(c, m.chat_id), i64s(s, seq), json_string_value(json_object_get(r->json, "text")),
                            i64s(u, r->user_id)};
-    PGresult *res = req_sql(r, NULL, sql_edit, 4, vals);
+    PGresult *res;
+    if (db_citus()) {
+        const char *back[3] = {vals[0], vals[1], vals[3]};
+        res = req_sql(r, NULL, sql_edit_citus, 3, vals) ? req_sql(r, NULL, sql_edited_citus, 3, back) : NULL;
+    } else {
+        res = req_sql(r, NULL, sql_edit, 4, vals);
+    }
     if (!res)
         return -1;
     json_t *msg = req_own_json(r, msg_json(res, 0, 0));
