@@ -9,6 +9,7 @@
 #   make test     both builds, unit tests and API tests against real servers
 #   make test-citus  the API tests against a Citus cluster (scripts/test-citus.sh)
 #   make bench    the benchmarks in bench/ (prints figures)
+#   make bench-citus  each operation's cost on Citus vs a single PostgreSQL (bench/citus.sh)
 #   make fuzz     the libFuzzer harnesses of tests/fuzz/, FUZZ_SECONDS (300) each
 #                 (built with clang in build-fuzz/; `make test` runs them briefly)
 
@@ -70,7 +71,7 @@ API_OBJ := $(API_SRC:%.c=$(BUILD)/obj/%.o)
 WORKER_OBJ := $(WORKER_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all asan run test test-citus unit check format bench clean fuzz fuzz-build fuzzers print-INC_% print-PKG_CFLAGS
+.PHONY: all asan run test test-citus unit check format bench bench-citus clean fuzz fuzz-build fuzzers print-INC_% print-PKG_CFLAGS
 all: $(BUILD)/natter-api $(BUILD)/natter-worker $(BUILD)/unit-tests $(BUILD)/sigv4-tool
 
 asan:
@@ -115,6 +116,9 @@ format:
 
 bench:
 	@bash bench/run.sh
+
+bench-citus:
+	@bash bench/citus.sh
 
 clean:
 	rm -rf build build-asan build-fuzz
