@@ -7,7 +7,9 @@
 -- (db_citus(), api/chat/sends.c); on a single PostgreSQL the older ones stay (fewer
 -- statements). The results are the same rows, in the same lock order: chat rows in
 -- ascending id order, one chat at a time, then each chat's senders' member rows in user
--- order. Every statement below names one chat, so Citus routes it to that chat's shard.
+-- order. Every statement below names one chat, so Citus routes it to that chat's shard;
+-- a statement over several chats or users says `= ANY (their ids)`, so that Citus visits
+-- only their shards rather than all of them.
 -- Each function plans its statements with their parameters' values (force_custom_plan):
 -- Citus cannot plan most of them generically, and PL/pgSQL would switch to generic plans
 -- after five calls.
@@ -244,6 +246,7 @@ BEGIN
                    SELECT i.chat_id, i.user_id, max((i.payload -> 'message' ->> 'seq')::bigint)
                      FROM m JOIN inbox i ON i.user_id = m.u AND i.seq > m.f AND i.seq <= m.t
                     WHERE NOT m.hinted AND i.type = 'message' AND i.chat_id IS NOT NULL
+                      AND i.user_id = ANY (mv_user)
                     GROUP BY i.chat_id, i.user_id)
         SELECT r.chat_id, r.user_id, max(r.upto) AS upto FROM r GROUP BY r.chat_id, r.user_id
          ORDER BY r.chat_id, r.user_id
@@ -273,7 +276,7 @@ BEGIN
                SELECT DISTINCT mv.chat_id, mv.member, mv.t, msg.sender_id
                  FROM mv JOIN messages msg ON msg.chat_id = mv.chat_id AND msg.seq > mv.f AND msg.seq <= mv.t
                 WHERE NOT mv.hinted AND msg.kind = 'text' AND msg.sender_id IS NOT NULL
-                  AND msg.sender_id <> mv.member),
+                  AND msg.sender_id <> mv.member AND msg.chat_id = ANY (dl_chat)),
          g AS (SELECT s.chat_id, s.sender_id, max(s.t) AS top,
                       (array_agg(s.member ORDER BY s.t DESC, s.member))[1] AS top_member,
                       jsonb_agg(jsonb_build_object('user_id', s.member, 'seq', s.t) ORDER BY s.member) AS members
@@ -314,8 +317,9 @@ DECLARE
     out_payload jsonb[];
 BEGIN
     WITH v AS (SELECT v.k::integer AS k, v.c, v.u, v.s FROM unnest(r_chat, r_user, r_seq) WITH ORDINALITY AS v(c, u, s, k)),
-         cm AS (SELECT cm.chat_id, cm.user_id FROM chat_members cm JOIN v ON cm.chat_id = v.c AND cm.user_id = v.u),
-         ch AS (SELECT ch.id, ch.last_seq FROM chats ch WHERE ch.id IN (SELECT v.c FROM v)),
+         cm AS (SELECT cm.chat_id, cm.user_id FROM chat_members cm JOIN v ON cm.chat_id = v.c AND cm.user_id = v.u
+                 WHERE cm.chat_id = ANY (r_chat)),
+         ch AS (SELECT ch.id, ch.last_seq FROM chats ch WHERE ch.id = ANY (r_chat)),
          x AS (SELECT v.k, v.c, v.u, v.s,
                       CASE WHEN NOT EXISTS (SELECT 1 FROM cm WHERE cm.chat_id = v.c AND cm.user_id = v.u) THEN 'not_member'
                            WHEN v.s > (SELECT ch.last_seq FROM ch WHERE ch.id = v.c) THEN 'beyond'
@@ -351,7 +355,8 @@ BEGIN
                   UNION
                   SELECT mv.chat_id, mv.reader, mv.t, msg.sender_id
                     FROM mv JOIN messages msg ON msg.chat_id = mv.chat_id AND msg.seq > mv.f AND msg.seq <= mv.t
-                   WHERE msg.kind = 'text' AND msg.sender_id IS NOT NULL AND msg.sender_id <> mv.reader),
+                   WHERE msg.kind = 'text' AND msg.sender_id IS NOT NULL AND msg.sender_id <> mv.reader
+                     AND msg.chat_id = ANY (mv_chat)),
          r AS (SELECT rcpt.to_user, rcpt.chat_id,
                       jsonb_build_object('chat_id', rcpt.chat_id, 'user_id', rcpt.reader, 'kind', 'read',
                                          'seq', rcpt.t) AS payload,
@@ -407,7 +412,8 @@ BEGIN
     WITH mv AS (SELECT * FROM unnest(dl_chat, dl_user, dl_from, dl_to) AS x(chat_id, member, f, t)),
          s AS (SELECT DISTINCT mv.chat_id, mv.member, mv.t, msg.sender_id
                  FROM mv JOIN messages msg ON msg.chat_id = mv.chat_id AND msg.seq > mv.f AND msg.seq <= mv.t
-                WHERE msg.kind = 'text' AND msg.sender_id IS NOT NULL AND msg.sender_id <> mv.member),
+                WHERE msg.kind = 'text' AND msg.sender_id IS NOT NULL AND msg.sender_id <> mv.member
+                  AND msg.chat_id = ANY (dl_chat)),
          g AS (SELECT s.chat_id, s.sender_id, max(s.t) AS top,
                       (array_agg(s.member ORDER BY s.t DESC, s.member))[1] AS top_member,
                       jsonb_agg(jsonb_build_object('user_id', s.member, 'seq', s.t) ORDER BY s.member) AS members

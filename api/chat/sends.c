@@ -35,6 +35,11 @@ static const char sql_messages[] =
     "SELECT b.i, " MSG_COLS("b.sender") " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[])"
     "   AS b(chat, seq, sender, i)"
     " JOIN messages ON messages.chat_id = b.chat AND messages.seq = b.seq";
+/* the same, on Citus naming the chats so that only their shards are visited */
+static const char sql_messages_citus[] =
+    "SELECT b.i, " MSG_COLS("b.sender") " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[])"
+    "   AS b(chat, seq, sender, i)"
+    " JOIN messages ON messages.chat_id = b.chat AND messages.seq = b.seq WHERE messages.chat_id = ANY ($1::bigint[])";
 /* One `message` event per member per new message, each member's events
  * numbered in the batch's order on top of their inbox_seq; users locked in
  * ascending id order (MATERIALIZED keeps the ordered lock a step of its own). */
@@ -127,7 +132,7 @@ static bool load_messages(struct db_session *db, struct send **v, size_t n)
     if (k > 0) {
         char *a = db_id_array(chat, k), *b = db_id_array(seq, k), *c = db_id_array(snd, k), *d = db_id_array(idx, k);
         const char *vals[4] = {a, b, c, d};
-        PGresult *res = db_session_exec(db, sql_messages, 4, vals);
+        PGresult *res = db_session_exec(db, db_citus() ? sql_messages_citus : sql_messages, 4, vals);
         ok = db_res_ok(res) && (size_t)PQntuples(res) == k;
         for (int row = 0; ok && row < PQntuples(res); row++) {
             int64_t i = db_i64(res, row, 0);

@@ -36,6 +36,10 @@ void presence_init(const struct rt_env *e)
 static const char sql_last_seen[] =
     "UPDATE users u SET last_seen_at = to_timestamp(v.ms / 1000.0)"
     " FROM unnest($1::bigint[], $2::bigint[]) AS v(id, ms) WHERE u.id = v.id";
+/* on Citus naming the users so that only their shards are visited */
+static const char sql_last_seen_citus[] =
+    "UPDATE users u SET last_seen_at = to_timestamp(v.ms / 1000.0)"
+    " FROM unnest($1::bigint[], $2::bigint[]) AS v(id, ms) WHERE u.id = v.id AND u.id = ANY ($1::bigint[])";
 
 /* Tells the contacts of user that they came online / went offline. */
 static void announce(PGconn *c, int64_t user, bool online, int64_t seen_ms)
@@ -156,7 +160,8 @@ static void sweep(PGconn **pc)
     if (k > 0 && *pc) {
         char *a = db_id_array(ids, k), *b = db_id_array(ms, k);
         const char *vals[2] = {a, b};
-        PGresult *res = PQexecParams(*pc, sql_last_seen, 2, NULL, vals, NULL, NULL, 0);
+        PGresult *res = PQexecParams(*pc, db_citus() ? sql_last_seen_citus : sql_last_seen, 2, NULL, vals, NULL, NULL,
+                                     0);
         if (!db_res_ok(res)) {
             nlog(LOG_WARN, "presence: last_seen_at update failed", json_pack("{s:s}", "error", PQerrorMessage(*pc)));
             PQfinish(*pc);
