@@ -46,10 +46,24 @@ enum job_rc {
                     retry_after_ms, not counted as an attempt (the push TTL bounds it) */
 };
 
-/* Runs one job; err receives a reason for RETRY/DEAD. */
+#define JOB_RCS 5 /* count of enum job_rc */
+
+/* Runs one job; err receives a reason for RETRY/DEAD. Counts the run by job
+ * type and outcome in this process (job_runs). */
 enum job_rc push_run(struct wctx *w, json_t *job, char *err, size_t errlen);
 
 /* Queue engine (jobs.c). */
+/* This process's job figures since it started (the worker's /metrics).
+ * Job types are push_run's table plus a last row, "invalid", for jobs
+ * without a known type. Thread-safe. */
+size_t job_types_n(void);
+const char *job_type_name(size_t i);
+/* "done", "retry", "dead", "abandon", "defer" */
+const char *job_rc_name(enum job_rc rc);
+unsigned long long job_runs(size_t type, enum job_rc rc);
+/* Jobs being run by this process's threads now. */
+int jobs_running(void);
+
 void jobs_thread_loop(struct wctx *w, const atomic_bool *stopping);
 /* Moves due jobs from the delayed set back to the stream. Any worker may run it. */
 void jobs_move_due(struct redis_pool *p);
