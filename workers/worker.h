@@ -7,6 +7,7 @@
  *   push.c      the push jobs: push_message, push_flush, push_send
  *   push_*.c    providers (webhook, log, fcm, apns) and what they share (push_http.c)
  *   periodic.c  cleanup tasks and the outbox reconciler, one runner at a time
+ *   ops.c       the operator listener: /metrics, /healthz, /readyz
  *   main.c      threads, signals, heartbeat, graceful stop
  */
 #ifndef NATTER_WORKER_H
@@ -52,7 +53,6 @@ enum job_rc {
  * type and outcome in this process (job_runs). */
 enum job_rc push_run(struct wctx *w, json_t *job, char *err, size_t errlen);
 
-/* Queue engine (jobs.c). */
 /* This process's job figures since it started (the worker's /metrics).
  * Job types are push_run's table plus a last row, "invalid", for jobs
  * without a known type. Thread-safe. */
@@ -64,6 +64,7 @@ unsigned long long job_runs(size_t type, enum job_rc rc);
 /* Jobs being run by this process's threads now. */
 int jobs_running(void);
 
+/* Queue engine (jobs.c). */
 void jobs_thread_loop(struct wctx *w, const atomic_bool *stopping);
 /* Moves due jobs from the delayed set back to the stream. Any worker may run it. */
 void jobs_move_due(struct redis_pool *p);
