@@ -28,6 +28,9 @@ RUN apt-get update \
  && mkdir -p /var/lib/natter/blobs && chown -R natter:natter /var/lib/natter
 COPY --from=build /src/build/natter-api /src/build/natter-worker /usr/local/bin/
 USER natter
-ENV NATTER_ENV=production NATTER_LISTEN_ADDR=0.0.0.0 NATTER_STATE_DIR=/var/lib/natter
-EXPOSE 8080
+# NATTER_WORKER_LISTEN: natter-worker's operator listener (/metrics, /healthz, /readyz)
+ENV NATTER_ENV=production NATTER_LISTEN_ADDR=0.0.0.0 NATTER_STATE_DIR=/var/lib/natter \
+    NATTER_WORKER_LISTEN=0.0.0.0:8081
+# 8080: natter-api; 8081: natter-worker's operator listener
+EXPOSE 8080 8081
 ENTRYPOINT ["natter-api"]

@@ -166,7 +166,8 @@ $(BUILD)/libnatter_common.a: $(COMMON_OBJ)
 $(BUILD)/natter-api: $(BUILD)/obj/api/main.o $(BUILD)/obj/gen/openapi.o $(BUILD)/obj/gen/web.o $(API_OBJ) $(BUILD)/libnatter_common.a $(MHD_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/natter-worker: $(WORKER_OBJ) $(BUILD)/libnatter_common.a
+# natter-worker's operator listener (workers/ops.c) uses the same static libmicrohttpd
+$(BUILD)/natter-worker: $(WORKER_OBJ) $(BUILD)/libnatter_common.a $(MHD_LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/obj/gen/openapi.o $(API_OBJ) $(BUILD)/libnatter_common.a $(MHD_LIB)

@@ -7,8 +7,10 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,6 +166,9 @@ static const struct config_item items[] = {
      "bearer token GET /metrics requires (Authorization: Bearer <token>, at least 16 bytes); empty = /metrics is public"},
     {"NATTER_WORKER_THREADS", CT_INT, F(worker_threads), "4", 1, 256, NULL, ROLE_WORKER, false,
      "natter-worker threads"},
+    {"NATTER_WORKER_LISTEN", CT_STR, F(worker_listen), "127.0.0.1:8081", 0, 0, NULL, ROLE_WORKER, false,
+     "address:port of natter-worker's operator HTTP listener (GET /metrics, /healthz, /readyz): an IPv4 address, or"
+     " an IPv6 one in brackets ([::1]:8081); each worker process on a host needs its own port; empty = no listener"},
     {"NATTER_PUSH_WEBHOOK_URL", CT_STR, F(push_webhook_url), "", 0, 0, NULL, ROLE_WORKER, false,
      "webhook push provider endpoint (http or https); empty = webhook pushes disabled"},
     {"NATTER_PUSH_WEBHOOK_SECRET", CT_STR, F(push_webhook_secret), "", 0, 0, NULL, ROLE_WORKER, true,
@@ -306,6 +311,43 @@ done:
     return out;
 }
 
+int config_host_port(const char *name, const char *value, char *host, size_t hostlen, int *port, char **err)
+{
+    *err = NULL;
+    const char *colon = strrchr(value, ':');
+    const char *h = value, *h_end = colon;
+    bool v6 = value[0] == '[';
+    if (v6) { /* [addr]:port */
+        const char *close = strchr(value, ']');
+        if (!close || close[1] != ':') {
+            *err = xasprintf("%s: '%s' must be [IPv6 address]:port", name, value);
+            return -1;
+        }
+        h = value + 1;
+        h_end = close;
+        colon = close + 1;
+    }
+    if (!colon || h_end <= h || (size_t)(h_end - h) >= hostlen) {
+        *err = xasprintf("%s: '%s' must be address:port (e.g. 127.0.0.1:8081 or [::1]:8081)", name, value);
+        return -1;
+    }
+    memcpy(host, h, (size_t)(h_end - h));
+    host[h_end - h] = '\0';
+    unsigned char probe[sizeof(struct in6_addr)];
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, host, probe) != 1) {
+        *err = xasprintf("%s: '%s' is not an IP%s address", name, host,
+                         v6 ? "v6" : "v4 (an IPv6 one goes in brackets)");
+        return -1;
+    }
+    int64_t n;
+    if (!parse_i64(colon + 1, &n) || n < 1 || n > 65535) {
+        *err = xasprintf("%s: port '%s' is not an integer in 1..65535", name, colon + 1);
+        return -1;
+    }
+    *port = (int)n;
+    return 0;
+}
+
 /* Replaces *slot (owned) by its normalised base URL; 0, or -1 with *err. */
 static int normalise_url(const char *name, char **slot, char **err)
 {
@@ -431,6 +473,12 @@ int config_load(struct config *cfg, enum config_role role, const char *(*getenv_
             "NATTER_PUSH_APNS_KEY_FILE: needs NATTER_PUSH_APNS_KEY_ID, NATTER_PUSH_APNS_TEAM_ID and"
             " NATTER_PUSH_APNS_TOPIC");
         goto fail;
+    }
+    if ((role & ROLE_WORKER) && *cfg->worker_listen) {
+        char host[INET6_ADDRSTRLEN];
+        int port;
+        if (config_host_port("NATTER_WORKER_LISTEN", cfg->worker_listen, host, sizeof host, &port, err) < 0)
+            goto fail;
     }
     if ((role & ROLE_WORKER) && normalise_url("NATTER_PUSH_FCM_URL", &cfg->push_fcm_url, err) < 0)
         goto fail;

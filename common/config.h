@@ -59,6 +59,7 @@ struct config {
     int rate_table_buckets;        /* size of the in-process bucket table */
     int typing_coalesce_ms;        /* repeats of a typing state within this are not sent on */
     int worker_threads;            /* natter-worker threads */
+    char *worker_listen;           /* natter-worker's operator listener, address:port; "" = none */
     char *push_webhook_url;        /* webhook provider endpoint, "" = none */
     char *push_webhook_secret;     /* HMAC key for X-Natter-Signature */
     int push_timeout_ms;           /* total time of one provider call */
@@ -113,6 +114,12 @@ struct config {
  * A trailing '/' is dropped. Returns an owned scheme://host[:port], or NULL
  * with an owned message in *err. */
 char *config_base_url(const char *name, const char *url, char **err);
+
+/* Splits an address:port setting (name for messages): an IPv4 address, or an
+ * IPv6 one in brackets, then a port in 1..65535. The address (brackets
+ * dropped) goes to host (hostlen bytes, INET6_ADDRSTRLEN is enough), the port
+ * to *port. 0, or -1 with an owned message in *err naming the setting. */
+int config_host_port(const char *name, const char *value, char *host, size_t hostlen, int *port, char **err);
 
 /* Reads the environment through getenv_fn (getenv in production code, a fake in
  * tests) into cfg, applying defaults and validating every value that applies to

@@ -103,6 +103,11 @@ fi
 # Everything else (NATTER_PORT, NATTER_LOG_LEVEL, NATTER_PUSH_WEBHOOK_URL/_SECRET, …) is
 # already in our environment if the user exported it, and reaches the children as is.
 
+# natter-worker's operator listener (NATTER_WORKER_LISTEN: address:port, empty = none)
+worker_listen=${NATTER_WORKER_LISTEN-127.0.0.1:8081}
+worker_url="http://$worker_listen/  (its own /metrics, /healthz, /readyz)"
+[[ -n $worker_listen ]] || worker_url="no operator listener (NATTER_WORKER_LISTEN is empty)"
+
 cd "$REPO"
 "$REPO/build/natter-api" migrate
 
@@ -119,6 +124,7 @@ cat <<EOF
 
   Natter is running ($NATTER_ENV)
     API:        http://${NATTER_LISTEN_ADDR:-127.0.0.1}:${NATTER_PORT:-8080}/  (try /healthz, /readyz, /openapi.yaml)
+    worker:     $worker_url
     state dir:  $STATE_DIR
     PostgreSQL: psql "$NATTER_DATABASE_URL"
     Redis:      $NATTER_REDIS_URL

@@ -7,8 +7,11 @@
  * handles signals and, every 100 ms, moves due retries back to the stream and
  * runs the periodic tasks that are due (periodic.c); every 10 s it refreshes
  * the liveness key natter:workers:<pid>@<host> (TTL 30 s, deleted on a clean
- * stop). SIGINT/SIGTERM: threads finish the job in hand (bounded by the push
- * timeout) and the process exits 0. Any number of worker processes may run.
+ * stop). The operator listener (ops.c, NATTER_WORKER_LISTEN) serves this
+ * process's /metrics, /healthz and /readyz from a thread of its own.
+ * SIGINT/SIGTERM: the listener stops, threads finish the job in hand (bounded
+ * by the push timeout) and the process exits 0. Any number of worker
+ * processes may run (each with its own listener port).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -28,6 +31,7 @@
 #include "keys.h"
 #include "log.h"
 #include "migrate.h"
+#include "ops.h"
 #include "periodic.h"
 #include "push.h"
 #include "redis.h"
@@ -83,6 +87,7 @@ int main(int argc, char **argv)
     struct worker *workers = NULL;
     struct redis_pool *main_redis = NULL;
     struct periodic *periodic = NULL;
+    struct ops *ops = NULL;
     int started = 0;
     log_set_service("natter-worker");
 
@@ -139,6 +144,10 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* after the mask: the listener's thread must not take SIGINT/SIGTERM either */
+    struct ops_env oenv = {.cfg = &cfg, .redis = main_redis, .threads = cfg.worker_threads};
+    if (ops_start(&oenv, &ops) < 0)
+        goto out;
 
     char host[128] = "unknown", key[200], value[256], ts[40];
     gethostname(host, sizeof host - 1);
@@ -181,6 +190,8 @@ int main(int argc, char **argv)
             break;
     }
     nlog(LOG_INFO, "worker stopping", json_pack("{s:s}", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
+    ops_stop(ops);
+    ops = NULL;
     atomic_store(&stopping, true);
     for (int i = 0; i < started; i++) {
         pthread_join(workers[i].thread, NULL);
@@ -192,6 +203,7 @@ int main(int argc, char **argv)
     rc = started == cfg.worker_threads ? 0 : 1;
     nlog(LOG_INFO, "worker stopped", NULL);
 out:
+    ops_stop(ops);
     periodic_free(periodic);
     free(err);
     free(workers);

@@ -22,7 +22,9 @@
  * this process (NATTER_PUSH_PROVIDER_CONCURRENCY); a push whose provider has
  * none left is deferred (JOB_DEFER) instead of waiting, so a provider that
  * hangs holds at most its budget of threads. Every outcome is counted per
- * provider in natter:metrics:pushes (natter_pushes_total on /metrics).
+ * provider twice: in natter:metrics:pushes (natter-api's natter_pushes_total,
+ * the whole pool) and in this process's counters (push_count: the worker's
+ * own /metrics, ops.c). push_run counts every job it runs by type and outcome.
  *
  * Idempotency (a job may run twice: redelivery after a crash, a second
  * enqueue by the reconciler): a message is counted once per recipient
@@ -82,9 +84,43 @@ static bool slot_take(const struct config *cfg, size_t i)
     return false;
 }
 
-static void count_push(struct wctx *w, const char *provider, const char *outcome)
+static atomic_ullong pushes[NPROVIDERS][PUSH_OUT_N]; /* this process's counts (push_count) */
+
+static const char *const outcome_names[PUSH_OUT_N] = {
+    [PUSH_OUT_SENT] = "sent",     [PUSH_OUT_RETRIED] = "retried",   [PUSH_OUT_TOKEN_REMOVED] = "token_removed",
+    [PUSH_OUT_FAILED] = "failed", [PUSH_OUT_DEFERRED] = "deferred", [PUSH_OUT_EXPIRED] = "expired",
+};
+
+const char *push_outcome_name(enum push_outcome o)
 {
-    redisReply *r = wcmd(w, "HINCRBY " KEY_METRIC_PUSHES " %s:%s 1", provider, outcome);
+    return o < PUSH_OUT_N ? outcome_names[o] : "unknown";
+}
+
+size_t push_providers_n(void)
+{
+    return NPROVIDERS;
+}
+
+const char *push_provider_name(size_t i)
+{
+    return i < NPROVIDERS ? providers[i]->name : "unknown";
+}
+
+unsigned long long push_count(size_t i, enum push_outcome o)
+{
+    return i < NPROVIDERS && o < PUSH_OUT_N ? atomic_load(&pushes[i][o]) : 0;
+}
+
+int push_inflight(size_t i)
+{
+    return i < NPROVIDERS ? atomic_load(&inflight[i]) : 0;
+}
+
+/* Counts a push of provider pi: in this process, and in the pool's hash. */
+static void count_push(struct wctx *w, size_t pi, enum push_outcome o)
+{
+    atomic_fetch_add(&pushes[pi][o], 1);
+    redisReply *r = wcmd(w, "HINCRBY " KEY_METRIC_PUSHES " %s:%s 1", providers[pi]->name, outcome_names[o]);
     if (r)
         freeReplyObject(r);
 }
@@ -311,7 +347,7 @@ static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errl
         nlog(LOG_INFO, "push dropped: older than NATTER_PUSH_TTL",
              json_pack("{s:I,s:I,s:s}", "user_id", (json_int_t)user, "device_id", (json_int_t)device, "flush_id",
                        flush_id));
-        count_push(w, prov->name, "expired");
+        count_push(w, pi, PUSH_OUT_EXPIRED);
         goto out;
     }
     int64_t badge = json_integer_value(json_object_get(job, "badge"));
@@ -326,7 +362,7 @@ static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errl
     }
     if (!slot_take(w->cfg, pi)) {
         w->retry_after_ms = DEFER_MS + (int64_t)randombytes_uniform(DEFER_MS);
-        count_push(w, prov->name, "deferred");
+        count_push(w, pi, PUSH_OUT_DEFERRED);
         rc = JOB_DEFER;
         goto out;
     }
@@ -354,7 +390,7 @@ static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errl
         drop(wcmd(w, "SET %s 1 EX %d", marker, MARKER_TTL_S));
         drop(wcmd(w, "SET %s %lld EX %d", lastkey, (long long)badge, MARKER_TTL_S * 30));
         jobs_count(w, "pushes_sent_total", 1);
-        count_push(w, prov->name, "sent");
+        count_push(w, pi, PUSH_OUT_SENT);
         nlog(LOG_INFO, "push sent",
              json_pack("{s:i,s:s,s:s,s:s,s:I}", "thread", w->index, "push_id", pid, "provider", prov->name, "kind",
                        push_kind_name(kind), "count", (json_int_t)msg.count));
@@ -363,7 +399,7 @@ static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errl
         const char *v3[3] = {u, d, msg.token};
         PGresult *x = q(w, sql_drop_token, 3, v3);
         PQclear(x);
-        count_push(w, prov->name, "token_removed");
+        count_push(w, pi, PUSH_OUT_TOKEN_REMOVED);
         nlog(LOG_INFO, "push token removed: provider says it is gone",
              json_pack("{s:I,s:I,s:s,s:s}", "user_id", (json_int_t)user, "device_id", (json_int_t)device, "provider",
                        prov->name, "error", err));
@@ -371,11 +407,11 @@ static enum job_rc push_send(struct wctx *w, json_t *job, char *err, size_t errl
     }
     case PUSH_RETRY:
         w->retry_after_ms = po.retry_after_ms;
-        count_push(w, prov->name, "retried");
+        count_push(w, pi, PUSH_OUT_RETRIED);
         rc = JOB_RETRY;
         break;
     case PUSH_FAILED:
-        count_push(w, prov->name, "failed");
+        count_push(w, pi, PUSH_OUT_FAILED);
         rc = JOB_DEAD;
         break;
     }
@@ -624,16 +660,57 @@ static const struct job_type {
     {JOB_PUSH_BADGE, run_push_badge},
 };
 
+#define NJOBTYPES (sizeof job_types / sizeof job_types[0])
+_Static_assert(JOB_DEFER + 1 == JOB_RCS, "JOB_RCS counts enum job_rc");
+static atomic_ullong runs[NJOBTYPES + 1][JOB_RCS]; /* by type (last row: invalid) and outcome */
+static atomic_int running;                         /* jobs in push_run now */
+
+size_t job_types_n(void)
+{
+    return NJOBTYPES + 1;
+}
+
+const char *job_type_name(size_t i)
+{
+    return i < NJOBTYPES ? job_types[i].type : "invalid";
+}
+
+const char *job_rc_name(enum job_rc rc)
+{
+    static const char *const names[JOB_RCS] = {
+        [JOB_DONE] = "done",       [JOB_RETRY] = "retry", [JOB_DEAD] = "dead",
+        [JOB_ABANDON] = "abandon", [JOB_DEFER] = "defer",
+    };
+    return (unsigned)rc < JOB_RCS ? names[rc] : "unknown";
+}
+
+unsigned long long job_runs(size_t type, enum job_rc rc)
+{
+    return type <= NJOBTYPES && (unsigned)rc < JOB_RCS ? atomic_load(&runs[type][rc]) : 0;
+}
+
+int jobs_running(void)
+{
+    return atomic_load(&running);
+}
+
 enum job_rc push_run(struct wctx *w, json_t *job, char *err, size_t errlen)
 {
     const char *type = json_string_value(json_object_get(job, "type"));
-    if (!type) {
-        snprintf(err, errlen, "invalid job: missing string field `type`");
-        return JOB_DEAD;
-    }
-    for (size_t i = 0; i < sizeof job_types / sizeof job_types[0]; i++)
+    size_t t = NJOBTYPES; /* invalid until found */
+    enum job_rc rc = JOB_DEAD;
+    atomic_fetch_add(&running, 1);
+    for (size_t i = 0; type && i < NJOBTYPES; i++)
         if (strcmp(job_types[i].type, type) == 0)
-            return job_types[i].run(w, job, err, errlen);
-    snprintf(err, errlen, "invalid job: unknown type '%.64s'", type);
-    return JOB_DEAD;
+            t = i;
+    if (!type)
+        snprintf(err, errlen, "invalid job: missing string field `type`");
+    else if (t == NJOBTYPES)
+        snprintf(err, errlen, "invalid job: unknown type '%.64s'", type);
+    else
+        rc = job_types[t].run(w, job, err, errlen);
+    if ((unsigned)rc < JOB_RCS)
+        atomic_fetch_add(&runs[t][rc], 1);
+    atomic_fetch_sub(&running, 1);
+    return rc;
 }

@@ -65,6 +65,29 @@ extern const struct push_provider push_log;
 extern const struct push_provider push_fcm;
 extern const struct push_provider push_apns;
 
+/* What became of a push, counted per provider: in this process (push_count,
+ * the worker's own /metrics) and in the hash natter:metrics:pushes that every
+ * worker writes (natter-api's /metrics: the whole pool). */
+enum push_outcome {
+    PUSH_OUT_SENT,          /* the provider accepted it */
+    PUSH_OUT_RETRIED,       /* a transient failure (429, 5xx, timeout): tried again,
+                               or dead-lettered once its attempts are spent */
+    PUSH_OUT_TOKEN_REMOVED, /* the provider said the token is gone: it was dropped */
+    PUSH_OUT_FAILED,        /* a permanent failure: dead-lettered ("failed") */
+    PUSH_OUT_DEFERRED,      /* its provider's concurrency budget was taken: waits as a job */
+    PUSH_OUT_EXPIRED,       /* older than NATTER_PUSH_TTL: dropped unsent */
+    PUSH_OUT_N              /* count of the above */
+};
+/* "sent", "retried", "token_removed", "failed", "deferred", "expired". */
+const char *push_outcome_name(enum push_outcome o);
+/* Providers this worker knows (push_provider_name(0 .. push_providers_n() - 1)). */
+size_t push_providers_n(void);
+const char *push_provider_name(size_t i);
+/* Pushes of provider i with outcome o that this process counted since it
+ * started; provider i's calls in flight in this process now. Thread-safe. */
+unsigned long long push_count(size_t i, enum push_outcome o);
+int push_inflight(size_t i);
+
 /* Loads every provider's keys (main.c, before threads start). 0 or -1. */
 int push_providers_init(const struct config *cfg, char **err);
 

@@ -7,6 +7,7 @@
  *   push.c      the push jobs: push_message, push_flush, push_send
  *   push_*.c    providers (webhook, log, fcm, apns) and what they share (push_http.c)
  *   periodic.c  cleanup tasks and the outbox reconciler, one runner at a time
+ *   ops.c       the operator listener: /metrics, /healthz, /readyz
  *   main.c      threads, signals, heartbeat, graceful stop
  */
 #ifndef NATTER_WORKER_H
@@ -46,8 +47,22 @@ enum job_rc {
                     retry_after_ms, not counted as an attempt (the push TTL bounds it) */
 };
 
-/* Runs one job; err receives a reason for RETRY/DEAD. */
+#define JOB_RCS 5 /* count of enum job_rc */
+
+/* Runs one job; err receives a reason for RETRY/DEAD. Counts the run by job
+ * type and outcome in this process (job_runs). */
 enum job_rc push_run(struct wctx *w, json_t *job, char *err, size_t errlen);
+
+/* This process's job figures since it started (the worker's /metrics).
+ * Job types are push_run's table plus a last row, "invalid", for jobs
+ * without a known type. Thread-safe. */
+size_t job_types_n(void);
+const char *job_type_name(size_t i);
+/* "done", "retry", "dead", "abandon", "defer" */
+const char *job_rc_name(enum job_rc rc);
+unsigned long long job_runs(size_t type, enum job_rc rc);
+/* Jobs being run by this process's threads now. */
+int jobs_running(void);
 
 /* Queue engine (jobs.c). */
 void jobs_thread_loop(struct wctx *w, const atomic_bool *stopping);

@@ -13,7 +13,8 @@ Fixtures:
                started is stopped with SIGTERM at teardown and must exit 0 within 15 s
                with no sanitizer report in its log.
 - start_api_module  the same, module-scoped
-- worker       factory: worker(threads=3, wait=True, **env) -> ServerProcess (natter-worker)
+- worker       factory: worker(threads=3, wait=True, port=None, **env) -> ServerProcess
+               (natter-worker; its operator listener on a free port: .base_url)
 - private_redis  a throw-away redis-server (its .url / .socket) for empty counters
 """
 import os

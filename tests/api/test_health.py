@@ -243,7 +243,7 @@ def test_routes_match_spec(spec):
                                   f"only in the spec: {sorted(documented - routes)}")
 
 
-WORKER_ONLY_VARS = {"NATTER_WORKER_THREADS"}
+WORKER_ONLY_VARS = {"NATTER_WORKER_THREADS", "NATTER_WORKER_LISTEN"}
 
 
 def test_help_lists_every_variable():
@@ -258,11 +258,12 @@ def test_help_lists_every_variable():
 
 
 def test_worker_help():
-    """`natter-worker --help` exits 0 and documents NATTER_WORKER_THREADS and its
-    connections."""
+    """`natter-worker --help` exits 0 and documents NATTER_WORKER_THREADS, its operator
+    listener and its connections."""
     proc = run_binary("natter-worker", ["--help"])
     assert proc.returncode == 0, proc.output
-    for name in ("NATTER_WORKER_THREADS", "NATTER_DATABASE_URL", "NATTER_REDIS_URL"):
+    for name in ("NATTER_WORKER_THREADS", "NATTER_WORKER_LISTEN", "NATTER_DATABASE_URL",
+                 "NATTER_REDIS_URL"):
         assert name in proc.output, proc.output
 
 
@@ -398,8 +399,8 @@ def test_metrics_pass_promtool(start_api, worker, spec):
     """natter-api's /metrics — which also shows the worker pool's queue, counters and
     job latency — passes `promtool check metrics` (Debian's prometheus package): every
     family has # HELP and # TYPE, names and units follow the conventions. Checked after a
-    worker has started and run, so the job families carry values. (natter-worker serves
-    no HTTP: its figures are these.)"""
+    worker has started and run, so the job families carry values. (Each natter-worker's
+    own /metrics, this process's figures only, is checked in test_worker_metrics.py.)"""
     promtool = shutil.which("promtool")
     assert promtool, "promtool not found (`make test` installs Debian's prometheus package)"
     srv = start_api()

@@ -10,6 +10,8 @@ token-removal and failure paths all run. Devices are told apart by their push to
 import json
 import time
 
+import requests
+
 from chatlib import make_direct, send
 from natterlib import assert_problem, metric_samples, new_account, wait_for
 from pushlib import (QUIET, push_account, push_token_db, set_push_token)
@@ -229,7 +231,8 @@ def test_one_provider_outage_does_not_delay_another(provider_stack):
     FCM users get messages; a webhook user and an APNs user messaged after them still get
     their pushes within 15 s, because each provider has its own concurrency budget (2
     threads: 1 call per provider at once) and a push whose provider's budget is taken is
-    deferred instead of holding a thread. /metrics shows the deferred FCM pushes."""
+    deferred instead of holding a thread. /metrics shows the deferred FCM pushes (natter-api's
+    and the worker's own)."""
     stack = provider_stack(threads=2, worker_env={"NATTER_PUSH_TIMEOUT_MS": "30000"})
     stack.fcm.script = lambda req: Answer(stall=40)
     c = stack.client
@@ -252,6 +255,9 @@ def test_one_provider_outage_does_not_delay_another(provider_stack):
     assert still, f"FCM was not hanging meanwhile:\n{stack.fcm.dump()}"
     no_problems(stack.apns)
     wait_total(stack, "fcm", "deferred", 1)
+    # the worker's own /metrics (this process's counts) shows the deferrals too
+    own = metric_samples(requests.get(stack.workers[0].base_url + "/metrics", timeout=10).text)
+    assert own.get('natter_pushes_total{provider="fcm",outcome="deferred"}', 0) >= 1, own
 
 
 def test_worker_refuses_unusable_provider_keys(provider_stack, tmp_path):

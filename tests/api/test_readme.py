@@ -56,8 +56,9 @@ def test_readme_config_table_matches_help():
 
 # --------------------------------------------------------------------------- make run
 
-# scripts/run.sh (`make run`) in a state dir and on a port of its own, so it collides
-# neither with the test servers nor with a developer's `make run` (.state, port 8080).
+# scripts/run.sh (`make run`) in a state dir and on ports of its own (natter-api's and the
+# worker's operator listener's), so it collides neither with the test servers nor with a
+# developer's `make run` (.state, ports 8080 and 8081).
 
 RUN_START_TIMEOUT = 180    # build check, initdb, migrations on a busy machine
 RUN_STOP_TIMEOUT = 60
@@ -75,6 +76,7 @@ class MakeRun:
         self.log_path = self.state_dir.parent / (self.state_dir.name + ".out")
         env = child_env({"NATTER_STATE_DIR": str(self.state_dir),
                          "NATTER_PORT": str(self.port),
+                         "NATTER_WORKER_LISTEN": f"127.0.0.1:{free_port()}",
                          "NATTER_PWHASH_COST": "min"})
         self._log = open(self.log_path, "wb")
         # a session of its own: its process group plays the terminal's foreground group.

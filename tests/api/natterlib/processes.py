@@ -267,10 +267,15 @@ class Launcher:
         return srv
 
     def worker(self, threads: int = 3, *, state_dir: Path | None = None, wait: bool = True,
-               **env_overrides) -> ServerProcess:
+               port: int | None = None, **env_overrides) -> ServerProcess:
+        """port: of the worker's operator listener on 127.0.0.1 (its .base_url), a free
+        one unless given; a NATTER_WORKER_LISTEN override wins (.port is then `port`)."""
         state_dir = Path(state_dir) if state_dir else new_state_dir("worker")
+        if "NATTER_WORKER_LISTEN" not in env_overrides:
+            port = port or free_port()
+            env_overrides["NATTER_WORKER_LISTEN"] = f"127.0.0.1:{port}"
         env = common_env(state_dir, NATTER_WORKER_THREADS=str(threads), **env_overrides)
-        w = ServerProcess("natter-worker", [bin_path("natter-worker")], env, state_dir)
+        w = ServerProcess("natter-worker", [bin_path("natter-worker")], env, state_dir, port)
         self.procs.append(w.start())
         if wait:
             w.wait_log(lambda objs: len(worker_ready_threads(objs)) >= threads,

@@ -146,10 +146,71 @@ static void dev_secret_race(void)
     }
 }
 
+/* NATTER_WORKER_LISTEN: address:port, an IPv6 address in brackets. */
+static void host_port(void)
+{
+    static const struct {
+        const char *in, *host;
+        int port; /* 0 = refused */
+    } cases[] = {
+        {"127.0.0.1:8081", "127.0.0.1", 8081},
+        {"0.0.0.0:1", "0.0.0.0", 1},
+        {"[::1]:65535", "::1", 65535},
+        {"[::]:9100", "::", 9100},
+        {"8081", NULL, 0},
+        {"127.0.0.1", NULL, 0},
+        {"127.0.0.1:", NULL, 0},
+        {":8081", NULL, 0},
+        {"127.0.0.1:0", NULL, 0},
+        {"127.0.0.1:65536", NULL, 0},
+        {"127.0.0.1:80x", NULL, 0},
+        {"127.0.0.1:-1", NULL, 0},
+        {"localhost:8081", NULL, 0},
+        {"::1:8081", NULL, 0},
+        {"[::1]8081", NULL, 0},
+        {"[::1:8081", NULL, 0},
+        {"[127.0.0.1]:8081", NULL, 0},
+        {"[]:8081", NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char host[64] = "", *err = NULL;
+        int port = -1;
+        int rc = config_host_port("NATTER_WORKER_LISTEN", cases[i].in, host, sizeof host, &port, &err);
+        if (cases[i].port) {
+            CHECK(rc == 0 && !err && strcmp(host, cases[i].host) == 0 && port == cases[i].port);
+        } else {
+            CHECK(rc == -1 && err && strstr(err, "NATTER_WORKER_LISTEN"));
+            if (rc != -1 || !err)
+                fprintf(stderr, "  accepted %s\n", cases[i].in);
+        }
+        free(err);
+    }
+    char tiny[4], *err = NULL; /* an address longer than the buffer is refused, not cut */
+    int port;
+    CHECK(config_host_port("X", "127.0.0.1:80", tiny, sizeof tiny, &port, &err) == -1 && err);
+    free(err);
+
+    struct config c;
+    const char *const bad[][2] = {{"NATTER_WORKER_LISTEN", "127.0.0.1:99999"}};
+    set_env(bad, 1);
+    CHECK(load(ROLE_WORKER, &err, &c) == -1 && err && strstr(err, "NATTER_WORKER_LISTEN"));
+    free(err);
+    CHECK(load(ROLE_API, &err, &c) == 0); /* not natter-api's setting */
+    config_free(&c);
+    const char *const off[][2] = {{"NATTER_WORKER_LISTEN", ""}};
+    set_env(off, 1);
+    CHECK(load(ROLE_WORKER, &err, &c) == 0 && strcmp(c.worker_listen, "") == 0);
+    config_free(&c);
+    set_env(NULL, 0);
+    CHECK(load(ROLE_WORKER, &err, &c) == 0 && strcmp(c.worker_listen, "127.0.0.1:8081") == 0);
+    config_free(&c);
+}
+
 void suite_config(void)
 {
     public_url();
     dev_secret_race();
+    host_port();
 
     struct config c;
     char *err = NULL;
