@@ -367,6 +367,10 @@ int messages_get(struct req *r)
 
 static const char sql_edit[] =
     "UPDATE messages SET body = $3, edited_at = now() WHERE chat_id = $1 AND seq = $2 RETURNING " MSG_COLS("$4");
+/* Citus allows only IMMUTABLE functions in RETURNING, and MSG_COLS has STABLE ones
+ * (to_char, to_json, json_build_object): there the edited row is read again (sql_one) in the
+ * same transaction */
+static const char sql_edit_citus[] = "UPDATE messages SET body = $3, edited_at = now() WHERE chat_id = $1 AND seq = $2";
 static const char sql_tombstone[] =
     "UPDATE messages SET body = NULL, mentions = '{}', attachment_ids = '{}', deleted_at = now()"
     " WHERE chat_id = $1 AND seq = $2";
@@ -391,12 +395,18 @@ int messages_edit(struct req *r)
         return reply_problem(r, 403, "forbidden", "only the sender can edit a message");
     if (lm.deleted)
         return reply_problem(r, 409, "message_deleted", "the message was deleted");
-    char c[24], s[24], u[24];
+    char c[24], s[24], u[24], js[24];
     const char *vals[4] = {i64s(c, m.chat_id), i64s(s, seq), json_string_value(json_object_get(r->json, "text")),
                            i64s(u, r->user_id)};
-    PGresult *res = req_sql(r, NULL, sql_edit, 4, vals);
+    PGresult *res = req_sql(r, NULL, db_citus() ? sql_edit_citus : sql_edit, db_citus() ? 3 : 4, vals);
+    if (res && db_citus()) {
+        const char *one[4] = {c, s, i64s(js, m.joined_seq), u};
+        res = req_sql(r, NULL, sql_one, 4, one);
+    }
     if (!res)
         return -1;
+    if (PQntuples(res) != 1) /* lock_message found it, under the lock: cannot happen */
+        return reply_problem(r, 404, "message_not_found", "no such message");
     json_t *msg = req_own_json(r, msg_json(res, 0, 0));
     /* reactions[].me is the editor's view: not for an event every member gets */
     json_t *shared = req_own_json(r, json_deep_copy(msg));

@@ -8,10 +8,10 @@ runs them against plain PostgreSQL, where they must pass the same way.
 The messages they read are written straight into the database (as test_search's timeout
 test does), not sent: what they prove does not depend on the send pipeline.
 """
-from chatlib import (add_members, make_direct, make_group, members, new_user, new_users,
-                     set_role)
+from chatlib import (add_members, edit_raw, get_message, make_direct, make_group, members,
+                     new_user, new_users, set_role)
 from eventlib import heartbeat, presence
-from natterlib import psql, psql_int
+from natterlib import assert_status, describe, psql, psql_int
 from pushlib import PUSH_WAIT, push_account, push_stack  # noqa: F401  (a fixture)
 
 
@@ -56,6 +56,20 @@ def test_presence_shows_contacts_and_hides_strangers(client):
     assert got[b["id"]]["online"] is True and got[b["id"]]["last_seen_at"], got
     assert got[s["id"]] == {"user_id": s["id"], "online": False, "last_seen_at": None}, got
     assert got[a["id"]]["online"] is True, got
+
+
+def test_edit_answers_the_edited_message(client):
+    """PATCH /v1/chats/{id}/messages/{seq} answers the edited Message (on Citus read back
+    after the update: RETURNING allows no STABLE function there)."""
+    (a, ta), (b, tb) = new_users(client, 2)
+    cid = make_group(client, ta, "citus edit", [b["id"]])["id"]
+    seq, = seed_messages(cid, a["id"], ["first words"])
+    r = edit_raw(client, ta, cid, seq, "second words")
+    assert_status(r, 200)
+    msg = r.json()
+    assert (msg["chat_id"], msg["seq"], msg["text"]) == (cid, seq, "second words"), describe(r)
+    assert msg["edited_at"] and msg["sender_id"] == a["id"], msg
+    assert get_message(client, tb, cid, seq)["text"] == "second words"
 
 
 def test_push_reaches_a_member_with_a_token(push_stack):  # noqa: F811  (the fixture)
