@@ -33,7 +33,7 @@
  * ====================================================================== */
 
 static const char sql_existing[] =
-    "SELECT body_sha256, " MSG_COLS("$3") " FROM messages"
+    "SELECT body_sha256, " MSG_COLS_CHAT("$3", "$1") " FROM messages"
     " WHERE chat_id = $1 AND sender_id = $3 AND client_msg_id = $2";
 static const char sql_mentions_members[] =
     "SELECT count(*) FROM chat_members WHERE chat_id = $1 AND user_id = ANY($2::bigint[])";
@@ -284,10 +284,10 @@ int messages_send(struct req *r)
  * ====================================================================== */
 
 static const char sql_page_before[] =
-    "SELECT " MSG_COLS("$5") " FROM messages WHERE chat_id = $1 AND seq > $2 AND seq < $3"
+    "SELECT " MSG_COLS_CHAT("$5", "$1") " FROM messages WHERE chat_id = $1 AND seq > $2 AND seq < $3"
     " ORDER BY seq DESC LIMIT $4";
 static const char sql_page_after[] =
-    "SELECT " MSG_COLS("$5") " FROM messages WHERE chat_id = $1 AND seq > GREATEST($2::bigint, $3::bigint)"
+    "SELECT " MSG_COLS_CHAT("$5", "$1") " FROM messages WHERE chat_id = $1 AND seq > GREATEST($2::bigint, $3::bigint)"
     " ORDER BY seq ASC LIMIT $4";
 
 int messages_list(struct req *r)
@@ -343,7 +343,8 @@ int messages_list(struct req *r)
     return reply_json(r, 200, json_pack("{s:o,s:o,s:o}", "messages", arr, "prev_cursor", prev, "next_cursor", next));
 }
 
-static const char sql_one[] = "SELECT " MSG_COLS("$4") " FROM messages WHERE chat_id = $1 AND seq = $2 AND seq > $3";
+static const char sql_one[] =
+    "SELECT " MSG_COLS_CHAT("$4", "$1") " FROM messages WHERE chat_id = $1 AND seq = $2 AND seq > $3";
 
 int messages_get(struct req *r)
 {
