@@ -17,19 +17,25 @@ struct req;
 
 /* Column list selecting a message as msg_json() expects; $ME is the caller's
  * user id parameter (for reactions[].me). Use FROM messages (no alias). */
+#define MSG_COLS(ME) MSG_COLS_CHAT(ME, "messages.chat_id")
+/* The same for a statement about one chat, CHAT (a parameter, "$1"): its subqueries
+ * over reactions and attachments name the chat by that parameter, not through the
+ * outer row, so that with Citus the whole statement is one shard's (a correlated
+ * subquery that reaches the distribution column only through the outer row makes
+ * Citus run the statement on every shard). */
 /* one SQL line per source line, wider than the column limit: */
 /* clang-format off */
-#define MSG_COLS(ME)                                                                                        \
+#define MSG_COLS_CHAT(ME, CHAT)                                                                             \
     "messages.chat_id, messages.seq, messages.sender_id, messages.client_msg_id, messages.kind, "            \
     "messages.body, to_json(messages.mentions), messages.reply_to_seq, to_json(messages.attachment_ids), "  \
     "(SELECT coalesce(json_agg(json_build_object('emoji', s.emoji, 'count', s.n, 'me', s.me) ORDER BY "    \
     "s.emoji), '[]') FROM (SELECT emoji, count(*) AS n, bool_or(user_id = " ME ") AS me FROM reactions rx " \
-    "WHERE rx.chat_id = messages.chat_id AND rx.seq = messages.seq GROUP BY emoji) s), "                    \
+    "WHERE rx.chat_id = " CHAT " AND rx.seq = messages.seq GROUP BY emoji) s), "                            \
     "messages.system, " DB_TS("messages.created_at") ", " DB_TS("messages.edited_at") ", "                  \
     DB_TS("messages.deleted_at") ", "                                                                       \
     "(SELECT coalesce(json_agg(json_build_object('id', a.id, 'filename', a.filename, 'content_type', "      \
     "a.content_type, 'size', a.size) ORDER BY array_position(messages.attachment_ids, a.id)), '[]') "      \
-    "FROM attachments a WHERE a.chat_id = messages.chat_id AND a.id = ANY (messages.attachment_ids)), "   \
+    "FROM attachments a WHERE a.chat_id = " CHAT " AND a.id = ANY (messages.attachment_ids)), "           \
     "octet_length(messages.body)"
 /* clang-format on */
 #define MSG_NCOLS 16

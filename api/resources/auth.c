@@ -315,9 +315,23 @@ int auth_register(struct req *r)
  * Sessions: login, refresh, logout
  * ====================================================================== */
 
-static const char sql_login_user[] = "SELECT id, username, display_name, " DB_TS(
-    "created_at") ", password_hash FROM users"
+#define LOGIN_COLS "SELECT id, username, display_name, " DB_TS("created_at") ", password_hash FROM users"
+static const char sql_login_user[] = LOGIN_COLS
     " WHERE id = (SELECT user_id FROM usernames WHERE name_lower = lower($1))";
+static const char sql_login_user_id[] = LOGIN_COLS " WHERE id = $1";
+static const char sql_name_id[] = "SELECT user_id FROM usernames WHERE name_lower = lower($1)";
+
+PGresult *user_by_name(struct req *r, const char *name, const char *by_name, const char *by_id)
+{
+    const char *v[1] = {name};
+    if (!db_citus())
+        return req_sql(r, NULL, by_name, 1, v);
+    PGresult *id = req_sql(r, NULL, sql_name_id, 1, v);
+    if (!id || PQntuples(id) != 1)
+        return id; /* no such name: no rows */
+    v[0] = PQgetvalue(id, 0, 0);
+    return req_sql(r, NULL, by_id, 1, v);
+}
 static const char sql_new_device[] = "INSERT INTO devices (user_id, name, platform) VALUES ($1, $2, $3) RETURNING id";
 static const char sql_new_refresh[] =
     "INSERT INTO refresh_tokens (user_id, token_hash, device_id, expires_at)"
@@ -411,8 +425,7 @@ int auth_login(struct req *r)
     if (login_throttle(r, ip_key, user_key) < 0)
         return -1;
 
-    const char *v1[1] = {username};
-    PGresult *u = req_sql(r, NULL, sql_login_user, 1, v1);
+    PGresult *u = user_by_name(r, username, sql_login_user, sql_login_user_id);
     if (!u)
         return -1;
     bool found = PQntuples(u) == 1;

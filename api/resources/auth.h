@@ -7,6 +7,7 @@
 #define NATTER_AUTH_H
 
 #include <jansson.h>
+#include <libpq-fe.h>
 
 struct req;
 
@@ -27,6 +28,15 @@ int auth_hash_password(const char *pw, size_t len, char *out);
 const char *auth_password_weakness(const char *pw, const char *username);
 /* Username syntax: true when valid. */
 int auth_username_valid(const char *u);
+
+/* The users row of a username: by_name is a statement with the username as $1 that
+ * finds the row through `WHERE id = (SELECT user_id FROM usernames WHERE name_lower =
+ * lower($1))`, by_id the same columns with the user id as $1. Plain PostgreSQL runs
+ * by_name; on Citus (usernames is distributed by the name, users by id: the subquery
+ * would make the users part visit every shard) the name's id is read first and
+ * by_id runs with it, two one-shard statements. A result with 0 or 1 rows (owned by
+ * the request), or NULL after replying. */
+PGresult *user_by_name(struct req *r, const char *name, const char *by_name, const char *by_id);
 
 /* Builds a User JSON object from a users row (id, username, display_name, created_at). */
 json_t *user_json(const char *id, const char *username, const char *display_name, const char *created_at);

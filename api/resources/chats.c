@@ -23,34 +23,44 @@
 #include "util.h"
 
 /* ======================================================================
- * The Chat object (one query serves get, create, rename and the list)
+ * The Chat object (one column list serves get, create, rename and the list)
  * ====================================================================== */
 
-/* OTHER: the direct chat's other user (4 columns), JOIN_OTHER: its join */
-#define SQL_CHATS(OTHER, JOIN_OTHER) \
+/* OTHER: the direct chat's other user (4 columns), JOIN_OTHER: its join, WHERE: which
+ * chats (CHATS_LIST or CHATS_ONE), CHAT: how the subqueries name the chat (c.id, or
+ * the parameter of CHATS_ONE, so that with Citus the statement is one shard's) */
+#define SQL_CHATS(OTHER, JOIN_OTHER, WHERE, CHAT) \
     "SELECT c.id, c.kind, c.title, " DB_TS("c.created_at") ", " DB_TS("c.last_message_at") ", c.last_seq,"      \
-    "  (SELECT count(*) FROM chat_members x WHERE x.chat_id = c.id),"                                            \
+    "  (SELECT count(*) FROM chat_members x WHERE x.chat_id = " CHAT "),"                                        \
     "  cm.role, cm.muted, cm.last_read_seq,"                                                                     \
-    "  " CHAT_SQL_UNREAD ", " CHAT_SQL_UNREAD_MENTIONS ","                                                        \
+    "  " CHAT_SQL_UNREAD_IN(CHAT) ", " CHAT_SQL_UNREAD_MENTIONS_IN(CHAT) ","                                      \
     "  " OTHER ","                                                                                               \
     "  (extract(epoch FROM c.last_message_at) * 1000000)::bigint,"                                               \
     "  lm.*"                                                                                                     \
     " FROM chat_members cm"                                                                                      \
     " JOIN chats c ON c.id = cm.chat_id"                                                                         \
     " LEFT JOIN chat_members om ON c.kind = 'direct' AND om.chat_id = c.id AND om.user_id <> cm.user_id"       \
-    JOIN_OTHER " LEFT JOIN LATERAL (SELECT " MSG_COLS("$1") " FROM messages"                                     \
-    "     WHERE messages.chat_id = c.id AND messages.seq = c.last_seq AND c.last_seq > cm.joined_seq) lm ON true" \
-    " WHERE cm.user_id = $1"                                                                                     \
-    "   AND ($5::bigint IS NULL OR c.id = $5)"                                                                   \
-    "   AND ($2::bigint IS NULL OR (c.last_message_at, c.id) <"                                                  \
-    "        ('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::bigint))"                        \
+    JOIN_OTHER " LEFT JOIN LATERAL (SELECT " MSG_COLS_CHAT("$1", CHAT) " FROM messages"                          \
+    "     WHERE messages.chat_id = " CHAT " AND messages.seq = c.last_seq AND c.last_seq > cm.joined_seq) lm ON true" \
+    WHERE
+/* the caller's chats by last activity: $2 $3 the keyset cursor (or NULL), $4 the count */
+#define CHATS_LIST                                                                        \
+    " WHERE cm.user_id = $1"                                                              \
+    "   AND ($2::bigint IS NULL OR (c.last_message_at, c.id) <"                           \
+    "        ('epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3::bigint))" \
     " ORDER BY c.last_message_at DESC, c.id DESC LIMIT $4"
+/* chat $2 as the caller sees it: the chat id named for every table, so that with Citus
+ * the statement is one shard's */
+#define CHATS_ONE " WHERE cm.user_id = $1 AND cm.chat_id = $2 AND c.id = $2"
+#define OTHER_USER "ou.id, ou.username, ou.display_name, " DB_TS("ou.created_at")
+#define JOIN_OTHER_USER " LEFT JOIN users ou ON ou.id = om.user_id"
+/* Citus: users is another co-location group, joined in a second query (other_users) */
+#define OTHER_USER_CITUS "om.user_id, NULL::text, NULL::text, NULL::text"
 
-static const char sql_chats[] = SQL_CHATS("ou.id, ou.username, ou.display_name, " DB_TS("ou.created_at"),
-                                          " LEFT JOIN users ou ON ou.id = om.user_id");
-/* Citus: users is another co-location group, joined in a second query
- * (other_users) rather than in this multi-shard one */
-static const char sql_chats_citus[] = SQL_CHATS("om.user_id, NULL::text, NULL::text, NULL::text", "");
+static const char sql_chats[] = SQL_CHATS(OTHER_USER, JOIN_OTHER_USER, CHATS_LIST, "c.id");
+static const char sql_chats_citus[] = SQL_CHATS(OTHER_USER_CITUS, "", CHATS_LIST, "c.id");
+static const char sql_chat[] = SQL_CHATS(OTHER_USER, JOIN_OTHER_USER, CHATS_ONE, "$2");
+static const char sql_chat_citus[] = SQL_CHATS(OTHER_USER_CITUS, "", CHATS_ONE, "$2");
 static const char sql_other_users[] =
     "SELECT id, username, display_name, " DB_TS("created_at") " FROM users WHERE id = ANY($1::bigint[])";
 
@@ -116,8 +126,8 @@ static json_t *chat_json(const PGresult *res, int i, const PGresult *others)
 static int reply_chat(struct req *r, int status, int64_t chat_id)
 {
     char u[24], c[24];
-    const char *vals[5] = {i64s(u, r->user_id), NULL, NULL, "1", i64s(c, chat_id)};
-    PGresult *res = req_sql(r, NULL, db_citus() ? sql_chats_citus : sql_chats, 5, vals);
+    const char *vals[2] = {i64s(u, r->user_id), i64s(c, chat_id)};
+    PGresult *res = req_sql(r, NULL, db_citus() ? sql_chat_citus : sql_chat, 2, vals);
     if (!res)
         return -1;
     if (PQntuples(res) != 1)
@@ -291,8 +301,8 @@ int chats_list(struct req *r)
     if (cur && parse_cursor(r, cur, cts, cid) < 0)
         return -1;
     /* fetch one more than asked to know whether another page exists */
-    const char *vals[5] = {i64s(u, r->user_id), cur ? cts : NULL, cur ? cid : NULL, i64s(lim, limit + 1), NULL};
-    PGresult *res = req_sql(r, NULL, db_citus() ? sql_chats_citus : sql_chats, 5, vals);
+    const char *vals[4] = {i64s(u, r->user_id), cur ? cts : NULL, cur ? cid : NULL, i64s(lim, limit + 1)};
+    PGresult *res = req_sql(r, NULL, db_citus() ? sql_chats_citus : sql_chats, 4, vals);
     if (!res)
         return -1;
     PGresult *others = other_users(r, res);

@@ -33,7 +33,7 @@
  * ====================================================================== */
 
 static const char sql_existing[] =
-    "SELECT body_sha256, " MSG_COLS("$3") " FROM messages"
+    "SELECT body_sha256, " MSG_COLS_CHAT("$3", "$1") " FROM messages"
     " WHERE chat_id = $1 AND sender_id = $3 AND client_msg_id = $2";
 static const char sql_mentions_members[] =
     "SELECT count(*) FROM chat_members WHERE chat_id = $1 AND user_id = ANY($2::bigint[])";
@@ -284,10 +284,10 @@ int messages_send(struct req *r)
  * ====================================================================== */
 
 static const char sql_page_before[] =
-    "SELECT " MSG_COLS("$5") " FROM messages WHERE chat_id = $1 AND seq > $2 AND seq < $3"
+    "SELECT " MSG_COLS_CHAT("$5", "$1") " FROM messages WHERE chat_id = $1 AND seq > $2 AND seq < $3"
     " ORDER BY seq DESC LIMIT $4";
 static const char sql_page_after[] =
-    "SELECT " MSG_COLS("$5") " FROM messages WHERE chat_id = $1 AND seq > GREATEST($2::bigint, $3::bigint)"
+    "SELECT " MSG_COLS_CHAT("$5", "$1") " FROM messages WHERE chat_id = $1 AND seq > GREATEST($2::bigint, $3::bigint)"
     " ORDER BY seq ASC LIMIT $4";
 
 int messages_list(struct req *r)
@@ -343,7 +343,8 @@ int messages_list(struct req *r)
     return reply_json(r, 200, json_pack("{s:o,s:o,s:o}", "messages", arr, "prev_cursor", prev, "next_cursor", next));
 }
 
-static const char sql_one[] = "SELECT " MSG_COLS("$4") " FROM messages WHERE chat_id = $1 AND seq = $2 AND seq > $3";
+static const char sql_one[] =
+    "SELECT " MSG_COLS_CHAT("$4", "$1") " FROM messages WHERE chat_id = $1 AND seq = $2 AND seq > $3";
 
 int messages_get(struct req *r)
 {
@@ -367,10 +368,10 @@ int messages_get(struct req *r)
 
 static const char sql_edit[] =
     "UPDATE messages SET body = $3, edited_at = now() WHERE chat_id = $1 AND seq = $2 RETURNING " MSG_COLS("$4");
-/* Citus allows only IMMUTABLE functions in RETURNING (MSG_COLS has json ones):
- * the update, then the row read back in the same transaction */
+/* Citus allows only IMMUTABLE functions in RETURNING, and MSG_COLS has STABLE ones
+ * (to_char, to_json, json_build_object): there the edited row is read again (sql_one) in the
+ * same transaction */
 static const char sql_edit_citus[] = "UPDATE messages SET body = $3, edited_at = now() WHERE chat_id = $1 AND seq = $2";
-static const char sql_edited_citus[] = "SELECT " MSG_COLS("$3") " FROM messages WHERE chat_id = $1 AND seq = $2";
 static const char sql_tombstone[] =
     "UPDATE messages SET body = NULL, mentions = '{}', attachment_ids = '{}', deleted_at = now()"
     " WHERE chat_id = $1 AND seq = $2";
@@ -395,18 +396,18 @@ int messages_edit(struct req *r)
         return reply_problem(r, 403, "forbidden", "only the sender can edit a message");
     if (lm.deleted)
         return reply_problem(r, 409, "message_deleted", "the message was deleted");
-    char c[24], s[24], u[24];
+    char c[24], s[24], u[24], js[24];
     const char *vals[4] = {i64s(c, m.chat_id), i64s(s, seq), json_string_value(json_object_get(r->json, "text")),
                            i64s(u, r->user_id)};
-    PGresult *res;
-    if (db_citus()) {
-        const char *back[3] = {vals[0], vals[1], vals[3]};
-        res = req_sql(r, NULL, sql_edit_citus, 3, vals) ? req_sql(r, NULL, sql_edited_citus, 3, back) : NULL;
-    } else {
-        res = req_sql(r, NULL, sql_edit, 4, vals);
+    PGresult *res = req_sql(r, NULL, db_citus() ? sql_edit_citus : sql_edit, db_citus() ? 3 : 4, vals);
+    if (res && db_citus()) {
+        const char *one[4] = {c, s, i64s(js, m.joined_seq), u};
+        res = req_sql(r, NULL, sql_one, 4, one);
     }
     if (!res)
         return -1;
+    if (PQntuples(res) != 1) /* lock_message found it, under the lock: cannot happen */
+        return reply_problem(r, 404, "message_not_found", "no such message");
     json_t *msg = req_own_json(r, msg_json(res, 0, 0));
     /* reactions[].me is the editor's view: not for an event every member gets */
     json_t *shared = req_own_json(r, json_deep_copy(msg));

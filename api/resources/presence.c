@@ -29,11 +29,16 @@ int presence_heartbeat(struct req *r)
     return reply_empty(r, 204);
 }
 
+/* The asked-for users who share a chat with the caller ($2) are found first (a
+ * materialized CTE: chat_members is distributed by chat, so with Citus that is a
+ * query over every shard, the caller's chats being anywhere) and users are
+ * joined to that intermediate result: Citus refuses a join (or a correlated
+ * EXISTS) between the two co-location groups any other way. */
 static const char sql_last_seen[] =
-    "SELECT u.id, " DB_TS("u.last_seen_at") ","
-    "       u.id = $2 OR EXISTS (SELECT 1 FROM chat_members mine JOIN chat_members o ON o.chat_id = mine.chat_id"
-    "                             WHERE mine.user_id = $2 AND o.user_id = u.id)"
-    "  FROM users u WHERE u.id = ANY($1::bigint[]) ORDER BY u.id";
+    "WITH c AS MATERIALIZED (SELECT DISTINCT o.user_id FROM chat_members mine"
+    "   JOIN chat_members o ON o.chat_id = mine.chat_id WHERE mine.user_id = $2 AND o.user_id = ANY($1::bigint[]))"
+    " SELECT u.id, " DB_TS("u.last_seen_at") ", u.id = $2 OR c.user_id IS NOT NULL"
+    "  FROM users u LEFT JOIN c ON c.user_id = u.id WHERE u.id = ANY($1::bigint[]) ORDER BY u.id";
 
 int presence_get(struct req *r)
 {

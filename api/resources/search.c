@@ -263,13 +263,13 @@ json_t *search_snippet(const char *h)
     " FROM messages m JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = $1" \
     " WHERE " DOC " @@ " TSQ " AND " LIVE                                                 \
     " AND m.seq > cm.joined_seq AND ($4::bigint IS NULL OR m.sender_id = $4)" CHAT
-#define PAGE(HITS_SQL, KEYSET, ORDER, RANK_OUT) \
+#define PAGE(HITS_SQL, KEYSET, ORDER, RANK_OUT, OUTER) \
     "SELECT m.chat_id, m.seq, m.sender_id, " DB_TS("m.created_at") ", " DB_TS("m.edited_at") ", " RANK_OUT \
     ", k.ts, ts_headline('simple', left(translate(m.body, '" SEARCH_MARK_START SEARCH_MARK_STOP "', ''), "   \
     SNIPPET_SOURCE_CHARS "), " TSQ ", 'StartSel=" SEARCH_MARK_START ", StopSel=" SEARCH_MARK_STOP ","         \
     " MaxWords=24, MinWords=8, ShortWord=2, MaxFragments=2, FragmentDelimiter=\" … \"')"                     \
     " FROM (SELECT * FROM (" HITS_SQL ") hits WHERE " KEYSET " ORDER BY " ORDER("") " LIMIT $8) k"           \
-    " JOIN messages m ON m.chat_id = k.chat_id AND m.seq = k.seq ORDER BY " ORDER("k.")
+    " JOIN messages m ON m.chat_id = k.chat_id AND m.seq = k.seq" OUTER " ORDER BY " ORDER("k.")
 
 #define NEWEST_KEYSET "(hits.ts, hits.chat_id, hits.seq) < ($5::bigint, $6::bigint, $7::bigint)"
 #define NEWEST_ORDER(P) P "ts DESC, " P "chat_id DESC, " P "seq DESC"
@@ -278,13 +278,18 @@ json_t *search_snippet(const char *h)
 #define RELEVANT_ORDER(P) P "rank DESC, " NEWEST_ORDER(P)
 #define RELEVANT_RANK ", ts_rank(" DOC ", " TSQ ", 1) AS rank"
 
-/* the chat filter names the distribution column of both tables (one shard) */
+/* The chat filter names the distribution column of every table at both levels, so
+ * that with Citus the whole statement is one shard's (a router query). Without it
+ * in the outer level, Citus plans `k` alone (one shard) and joins its rows back to
+ * messages on every shard. */
 #define ONE_CHAT(N) " AND m.chat_id = $" N " AND cm.chat_id = $" N
-static const char sql_newest_all[] = PAGE(HITS("", ""), NEWEST_KEYSET, NEWEST_ORDER, NEWEST_RANK);
-static const char sql_newest_chat[] = PAGE(HITS("", ONE_CHAT("9")), NEWEST_KEYSET, NEWEST_ORDER, NEWEST_RANK);
-static const char sql_relevant_all[] = PAGE(HITS(RELEVANT_RANK, ""), RELEVANT_KEYSET, RELEVANT_ORDER, "k.rank");
+#define OUTER_CHAT(N) " AND m.chat_id = $" N
+static const char sql_newest_all[] = PAGE(HITS("", ""), NEWEST_KEYSET, NEWEST_ORDER, NEWEST_RANK, "");
+static const char sql_newest_chat[] = PAGE(HITS("", ONE_CHAT("9")), NEWEST_KEYSET, NEWEST_ORDER, NEWEST_RANK,
+                                           OUTER_CHAT("9"));
+static const char sql_relevant_all[] = PAGE(HITS(RELEVANT_RANK, ""), RELEVANT_KEYSET, RELEVANT_ORDER, "k.rank", "");
 static const char sql_relevant_chat[] = PAGE(HITS(RELEVANT_RANK, ONE_CHAT("10")), RELEVANT_KEYSET, RELEVANT_ORDER,
-                                             "k.rank");
+                                             "k.rank", OUTER_CHAT("10"));
 
 /* Sets the transaction's bounds and tells whether the query can be searched:
  * numnode 0 = no words at all; querytree 'T' = nothing an index can look up

@@ -73,7 +73,6 @@ int users_find(struct req *r)
                                  "the username query parameter is required");
     if (strlen(name) > 64)
         return reply_problem(r, 404, "user_not_found", "no such user");
-    const char *vals[1] = {name};
-    PGresult *res = req_sql(r, NULL, sql_user_by_name, 1, vals);
+    PGresult *res = user_by_name(r, name, sql_user_by_name, sql_user_by_id);
     return res ? reply_user_row(r, res) : -1;
 }
