@@ -92,14 +92,21 @@ static void on_notice(void *arg, const PGresult *res)
 
 static atomic_bool citus_on;
 
+#define DB_CITUS_CACHED_CONNS "8" /* per worker, per natter session: a bound */
+
 PGconn *db_connect(const char *conninfo)
 {
     PGconn *c = PQconnectdb(conninfo);
     PQsetNoticeReceiver(c, on_notice, NULL);
     if (PQstatus(c) == CONNECTION_OK && atomic_load(&citus_on)) {
         /* Citus plans most of natter's statements only with their parameters'
-         * values: no generic plans of prepared statements */
-        PGresult *r = PQexec(c, "SET plan_cache_mode = force_custom_plan");
+         * values: no generic plans of prepared statements. And a session keeps
+         * its connections to the workers between transactions (Citus keeps one
+         * per worker by default; a multi-shard statement opens more, and
+         * opening one costs more than most of natter's statements) */
+        PGresult *r = PQexec(c,
+                             "SET plan_cache_mode = force_custom_plan;"
+                             " SET citus.max_cached_conns_per_worker = " DB_CITUS_CACHED_CONNS);
         if (!db_res_ok(r))
             nlog(LOG_WARN, "cannot set plan_cache_mode for Citus", json_pack("{s:s}", "error", PQerrorMessage(c)));
         PQclear(r);

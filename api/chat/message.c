@@ -59,7 +59,8 @@ static const char sql_system_seq[] =
 static const char sql_system_msg[] =
     "INSERT INTO messages (chat_id, seq, sender_id, kind, body, system)"
     " VALUES ($1, $2, $3, 'system', $4, $5::jsonb)";
-static const char sql_system_read[] = "SELECT " MSG_COLS("$3") " FROM messages WHERE chat_id = $1 AND seq = $2";
+static const char sql_system_read[] = "SELECT " MSG_COLS_CHAT("$3",
+                                                              "$1") " FROM messages WHERE chat_id = $1 AND seq = $2";
 
 int system_message(struct req *r, int64_t chat_id, const char *text, json_t *system_new, int64_t *seq_out)
 {

@@ -28,6 +28,12 @@ static const char sql_batch_citus[] =
 static const char sql_unread[] = "SELECT b.i, cm.last_read_seq, " CHAT_SQL_UNREAD ", " CHAT_SQL_UNREAD_MENTIONS
                                  " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS b(i, chat, usr)"
                                  " JOIN chat_members cm ON cm.chat_id = b.chat AND cm.user_id = b.usr";
+/* the same on Citus, one chat ($4) at a time: a subquery that reaches the chat only
+ * through the outer row makes the statement run on every shard */
+static const char sql_unread_citus[] =
+    "SELECT b.i, cm.last_read_seq, " CHAT_SQL_UNREAD_IN("$4::bigint") ", " CHAT_SQL_UNREAD_MENTIONS_IN("$4::bigint")
+    " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS b(i, chat, usr)"
+    " JOIN chat_members cm ON cm.chat_id = b.chat AND cm.user_id = b.usr WHERE cm.chat_id = $4::bigint";
 
 static struct pipeline *pipe_reads;
 static struct redis_pool *redis;
@@ -93,13 +99,14 @@ static bool mark(struct db_session *db, struct read_op **v, size_t n, struct wak
     return ok;
 }
 
-/* The marker and unread counts of every request that was ok. */
-static bool answers(struct db_session *db, struct read_op **v, size_t n)
+/* The marker and unread counts of every request that was ok (of chat `only`; 0:
+ * of every chat). */
+static bool answers_of(struct db_session *db, struct read_op **v, size_t n, int64_t only)
 {
     int64_t *idx = xmalloc(n * sizeof *idx), *c = xmalloc(n * sizeof *c), *u = xmalloc(n * sizeof *u);
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (v[i]->status == READ_OK) {
+        if (v[i]->status == READ_OK && (only == 0 || v[i]->chat_id == only)) {
             idx[k] = (int64_t)i;
             c[k] = v[i]->chat_id;
             u[k++] = v[i]->user_id;
@@ -107,8 +114,9 @@ static bool answers(struct db_session *db, struct read_op **v, size_t n)
     bool ok = true;
     if (k > 0) {
         char *ai = db_id_array(idx, k), *ac = db_id_array(c, k), *au = db_id_array(u, k);
-        const char *vals[3] = {ai, ac, au};
-        PGresult *res = db_session_exec(db, sql_unread, 3, vals);
+        char one[24];
+        const char *vals[4] = {ai, ac, au, i64s(one, only)};
+        PGresult *res = db_session_exec(db, only ? sql_unread_citus : sql_unread, only ? 4 : 3, vals);
         ok = db_res_ok(res) && (size_t)PQntuples(res) == k;
         for (int row = 0; ok && row < PQntuples(res); row++) {
             int64_t i = db_i64(res, row, 0);
@@ -131,6 +139,21 @@ static bool answers(struct db_session *db, struct read_op **v, size_t n)
     free(c);
     free(u);
     return ok;
+}
+
+/* The answers of the batch; on Citus one chat at a time (each statement one shard's). */
+static bool answers(struct db_session *db, struct read_op **v, size_t n)
+{
+    if (!db_citus())
+        return answers_of(db, v, n, 0);
+    for (size_t i = 0; i < n; i++) {
+        bool first = v[i]->status == READ_OK; /* the first ok request of its chat */
+        for (size_t j = 0; j < i && first; j++)
+            first = !(v[j]->status == READ_OK && v[j]->chat_id == v[i]->chat_id);
+        if (first && !answers_of(db, v, n, v[i]->chat_id))
+            return false;
+    }
+    return true;
 }
 
 /* pipe_ops.commit: BEGIN … COMMIT of one batch of read markers. */

@@ -35,11 +35,12 @@ static const char sql_messages[] =
     "SELECT b.i, " MSG_COLS("b.sender") " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[])"
     "   AS b(chat, seq, sender, i)"
     " JOIN messages ON messages.chat_id = b.chat AND messages.seq = b.seq";
-/* the same, on Citus naming the chats so that only their shards are visited */
+/* the same on Citus, one chat ($5) at a time: a statement whose subqueries reach
+ * the chat only through the outer row runs on every shard */
 static const char sql_messages_citus[] =
-    "SELECT b.i, " MSG_COLS("b.sender") " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::int[])"
-    "   AS b(chat, seq, sender, i)"
-    " JOIN messages ON messages.chat_id = b.chat AND messages.seq = b.seq WHERE messages.chat_id = ANY ($1::bigint[])";
+    "SELECT b.i, " MSG_COLS_CHAT("b.sender", "$5::bigint") " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[],"
+    " $4::int[]) AS b(chat, seq, sender, i)"
+    " JOIN messages ON messages.chat_id = b.chat AND messages.seq = b.seq WHERE messages.chat_id = $5::bigint";
 /* One `message` event per member per new message, each member's events
  * numbered in the batch's order on top of their inbox_seq; users locked in
  * ascending id order (MATERIALIZED keeps the ordered lock a step of its own). */
@@ -115,14 +116,15 @@ static enum send_status status_of(const char *s)
     return SEND_FAILED;
 }
 
-/* The Message objects of the new and existing sends, into v[i]->message. */
-static bool load_messages(struct db_session *db, struct send **v, size_t n)
+/* The Message objects of the new and existing sends of chat `only` (0: of every
+ * chat), into v[i]->message. */
+static bool load_messages_of(struct db_session *db, struct send **v, size_t n, int64_t only)
 {
     size_t k = 0;
     int64_t *chat = xmalloc(n * sizeof *chat), *seq = xmalloc(n * sizeof *seq), *snd = xmalloc(n * sizeof *snd);
     int64_t *idx = xmalloc(n * sizeof *idx);
     for (size_t i = 0; i < n; i++)
-        if (v[i]->status == SEND_NEW || v[i]->status == SEND_EXISTING) {
+        if ((v[i]->status == SEND_NEW || v[i]->status == SEND_EXISTING) && (only == 0 || v[i]->chat_id == only)) {
             chat[k] = v[i]->chat_id;
             seq[k] = v[i]->seq;
             snd[k] = v[i]->sender_id;
@@ -131,8 +133,9 @@ static bool load_messages(struct db_session *db, struct send **v, size_t n)
     bool ok = true;
     if (k > 0) {
         char *a = db_id_array(chat, k), *b = db_id_array(seq, k), *c = db_id_array(snd, k), *d = db_id_array(idx, k);
-        const char *vals[4] = {a, b, c, d};
-        PGresult *res = db_session_exec(db, db_citus() ? sql_messages_citus : sql_messages, 4, vals);
+        char one[24];
+        const char *vals[5] = {a, b, c, d, i64s(one, only)};
+        PGresult *res = db_session_exec(db, only ? sql_messages_citus : sql_messages, only ? 5 : 4, vals);
         ok = db_res_ok(res) && (size_t)PQntuples(res) == k;
         for (int row = 0; ok && row < PQntuples(res); row++) {
             int64_t i = db_i64(res, row, 0);
@@ -153,6 +156,22 @@ static bool load_messages(struct db_session *db, struct send **v, size_t n)
     free(snd);
     free(idx);
     return ok;
+}
+
+/* The Message objects of the batch's new and existing sends; on Citus one chat at a
+ * time (each statement one shard's). */
+static bool load_messages(struct db_session *db, struct send **v, size_t n)
+{
+    if (!db_citus())
+        return load_messages_of(db, v, n, 0);
+    for (size_t i = 0; i < n; i++) {
+        bool first = true; /* the first send of its chat in the batch */
+        for (size_t j = 0; j < i && first; j++)
+            first = v[j]->chat_id != v[i]->chat_id;
+        if (first && !load_messages_of(db, v, n, v[i]->chat_id))
+            return false;
+    }
+    return true;
 }
 
 /* The index of the new send of the batch whose message is (chat, seq), or -1. */
