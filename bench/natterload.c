@@ -22,11 +22,13 @@
  *   group    --devices FILE --members N --out FILE
  *            one group created by user 0 with users 1..N-1
  *   idle     --devices FILE --count N [--hold S] [--api-pid PID] [--first K]
- *            [--probe S]
+ *            [--probe S] [--sync DIR --loaders L]
  *            hold N idle long-polls (devices K.. of FILE), report held count,
  *            server inflight gauge and natter-api RSS before/after; --probe:
  *            then wait up to S s for every held poll to be answered (its
- *            timeout, --poll-timeout) and report how many were
+ *            timeout, --poll-timeout) and report how many were; --sync: L
+ *            idle processes meet twice in DIR (all polls open; all probed) so
+ *            that all their polls are held at the same time
  *   renew    --devices FILE --count N [--seconds 95] [--window 90] [--poll-timeout 30]
  *            N idle polls answered empty at their timeout and renewed at once;
  *            the CPU window is the last --window seconds
@@ -51,6 +53,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -1299,6 +1302,38 @@ static long wait_server_drained(uint64_t limit)
 /* idle: hold N idle long-polls                                           */
 /* ====================================================================== */
 
+/* --sync DIR --loaders L: several idle processes meet at a named point.
+ * This process creates DIR/NAME.PID, then keeps serving its connections
+ * (polls renew) until L files DIR/NAME.* exist or max_s passes. Returns
+ * how many had arrived (L when everyone did). */
+static long sync_point(const char *dir, const char *name, long loaders, double max_s)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.%ld", dir, name, (long)getpid());
+    FILE *f = fopen(path, "w");
+    if (!f)
+        die("--sync: cannot create %s: %s", path, strerror(errno));
+    fclose(f);
+    size_t nlen = strlen(name);
+    uint64_t end = now_ns() + (uint64_t)(max_s * 1e9);
+    long seen = 0;
+    for (;;) {
+        seen = 0;
+        DIR *d = opendir(dir);
+        if (!d)
+            die("--sync: cannot read %s: %s", dir, strerror(errno));
+        struct dirent *e;
+        for (long k = 0; k < 100000 && (e = readdir(d)); k++)
+            seen += strncmp(e->d_name, name, nlen) == 0 && e->d_name[nlen] == '.';
+        closedir(d);
+        if (seen >= loaders || now_ns() >= end)
+            break;
+        for (int k = 0; k < 4; k++)
+            loop_once(50);
+    }
+    return seen;
+}
+
 static int cmd_idle(void)
 {
     load_devices(opt_req("--devices"));
@@ -1317,9 +1352,20 @@ static int cmd_idle(void)
     for (long i = 0; i < count; i++)
         P[i].d = &devs[first + i];
 
+    const char *sync_dir = opt_s("--sync", NULL);
+    long loaders = opt_l("--loaders", 1);
+    if (sync_dir && (loaders < 1 || loaders > 1000))
+        die("idle: --loaders must be 1..1000");
+
     long rss0 = vmrss_kb(pid);
     double open_s = pollers_start(conc, 120);
     long polling = pollers_in(P_POLL);
+    if (sync_dir) {
+        /* the others may still be opening theirs (each has 120 s) */
+        long met = sync_point(sync_dir, "open", loaders, 150);
+        if (met < loaders)
+            printf("natterload: only %ld of %ld load processes had opened their polls after 150 s\n", met, loaders);
+    }
     run_for(hold);
     long held = pollers_in(P_POLL);
     long inflight = server_inflight();
@@ -1356,6 +1402,12 @@ static int cmd_idle(void)
         printf("idle_probe       %ld of %ld held polls answered within %.0f s (their %d s timeout)  poll errors %s\n",
                answered, asked, probe, poll_timeout, poll_errors_str());
         free(before);
+    }
+    if (sync_dir) {
+        /* keep holding until every process has probed */
+        long met = sync_point(sync_dir, "done", loaders, probe + hold + 60);
+        if (met < loaders)
+            printf("natterload: only %ld of %ld load processes had probed when this one hung up\n", met, loaders);
     }
     /* hang up and see what the server gives back */
     for (long i = 0; i < nP; i++) {
