@@ -45,6 +45,7 @@
 #   BENCH_GROUP_SENDS (200)       sends during `group`
 #   BENCH_SEND_CONNS (200)        connections during `sends` (one mesh user each)
 #   BENCH_HISTORY_MESSAGES (3000), BENCH_HISTORY_CONNS ("1 8 32": one run per value)
+#   BENCH_OUT (bench/out)         where natterload is built
 #   BENCH_HTTP_THREADS, BENCH_DB_POOL, BENCH_LOG_LEVEL   natter-api sizing and log level;
 #     unset, natter-api runs on its defaults (8 HTTP threads, 16 pooled connections,
 #     info: an access-log line per request, written by the asynchronous log writer)
@@ -80,7 +81,7 @@ LOG_LEVEL=${BENCH_LOG_LEVEL:-}
 NATTER_DEB_PACKAGES="$NATTER_DEB_PACKAGES wrk" natter_ensure_packages
 make -s -C "$REPO" all >/dev/null
 
-OUT="$REPO/bench/out"
+OUT=${BENCH_OUT:-$REPO/bench/out}
 mkdir -p "$OUT"
 cc -O2 -g -Wall -Wextra -std=c11 -o "$OUT/natterload" "$REPO/bench/natterload.c" -ljansson -lm
 LOAD="$OUT/natterload"
