@@ -22,11 +22,12 @@
  *   group    --devices FILE --members N --out FILE
  *            one group created by user 0 with users 1..N-1
  *   idle     --devices FILE --count N [--hold S] [--api-pid PID] [--first K]
- *            [--probe S] [--sync DIR --loaders L]
+ *            [--probe S] [--open-seconds 120] [--sync DIR --loaders L]
  *            hold N idle long-polls (devices K.. of FILE), report held count,
  *            server inflight gauge and natter-api RSS before/after; --probe:
  *            then wait up to S s for every held poll to be answered (its
- *            timeout, --poll-timeout) and report how many were; --sync: L
+ *            timeout, --poll-timeout) and report how many were; opening the
+ *            polls stops after --open-seconds; --sync: L
  *            idle processes meet twice in DIR (all polls open; all probed) so
  *            that all their polls are held at the same time
  *   renew    --devices FILE --count N [--seconds 95] [--window 90] [--poll-timeout 30]
@@ -1343,6 +1344,7 @@ static int cmd_idle(void)
     long conc = opt_l("--open-concurrency", 256);
     long first = opt_l("--first", 0);
     double probe = opt_d("--probe", 0);
+    double open_max = opt_d("--open-seconds", 120);
     poll_timeout = (int)opt_l("--poll-timeout", 60);
     if (first < 0 || count > ndevs - first)
         die("idle: --first %ld --count %ld but only %ld devices", first, count, ndevs);
@@ -1358,13 +1360,20 @@ static int cmd_idle(void)
         die("idle: --loaders must be 1..1000");
 
     long rss0 = vmrss_kb(pid);
-    double open_s = pollers_start(conc, 120);
+    if (open_max < 1 || open_max > 3600)
+        die("idle: --open-seconds 1..3600");
+    double open_s = pollers_start(conc, open_max);
     long polling = pollers_in(P_POLL);
+    long unstarted = pollers_in(P_NEW);
+    if (unstarted > 0)
+        printf("natterload: only %ld of %ld polls started within --open-seconds %.0f\n", count - unstarted, count,
+               open_max);
     if (sync_dir) {
-        /* the others may still be opening theirs (each has 120 s) */
-        long met = sync_point(sync_dir, "open", loaders, 150);
+        /* the others may still be opening theirs (each has open_max) */
+        long met = sync_point(sync_dir, "open", loaders, open_max + 30);
         if (met < loaders)
-            printf("natterload: only %ld of %ld load processes had opened their polls after 150 s\n", met, loaders);
+            printf("natterload: only %ld of %ld load processes had opened their polls after %.0f s\n", met, loaders,
+                   open_max + 30);
     }
     run_for(hold);
     long held = pollers_in(P_POLL);

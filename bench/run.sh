@@ -154,8 +154,10 @@ REDIS_PID=0
 
 BASE=http://127.0.0.1:$PORT
 # natterload with a hard wall-clock bound on top of its own bounds
+# (LOAD_TIMEOUT: 900 s, more for the steps that scale with BENCH_MULTI_POLLS)
+LOAD_TIMEOUT=900
 load() {
-    timeout -k 5 900 "$LOAD" "$@" --port "$PORT"
+    timeout -k 5 "$LOAD_TIMEOUT" "$LOAD" "$@" --port "$PORT"
 }
 
 # ---------------------------------------------------------------------------
@@ -326,7 +328,8 @@ if has idle || has multi || has renew || has deliver || has sends; then
     if has idle || has renew; then users=$(((IDLE_POLLS + 3) / 4)); fi
     if has multi && (((MULTI_POLLS + 3) / 4 > users)); then users=$(((MULTI_POLLS + 3) / 4)); fi
     if (has deliver || has sends) && ((users < RECEIVERS)); then users=$RECEIVERS; fi
-    load users --prefix u --users "$users" --devices 4 --out "$STATE_DIR/u.devices"
+    # ~100 s per 10,000 users on a busy 2-core box (registration is argon2id, if cheap)
+    LOAD_TIMEOUT=$((900 + users / 10)) load users --prefix u --users "$users" --devices 4 --out "$STATE_DIR/u.devices"
     settle_db "the logins"
     took "setup users" "$ts"
 fi
@@ -350,6 +353,12 @@ fi
 if has multi; then
     ts=$EPOCHREALTIME
     MULTI_HOLD=20
+    # Polls wait 50 s (the longest a client may ask): while the last ones are
+    # being opened the first ones renew, and on a shared 2-core box 95,000
+    # polls renewing every 30 s would take ~1 core by themselves (renew: 633
+    # renewals/s cost 23 % of a core). Opening may take minutes there.
+    MULTI_POLL_TIMEOUT=50
+    MULTI_OPEN_SECONDS=900
     # the kernel settings this needs, read rather than assumed
     read -r port_lo port_hi </proc/sys/net/ipv4/ip_local_port_range
     printf 'multi_kernel     ip_local_port_range %s-%s (%d ports per source address), somaxconn %s, tcp_max_syn_backlog %s, file-max %s, nr_open %s, ulimit -n %s, MemAvailable %s MB\n' \
@@ -425,9 +434,10 @@ if has multi; then
         for ((i = 0; i < loaders; i++)); do
             first=$((i * MULTI_PER_LOADER))
             count=$((MULTI_POLLS - first < MULTI_PER_LOADER ? MULTI_POLLS - first : MULTI_PER_LOADER))
-            load idle --devices "$STATE_DIR/u.devices" --first "$first" --count "$count" --hold "$MULTI_HOLD" \
-                --poll-timeout 30 --probe 50 --source "127.0.0.$((10 + i))" --sync "$sync_dir" --loaders "$loaders" \
-                >"$STATE_DIR/multi$i.out" 2>&1 &
+            LOAD_TIMEOUT=$((MULTI_OPEN_SECONDS + 600)) load idle --devices "$STATE_DIR/u.devices" --first "$first" \
+                --count "$count" --hold "$MULTI_HOLD" --poll-timeout "$MULTI_POLL_TIMEOUT" \
+                --probe $((MULTI_POLL_TIMEOUT + 30)) --open-seconds "$MULTI_OPEN_SECONDS" \
+                --source "127.0.0.$((10 + i))" --sync "$sync_dir" --loaders "$loaders" >"$STATE_DIR/multi$i.out" 2>&1 &
             multi_lpids+=("$!")
         done
     fi
@@ -436,7 +446,7 @@ if has multi; then
     declare -A rss_held=() socks_held=()
     pg1=
     redis1=
-    # bounded: the load processes are (timeout 900 s each)
+    # bounded: the load processes are (each under its timeout)
     while ((${#multi_lpids[@]})); do
         alive=0
         for p in "${multi_lpids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
@@ -492,7 +502,7 @@ if has multi; then
     else
         echo "multi_process    (no snapshot: the polls were never all open)"
     fi
-    echo "multi_probe      $answered of $asked held polls answered when probed (each poll's 30 s timeout, renewed)"
+    echo "multi_probe      $answered of $asked held polls answered when probed (each poll's $MULTI_POLL_TIMEOUT s timeout, renewed)"
     for ((i = 1; i < ${#multi_pids[@]}; i++)); do
         kill -TERM "${multi_pids[$i]}" 2>/dev/null || true
         wait "${multi_pids[$i]}" 2>/dev/null || true
