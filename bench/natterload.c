@@ -714,6 +714,7 @@ struct runner {
     uint64_t *retry_at;
     long nretry, retry_cap;
     long *conn_job;
+    uint64_t *conn_rest; /* a connection whose job was told to retry (503, 429, dropped) rests until then */
     conn *conns;
     int nconns;
     uint64_t deadline, window_end;
@@ -760,6 +761,9 @@ static void runner_cb(conn *c, int status, const char *body, size_t len, uint64_
         r->retry_job[r->nretry] = job;
         r->retry_at[r->nretry] = now + 200 * MS;
         r->nretry++;
+        /* the server is overloaded: this connection backs off too, instead
+         * of sending the next job at once (millions of 503s a minute) */
+        r->conn_rest[c->idx] = now + 200 * MS;
     } else {
         r->failed++;
     }
@@ -784,6 +788,7 @@ static bool runner_run(runner *r, int nconns, double max_seconds)
     r->nconns = nconns;
     r->conns = xcalloc((size_t)nconns, sizeof *r->conns);
     r->conn_job = xmalloc((size_t)nconns * sizeof *r->conn_job);
+    r->conn_rest = xcalloc((size_t)nconns, sizeof *r->conn_rest);
     for (int i = 0; i < nconns; i++) {
         r->conns[i].fd = -1;
         r->conns[i].idx = i;
@@ -803,7 +808,7 @@ static bool runner_run(runner *r, int nconns, double max_seconds)
                 busy++;
                 continue;
             }
-            if (r->stop_issuing)
+            if (r->stop_issuing || r->conn_rest[i] > now)
                 continue;
             long job = -1;
             for (long k = 0; k < r->nretry; k++)
@@ -830,6 +835,8 @@ static bool runner_run(runner *r, int nconns, double max_seconds)
     }
     for (int i = 0; i < nconns; i++)
         conn_close(&r->conns[i]);
+    free(r->conn_rest);
+    r->conn_rest = NULL;
     return r->done == r->njobs && r->failed == 0;
 }
 
