@@ -98,7 +98,7 @@ cleanup() {
         [[ $p == "$api_pid" ]] || kill -TERM "$p" 2>/dev/null || true
     done
     for p in ${multi_lpids[@]+"${multi_lpids[@]}"} ${multi_pids[@]+"${multi_pids[@]}"}; do
-        wait "$p" 2>/dev/null || true
+        [[ $p == "$api_pid" ]] || wait "$p" 2>/dev/null || true
     done
     if [[ -n $api_pid ]]; then
         kill -TERM "$api_pid" 2>/dev/null || true
@@ -387,14 +387,16 @@ if has multi; then
         sleep 0.1
     done
     sleep 1
-    grep -h -o '"connection_limit":[0-9]*' "$STATE_DIR"/api*.log | sort | uniq -c |
+    { grep -h -o '"connection_limit":[0-9]*' "$STATE_DIR"/api*.log || true; } | sort | uniq -c |
         awk '{ printf "multi_kernel     %d natter-api process(es) with %s\n", $1, $2 }'
     multi_ok=1
     for p in "${multi_pids[@]}"; do
         kill -0 "$p" 2>/dev/null || { echo "multi FAILED: natter-api $p did not start"; tail -n 5 "$STATE_DIR"/api*.log; multi_ok=0; }
     done
     rss_of() { awk '/^VmRSS/ {print $2; exit}' "/proc/$1/status" 2>/dev/null || echo 0; }
-    sockets_of() { find "/proc/$1/fd" -lname 'socket:*' 2>/dev/null | wc -l; }
+    # (find fails when a descriptor closes while it reads them: that must not
+    # end the script, set -e with pipefail)
+    sockets_of() { { find "/proc/$1/fd" -lname 'socket:*' 2>/dev/null || true; } | wc -l; }
     rss_sum() {
         local t=0 p v
         for p in "${multi_pids[@]}"; do
@@ -415,7 +417,8 @@ if has multi; then
     }
     redis_mem() { # "used_memory_kb rss_kb"
         local u
-        u=$(redis-cli -s "$NATTER_REDIS_SOCKET" info memory 2>/dev/null | awk -F: '/^used_memory:/ {print int($2 / 1024)}' | tr -d '\r')
+        u=$({ redis-cli -s "$NATTER_REDIS_SOCKET" info memory 2>/dev/null || true; } | tr -d '\r' |
+            awk -F: '/^used_memory:/ {print int($2 / 1024)}')
         echo "${u:-0} $(rss_of "$REDIS_PID")"
     }
     declare -A rss_before=() socks_before=()
