@@ -42,7 +42,15 @@ def session_members(sid: int) -> list[int]:
 
 
 def kill_session(sid: int):
-    """The test's own cleanup: SIGKILL to whatever of the bench's session is left."""
+    """The test's own cleanup: SIGTERM to bench/run.sh (its exit trap stops PostgreSQL
+    and Redis too), then SIGKILL to whatever of its session is left."""
+    try:
+        os.kill(sid, signal.SIGTERM)
+    except OSError:
+        pass
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sid in session_members(sid):
+        time.sleep(0.5)
     for pid in session_members(sid):
         try:
             os.kill(pid, signal.SIGKILL)
