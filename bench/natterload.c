@@ -22,11 +22,14 @@
  *   group    --devices FILE --members N --out FILE
  *            one group created by user 0 with users 1..N-1
  *   idle     --devices FILE --count N [--hold S] [--api-pid PID] [--first K]
- *            [--probe S]
+ *            [--probe S] [--open-seconds 120] [--sync DIR --loaders L]
  *            hold N idle long-polls (devices K.. of FILE), report held count,
  *            server inflight gauge and natter-api RSS before/after; --probe:
  *            then wait up to S s for every held poll to be answered (its
- *            timeout, --poll-timeout) and report how many were
+ *            timeout, --poll-timeout) and report how many were; opening the
+ *            polls stops after --open-seconds; --sync: L
+ *            idle processes meet twice in DIR (all polls open; all probed) so
+ *            that all their polls are held at the same time
  *   renew    --devices FILE --count N [--seconds 95] [--window 90] [--poll-timeout 30]
  *            N idle polls answered empty at their timeout and renewed at once;
  *            the CPU window is the last --window seconds
@@ -51,6 +54,7 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -710,6 +714,7 @@ struct runner {
     uint64_t *retry_at;
     long nretry, retry_cap;
     long *conn_job;
+    uint64_t *conn_rest; /* a connection whose job was told to retry (503, 429, dropped) rests until then */
     conn *conns;
     int nconns;
     uint64_t deadline, window_end;
@@ -756,6 +761,9 @@ static void runner_cb(conn *c, int status, const char *body, size_t len, uint64_
         r->retry_job[r->nretry] = job;
         r->retry_at[r->nretry] = now + 200 * MS;
         r->nretry++;
+        /* the server is overloaded: this connection backs off too, instead
+         * of sending the next job at once (millions of 503s a minute) */
+        r->conn_rest[c->idx] = now + 200 * MS;
     } else {
         r->failed++;
     }
@@ -780,6 +788,7 @@ static bool runner_run(runner *r, int nconns, double max_seconds)
     r->nconns = nconns;
     r->conns = xcalloc((size_t)nconns, sizeof *r->conns);
     r->conn_job = xmalloc((size_t)nconns * sizeof *r->conn_job);
+    r->conn_rest = xcalloc((size_t)nconns, sizeof *r->conn_rest);
     for (int i = 0; i < nconns; i++) {
         r->conns[i].fd = -1;
         r->conns[i].idx = i;
@@ -799,7 +808,7 @@ static bool runner_run(runner *r, int nconns, double max_seconds)
                 busy++;
                 continue;
             }
-            if (r->stop_issuing)
+            if (r->stop_issuing || r->conn_rest[i] > now)
                 continue;
             long job = -1;
             for (long k = 0; k < r->nretry; k++)
@@ -826,6 +835,8 @@ static bool runner_run(runner *r, int nconns, double max_seconds)
     }
     for (int i = 0; i < nconns; i++)
         conn_close(&r->conns[i]);
+    free(r->conn_rest);
+    r->conn_rest = NULL;
     return r->done == r->njobs && r->failed == 0;
 }
 
@@ -1299,6 +1310,38 @@ static long wait_server_drained(uint64_t limit)
 /* idle: hold N idle long-polls                                           */
 /* ====================================================================== */
 
+/* --sync DIR --loaders L: several idle processes meet at a named point.
+ * This process creates DIR/NAME.PID, then keeps serving its connections
+ * (polls renew) until L files DIR/NAME.* exist or max_s passes. Returns
+ * how many had arrived (L when everyone did). */
+static long sync_point(const char *dir, const char *name, long loaders, double max_s)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.%ld", dir, name, (long)getpid());
+    FILE *f = fopen(path, "w");
+    if (!f)
+        die("--sync: cannot create %s: %s", path, strerror(errno));
+    fclose(f);
+    size_t nlen = strlen(name);
+    uint64_t end = now_ns() + (uint64_t)(max_s * 1e9);
+    long seen = 0;
+    for (;;) {
+        seen = 0;
+        DIR *d = opendir(dir);
+        if (!d)
+            die("--sync: cannot read %s: %s", dir, strerror(errno));
+        struct dirent *e;
+        for (long k = 0; k < 100000 && (e = readdir(d)); k++)
+            seen += strncmp(e->d_name, name, nlen) == 0 && e->d_name[nlen] == '.';
+        closedir(d);
+        if (seen >= loaders || now_ns() >= end)
+            break;
+        for (int k = 0; k < 4; k++)
+            loop_once(50);
+    }
+    return seen;
+}
+
 static int cmd_idle(void)
 {
     load_devices(opt_req("--devices"));
@@ -1308,6 +1351,7 @@ static int cmd_idle(void)
     long conc = opt_l("--open-concurrency", 256);
     long first = opt_l("--first", 0);
     double probe = opt_d("--probe", 0);
+    double open_max = opt_d("--open-seconds", 120);
     poll_timeout = (int)opt_l("--poll-timeout", 60);
     if (first < 0 || count > ndevs - first)
         die("idle: --first %ld --count %ld but only %ld devices", first, count, ndevs);
@@ -1317,9 +1361,27 @@ static int cmd_idle(void)
     for (long i = 0; i < count; i++)
         P[i].d = &devs[first + i];
 
+    const char *sync_dir = opt_s("--sync", NULL);
+    long loaders = opt_l("--loaders", 1);
+    if (sync_dir && (loaders < 1 || loaders > 1000))
+        die("idle: --loaders must be 1..1000");
+
     long rss0 = vmrss_kb(pid);
-    double open_s = pollers_start(conc, 120);
+    if (open_max < 1 || open_max > 3600)
+        die("idle: --open-seconds 1..3600");
+    double open_s = pollers_start(conc, open_max);
     long polling = pollers_in(P_POLL);
+    long unstarted = pollers_in(P_NEW);
+    if (unstarted > 0)
+        printf("natterload: only %ld of %ld polls started within --open-seconds %.0f\n", count - unstarted, count,
+               open_max);
+    if (sync_dir) {
+        /* the others may still be opening theirs (each has open_max) */
+        long met = sync_point(sync_dir, "open", loaders, open_max + 30);
+        if (met < loaders)
+            printf("natterload: only %ld of %ld load processes had opened their polls after %.0f s\n", met, loaders,
+                   open_max + 30);
+    }
     run_for(hold);
     long held = pollers_in(P_POLL);
     long inflight = server_inflight();
@@ -1356,6 +1418,12 @@ static int cmd_idle(void)
         printf("idle_probe       %ld of %ld held polls answered within %.0f s (their %d s timeout)  poll errors %s\n",
                answered, asked, probe, poll_timeout, poll_errors_str());
         free(before);
+    }
+    if (sync_dir) {
+        /* keep holding until every process has probed */
+        long met = sync_point(sync_dir, "done", loaders, probe + hold + 60);
+        if (met < loaders)
+            printf("natterload: only %ld of %ld load processes had probed when this one hung up\n", met, loaders);
     }
     /* hang up and see what the server gives back */
     for (long i = 0; i < nP; i++) {

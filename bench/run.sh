@@ -31,7 +31,7 @@
 #   BENCH_CONNECTIONS (64)        wrk connections
 #   BENCH_IDLE_POLLS (19000)      polls held by idle and renew
 #   BENCH_MULTI_POLLS (95000)     multi: polls held on the box
-#   BENCH_MULTI_PROCESSES (5)     multi: natter-api processes on the one port
+#   BENCH_MULTI_PROCESSES (6)     multi: natter-api processes on the one port (~16,000 polls each)
 #   BENCH_MULTI_PER_LOADER (19000) multi: polls per load process (each < 20,000 descriptors)
 #   BENCH_RENEW_SECONDS (95)      renew: how long the polls renew once all are open
 #   BENCH_RENEW_WINDOW (90)       renew: the CPU window (the last seconds of the above)
@@ -45,6 +45,7 @@
 #   BENCH_GROUP_SENDS (200)       sends during `group`
 #   BENCH_SEND_CONNS (200)        connections during `sends` (one mesh user each)
 #   BENCH_HISTORY_MESSAGES (3000), BENCH_HISTORY_CONNS ("1 8 32": one run per value)
+#   BENCH_OUT (bench/out)         where natterload is built
 #   BENCH_HTTP_THREADS, BENCH_DB_POOL, BENCH_LOG_LEVEL   natter-api sizing and log level;
 #     unset, natter-api runs on its defaults (8 HTTP threads, 16 pooled connections,
 #     info: an access-log line per request, written by the asynchronous log writer)
@@ -58,7 +59,7 @@ CONNS=${BENCH_CONNECTIONS:-64}
 SCENARIOS=${BENCH_SCENARIOS:-http idle multi renew deliver group sends history}
 IDLE_POLLS=${BENCH_IDLE_POLLS:-19000}
 MULTI_POLLS=${BENCH_MULTI_POLLS:-95000}
-MULTI_PROCESSES=${BENCH_MULTI_PROCESSES:-5}
+MULTI_PROCESSES=${BENCH_MULTI_PROCESSES:-6}
 MULTI_PER_LOADER=${BENCH_MULTI_PER_LOADER:-19000}
 RENEW_SECONDS=${BENCH_RENEW_SECONDS:-95}
 RENEW_WINDOW=${BENCH_RENEW_WINDOW:-90}
@@ -80,7 +81,7 @@ LOG_LEVEL=${BENCH_LOG_LEVEL:-}
 NATTER_DEB_PACKAGES="$NATTER_DEB_PACKAGES wrk" natter_ensure_packages
 make -s -C "$REPO" all >/dev/null
 
-OUT="$REPO/bench/out"
+OUT=${BENCH_OUT:-$REPO/bench/out}
 mkdir -p "$OUT"
 cc -O2 -g -Wall -Wextra -std=c11 -o "$OUT/natterload" "$REPO/bench/natterload.c" -ljansson -lm
 LOAD="$OUT/natterload"
@@ -88,7 +89,17 @@ LOAD="$OUT/natterload"
 STATE_DIR=$(mktemp -d /tmp/natter-bench.XXXXXX)
 chmod 755 "$STATE_DIR"
 api_pid=
+multi_pids=()  # the extra natter-api processes of `multi` (api_pid is the first)
+multi_lpids=() # its load processes
 cleanup() {
+    local p
+    for p in ${multi_lpids[@]+"${multi_lpids[@]}"}; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in ${multi_pids[@]+"${multi_pids[@]}"}; do
+        [[ $p == "$api_pid" ]] || kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in ${multi_lpids[@]+"${multi_lpids[@]}"} ${multi_pids[@]+"${multi_pids[@]}"}; do
+        [[ $p == "$api_pid" ]] || wait "$p" 2>/dev/null || true
+    done
     if [[ -n $api_pid ]]; then
         kill -TERM "$api_pid" 2>/dev/null || true
         wait "$api_pid" 2>/dev/null || true
@@ -143,8 +154,10 @@ REDIS_PID=0
 
 BASE=http://127.0.0.1:$PORT
 # natterload with a hard wall-clock bound on top of its own bounds
+# (LOAD_TIMEOUT: 900 s, more for the steps that scale with BENCH_MULTI_POLLS)
+LOAD_TIMEOUT=900
 load() {
-    timeout -k 5 900 "$LOAD" "$@" --port "$PORT"
+    timeout -k 5 "$LOAD_TIMEOUT" "$LOAD" "$@" --port "$PORT"
 }
 
 # ---------------------------------------------------------------------------
@@ -315,7 +328,8 @@ if has idle || has multi || has renew || has deliver || has sends; then
     if has idle || has renew; then users=$(((IDLE_POLLS + 3) / 4)); fi
     if has multi && (((MULTI_POLLS + 3) / 4 > users)); then users=$(((MULTI_POLLS + 3) / 4)); fi
     if (has deliver || has sends) && ((users < RECEIVERS)); then users=$RECEIVERS; fi
-    load users --prefix u --users "$users" --devices 4 --out "$STATE_DIR/u.devices"
+    # ~100 s per 10,000 users on a busy 2-core box (registration is argon2id, if cheap)
+    LOAD_TIMEOUT=$((900 + users / 10)) load users --prefix u --users "$users" --devices 4 --out "$STATE_DIR/u.devices"
     settle_db "the logins"
     took "setup users" "$ts"
 fi
@@ -328,18 +342,34 @@ fi
 
 # multi: MULTI_PROCESSES natter-api on $PORT (the one started above and more),
 # MULTI_POLLS idle polls from ceil(MULTI_POLLS / MULTI_PER_LOADER) natterload
-# processes, loader i speaking from 127.0.0.(10+i). RSS: the sum over the
-# natter-api processes, sampled every 0.5 s; per poll = (peak - before) / held.
+# processes, loader i speaking from 127.0.0.(10+i). The load processes meet
+# twice (natterload --sync: all polls open; all probed), so every poll is held
+# at the same time. RSS: the sum over the natter-api processes, sampled every
+# 0.5 s; per poll = (peak - before) / held. Once all polls are open (+ half
+# the hold) one snapshot per process: VmRSS and its socket descriptors (minus
+# those it had before the polls: its connections = the polls it holds), and
+# the memory of Redis (used_memory, VmRSS) and PostgreSQL (summed Pss of the
+# postmaster and its children, which counts shared buffers once).
 if has multi; then
     ts=$EPOCHREALTIME
+    MULTI_HOLD=20
+    # Polls wait 50 s (the longest a client may ask): while the last ones are
+    # being opened the first ones renew, and on a shared 2-core box 95,000
+    # polls renewing every 30 s would take ~1 core by themselves (renew: 633
+    # renewals/s cost 23 % of a core). Opening may take minutes there.
+    MULTI_POLL_TIMEOUT=50
+    MULTI_OPEN_SECONDS=900
     # the kernel settings this needs, read rather than assumed
     read -r port_lo port_hi </proc/sys/net/ipv4/ip_local_port_range
-    printf 'multi_kernel     ip_local_port_range %s-%s (%d ports per source address), somaxconn %s, file-max %s, nr_open %s, MemAvailable %s MB\n' \
+    printf 'multi_kernel     ip_local_port_range %s-%s (%d ports per source address), somaxconn %s, tcp_max_syn_backlog %s, file-max %s, nr_open %s, ulimit -n %s, MemAvailable %s MB\n' \
         "$port_lo" "$port_hi" $((port_hi - port_lo + 1)) "$(</proc/sys/net/core/somaxconn)" \
-        "$(</proc/sys/fs/file-max)" "$(</proc/sys/fs/nr_open)" \
-        "$(awk '/^MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)"
+        "$(</proc/sys/net/ipv4/tcp_max_syn_backlog)" "$(</proc/sys/fs/file-max)" "$(</proc/sys/fs/nr_open)" \
+        "$(ulimit -Hn)" "$(awk '/^MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)"
     if ((port_hi - port_lo + 1 < MULTI_PER_LOADER)); then
         echo "multi_kernel     WARNING: fewer ephemeral ports than polls per load process"
+    fi
+    if (((MULTI_POLLS + MULTI_PROCESSES - 1) / MULTI_PROCESSES > 19000)); then
+        echo "multi_kernel     WARNING: ~$(((MULTI_POLLS + MULTI_PROCESSES - 1) / MULTI_PROCESSES)) polls per natter-api process, near its ~19,900-descriptor limit (raise BENCH_MULTI_PROCESSES)"
     fi
     multi_pids=("$api_pid")
     for ((i = 1; i < MULTI_PROCESSES; i++)); do
@@ -347,58 +377,140 @@ if has multi; then
             2>"$STATE_DIR/api$i.log" &
         multi_pids+=("$!")
     done
-    sleep 2
-    for p in "${multi_pids[@]}"; do
-        kill -0 "$p" 2>/dev/null || { echo "multi FAILED: natter-api $p did not start"; tail -n 5 "$STATE_DIR"/api*.log; }
+    # wait (bounded) until each new one logged that it listens
+    for _ in $(seq 1 200); do
+        ok=1
+        for ((i = 1; i < MULTI_PROCESSES; i++)); do
+            grep -q 'listening' "$STATE_DIR/api$i.log" 2>/dev/null || ok=0
+        done
+        ((ok)) && break
+        sleep 0.1
     done
+    sleep 1
+    { grep -h -o '"connection_limit":[0-9]*' "$STATE_DIR"/api*.log || true; } | sort | uniq -c |
+        awk '{ printf "multi_kernel     %d natter-api process(es) with %s\n", $1, $2 }'
+    multi_ok=1
+    for p in "${multi_pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || { echo "multi FAILED: natter-api $p did not start"; tail -n 5 "$STATE_DIR"/api*.log; multi_ok=0; }
+    done
+    rss_of() { awk '/^VmRSS/ {print $2; exit}' "/proc/$1/status" 2>/dev/null || echo 0; }
+    # (find fails when a descriptor closes while it reads them: that must not
+    # end the script, set -e with pipefail)
+    sockets_of() { { find "/proc/$1/fd" -lname 'socket:*' 2>/dev/null || true; } | wc -l; }
     rss_sum() {
         local t=0 p v
         for p in "${multi_pids[@]}"; do
-            v=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+            v=$(rss_of "$p")
             t=$((t + ${v:-0}))
         done
         echo "$t"
     }
-    rss0=$(rss_sum)
-    loaders=$(((MULTI_POLLS + MULTI_PER_LOADER - 1) / MULTI_PER_LOADER))
-    lpids=()
-    for ((i = 0; i < loaders; i++)); do
-        first=$((i * MULTI_PER_LOADER))
-        count=$((MULTI_POLLS - first < MULTI_PER_LOADER ? MULTI_POLLS - first : MULTI_PER_LOADER))
-        load idle --devices "$STATE_DIR/u.devices" --first "$first" --count "$count" --hold 20 \
-            --poll-timeout 30 --probe 50 --source "127.0.0.$((10 + i))" >"$STATE_DIR/multi$i.out" 2>&1 &
-        lpids+=("$!")
+    # PostgreSQL: Pss (shared pages divided among their users) of the
+    # postmaster and its children; Redis: what it counts and its VmRSS
+    pg_pss_kb() {
+        local p t=0 v
+        for p in "$PG_PM" $(ps -o pid= --ppid "$PG_PM" 2>/dev/null); do
+            v=$(awk '/^Pss:/ {print $2; exit}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
+            t=$((t + ${v:-0}))
+        done
+        echo "$t"
+    }
+    redis_mem() { # "used_memory_kb rss_kb"
+        local u
+        u=$({ redis-cli -s "$NATTER_REDIS_SOCKET" info memory 2>/dev/null || true; } | tr -d '\r' |
+            awk -F: '/^used_memory:/ {print int($2 / 1024)}')
+        echo "${u:-0} $(rss_of "$REDIS_PID")"
+    }
+    declare -A rss_before=() socks_before=()
+    for p in "${multi_pids[@]}"; do
+        rss_before[$p]=$(rss_of "$p")
+        socks_before[$p]=$(sockets_of "$p")
     done
+    rss0=$(rss_sum)
+    pg0=$(pg_pss_kb)
+    redis0=$(redis_mem)
+    loaders=$(((MULTI_POLLS + MULTI_PER_LOADER - 1) / MULTI_PER_LOADER))
+    sync_dir="$STATE_DIR/multi-sync"
+    mkdir -p "$sync_dir"
+    multi_lpids=()
+    if ((multi_ok)); then
+        for ((i = 0; i < loaders; i++)); do
+            first=$((i * MULTI_PER_LOADER))
+            count=$((MULTI_POLLS - first < MULTI_PER_LOADER ? MULTI_POLLS - first : MULTI_PER_LOADER))
+            LOAD_TIMEOUT=$((MULTI_OPEN_SECONDS + 600)) load idle --devices "$STATE_DIR/u.devices" --first "$first" \
+                --count "$count" --hold "$MULTI_HOLD" --poll-timeout "$MULTI_POLL_TIMEOUT" \
+                --probe $((MULTI_POLL_TIMEOUT + 30)) --open-seconds "$MULTI_OPEN_SECONDS" \
+                --source "127.0.0.$((10 + i))" --sync "$sync_dir" --loaders "$loaders" >"$STATE_DIR/multi$i.out" 2>&1 &
+            multi_lpids+=("$!")
+        done
+    fi
     peak=$rss0
-    while :; do
+    t_open=
+    declare -A rss_held=() socks_held=()
+    pg1=
+    redis1=
+    # bounded: the load processes are (each under its timeout)
+    while ((${#multi_lpids[@]})); do
         alive=0
-        for p in "${lpids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        for p in "${multi_lpids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
         r=$(rss_sum)
         ((r > peak)) && peak=$r
         ((alive)) || break
+        if [[ -z $t_open ]] && (($(find "$sync_dir" -name 'open.*' | wc -l) >= loaders)); then
+            t_open=$EPOCHREALTIME
+            took "multi: all polls open" "$ts"
+        fi
+        if [[ -n $t_open && -z $pg1 ]] &&
+            awk -v a="$t_open" -v b="$EPOCHREALTIME" -v h="$MULTI_HOLD" 'BEGIN { exit !(b - a >= h / 2) }'; then
+            for p in "${multi_pids[@]}"; do
+                rss_held[$p]=$(rss_of "$p")
+                socks_held[$p]=$(sockets_of "$p")
+            done
+            pg1=$(pg_pss_kb)
+            redis1=$(redis_mem)
+        fi
         sleep 0.5
     done
-    for p in "${lpids[@]}"; do wait "$p" || echo "multi: a load process failed"; done
+    for p in ${multi_lpids[@]+"${multi_lpids[@]}"}; do wait "$p" || echo "multi: a load process failed"; done
+    multi_lpids=()
     held=0
     answered=0
     asked=0
-    for ((i = 0; i < loaders; i++)); do
+    for ((i = 0; i < loaders && multi_ok; i++)); do
         # the client's count: each process's /metrics reaches one random natter-api
         h=$(awk '/^idle_polls / {for (k = 1; k <= NF; k++) if ($k == "(client:") {print $(k + 1); exit}}' "$STATE_DIR/multi$i.out")
         a=$(awk '/^idle_probe/ {print $2, $4}' "$STATE_DIR/multi$i.out")
+        [[ -n $a ]] || a="0 0"
         held=$((held + ${h:-0}))
         answered=$((answered + ${a%% *}))
         asked=$((asked + ${a##* }))
         grep -h "^natterload:" "$STATE_DIR/multi$i.out" | head -n 3 || true
+        awk '/^idle_polls / {sub(/^idle_polls +/, ""); print "multi_loader     " i ": " $0}' i="$i" "$STATE_DIR/multi$i.out"
     done
     awk -v t="$MULTI_POLLS" -v h="$held" -v n="$MULTI_PROCESSES" -v l="$loaders" -v r0="$rss0" -v r1="$peak" \
         'BEGIN { printf "multi_polls      target %d  held %d  by %d natter-api processes on one port, from %d load processes  (target >= 95000)\n", t, h, n, l
                  printf "multi_polls_rss  natter-api VmRSS (all processes) before %.1f MB  peak %.1f MB  per held poll %.2f KB (target <= 10 KB)\n", r0 / 1024, r1 / 1024, (h > 0 ? (r1 - r0) / h : 0) }'
-    echo "multi_probe      $answered of $asked held polls answered when probed (each poll's 30 s timeout, renewed)"
+    if [[ -n $pg1 ]]; then
+        i=0
+        for p in "${multi_pids[@]}"; do
+            c=$((socks_held[$p] - socks_before[$p]))
+            awk -v i="$i" -v c="$c" -v a="${rss_before[$p]}" -v b="${rss_held[$p]}" \
+                'BEGIN { printf "multi_process    %d: holds %d connections (socket descriptors, minus those before)  VmRSS %.1f -> %.1f MB  %.2f KB per connection\n", i, c, a / 1024, b / 1024, (c > 0 ? (b - a) / c : 0) }'
+            i=$((i + 1))
+        done
+        read -r ru0 rr0 <<<"$redis0"
+        read -r ru1 rr1 <<<"$redis1"
+        awk -v a="$pg0" -v b="$pg1" -v u0="$ru0" -v u1="$ru1" -v r0="$rr0" -v r1="$rr1" -v h="$held" \
+            'BEGIN { printf "multi_deps       PostgreSQL Pss %.1f -> %.1f MB; Redis used_memory %.1f -> %.1f MB (%.0f bytes per held poll), VmRSS %.1f -> %.1f MB\n", a / 1024, b / 1024, u0 / 1024, u1 / 1024, (h > 0 ? (u1 - u0) * 1024 / h : 0), r0 / 1024, r1 / 1024 }'
+    else
+        echo "multi_process    (no snapshot: the polls were never all open)"
+    fi
+    echo "multi_probe      $answered of $asked held polls answered when probed (each poll's $MULTI_POLL_TIMEOUT s timeout, renewed)"
     for ((i = 1; i < ${#multi_pids[@]}; i++)); do
         kill -TERM "${multi_pids[$i]}" 2>/dev/null || true
         wait "${multi_pids[$i]}" 2>/dev/null || true
     done
+    multi_pids=()
     took multi "$ts"
 fi
 

@@ -246,3 +246,26 @@ def test_readme_and_docs_stand_on_their_own():
         for ref in set(re.findall(r"`((?:docs|bench|scripts|openapi|migrations)/[\w./-]+\.\w+)`",
                                   text)):
             assert (REPO_ROOT / ref).exists(), f"{doc.name} names {ref}, which does not exist"
+
+
+def test_readme_capacity_section_rests_on_dated_measurements():
+    """The README's "Capacity" section (issue 12): each row of its first table, the
+    measured per-box figures, names the bench/README.md section it comes from, and that
+    section exists and is dated; the section states its assumptions and its arithmetic
+    names the API boxes, Citus workers and Redis nodes and what saturates first."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert "\n## Capacity\n" in text, "README.md has no Capacity section"
+    section = text.split("\n## Capacity\n", 1)[1].split("\n## ", 1)[0]
+    bench = (REPO_ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    headings = {m.group(1).strip() for m in re.finditer(r"^#{2,4} (.+)$", bench, re.M)}
+    table = re.search(r"^(\|.*\|\n)+", section, re.M)
+    assert table, "the Capacity section has no table of measured figures"
+    rows = [r for r in table.group(0).splitlines()[2:] if r.strip()]
+    assert len(rows) >= 6, rows
+    for row in rows:
+        m = re.search(r'`bench/README\.md` "([^"]+)"', row)
+        assert m, f"no bench/README.md section named in: {row}"
+        assert m.group(1) in headings, f"bench/README.md has no section {m.group(1)!r}"
+        assert re.search(r"\d{4}-\d{2}-\d{2}", m.group(1)), f"section {m.group(1)!r} has no date"
+    for words in ("ssumption", "API box", "Citus worker", "Redis", "saturate", "not measured"):
+        assert words in section, f"the Capacity section does not mention {words!r}"
