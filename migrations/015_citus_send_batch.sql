@@ -196,6 +196,47 @@ BEGIN
 END
 $$;
 
+-- The `delivered` receipts of member markers that moved (natter_ack_batch's and
+-- natter_push_ack_batch's last step, on Citus): ONE per (chat, sender) whose messages a
+-- moved marker newly covers. A move is `hinted` when the hints (h_*) list every message
+-- it covers; the others read their senders from the messages.
+CREATE FUNCTION natter_delivered_receipts_citus(dl_chat bigint[], dl_user bigint[], dl_from bigint[], dl_to bigint[],
+                                                dl_hinted boolean[], h_user bigint[], h_seq bigint[], h_chat bigint[],
+                                                h_mseq bigint[], h_sender bigint[])
+RETURNS TABLE (woken_user bigint, woken_seq bigint, woken_chat bigint, woken_data text, woken_at text)
+LANGUAGE plpgsql SET plan_cache_mode TO force_custom_plan AS $$
+DECLARE
+    out_user bigint[];
+    out_chat bigint[];
+    out_payload jsonb[];
+BEGIN
+    WITH mv AS (SELECT * FROM unnest(dl_chat, dl_user, dl_from, dl_to, dl_hinted) AS x(chat_id, member, f, t, hinted)),
+         h AS (SELECT * FROM unnest(h_user, h_seq, h_chat, h_mseq, h_sender) AS h(u, s, chat, mseq, sender)),
+         s AS (SELECT DISTINCT mv.chat_id, mv.member, mv.t, h.sender AS sender_id
+                 FROM mv JOIN h ON h.u = mv.member AND h.chat = mv.chat_id AND h.mseq > mv.f AND h.mseq <= mv.t
+                WHERE mv.hinted AND h.sender > 0 AND h.sender <> mv.member
+               UNION
+               SELECT DISTINCT mv.chat_id, mv.member, mv.t, msg.sender_id
+                 FROM mv JOIN messages msg ON msg.chat_id = mv.chat_id AND msg.seq > mv.f AND msg.seq <= mv.t
+                WHERE NOT mv.hinted AND msg.kind = 'text' AND msg.sender_id IS NOT NULL
+                  AND msg.sender_id <> mv.member AND msg.chat_id = ANY (dl_chat)),
+         g AS (SELECT s.chat_id, s.sender_id, max(s.t) AS top,
+                      (array_agg(s.member ORDER BY s.t DESC, s.member))[1] AS top_member,
+                      jsonb_agg(jsonb_build_object('user_id', s.member, 'seq', s.t) ORDER BY s.member) AS members
+                 FROM s GROUP BY s.chat_id, s.sender_id),
+         r AS (SELECT g.sender_id, g.chat_id,
+                      jsonb_build_object('chat_id', g.chat_id, 'user_id', g.top_member, 'kind', 'delivered',
+                                         'seq', g.top, 'members', g.members) AS payload
+                 FROM g)
+    SELECT array_agg(r.sender_id ORDER BY r.sender_id, r.chat_id), array_agg(r.chat_id ORDER BY r.sender_id, r.chat_id),
+           array_agg(r.payload ORDER BY r.sender_id, r.chat_id)
+      INTO out_user, out_chat, out_payload FROM r;
+    IF out_user IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM natter_inbox_append_citus(out_user, out_chat, out_payload, 'receipt');
+    END IF;
+END
+$$;
+
 -- natter_ack_batch (migrations/005) on Citus: the same steps and result; the device rows
 -- and then the member rows locked one at a time in their global order, as they move.
 CREATE FUNCTION natter_ack_batch_citus(acks_user bigint[], acks_device bigint[], acks_since bigint[],
@@ -215,9 +256,6 @@ DECLARE
     dl_from bigint[] := '{}';
     dl_to bigint[] := '{}';
     dl_hinted boolean[];
-    out_user bigint[];
-    out_chat bigint[];
-    out_payload jsonb[];
 BEGIN
     FOR a IN SELECT x.u, x.d, max(x.s) AS s, max(x.hf) AS hf
                FROM unnest(acks_user, acks_device, acks_since, acks_hint_from) AS x(u, d, s, hf)
@@ -267,30 +305,8 @@ BEGIN
                                   WHERE m.u = d.u AND NOT (m.hf >= 0 AND m.f >= m.hf)) ORDER BY d.k)
       INTO dl_hinted FROM unnest(dl_user) WITH ORDINALITY AS d(u, k);
 
-    WITH mv AS (SELECT * FROM unnest(dl_chat, dl_user, dl_from, dl_to, dl_hinted) AS x(chat_id, member, f, t, hinted)),
-         h AS (SELECT * FROM unnest(h_user, h_seq, h_chat, h_mseq, h_sender) AS h(u, s, chat, mseq, sender)),
-         s AS (SELECT DISTINCT mv.chat_id, mv.member, mv.t, h.sender AS sender_id
-                 FROM mv JOIN h ON h.u = mv.member AND h.chat = mv.chat_id AND h.mseq > mv.f AND h.mseq <= mv.t
-                WHERE mv.hinted AND h.sender > 0 AND h.sender <> mv.member
-               UNION
-               SELECT DISTINCT mv.chat_id, mv.member, mv.t, msg.sender_id
-                 FROM mv JOIN messages msg ON msg.chat_id = mv.chat_id AND msg.seq > mv.f AND msg.seq <= mv.t
-                WHERE NOT mv.hinted AND msg.kind = 'text' AND msg.sender_id IS NOT NULL
-                  AND msg.sender_id <> mv.member AND msg.chat_id = ANY (dl_chat)),
-         g AS (SELECT s.chat_id, s.sender_id, max(s.t) AS top,
-                      (array_agg(s.member ORDER BY s.t DESC, s.member))[1] AS top_member,
-                      jsonb_agg(jsonb_build_object('user_id', s.member, 'seq', s.t) ORDER BY s.member) AS members
-                 FROM s GROUP BY s.chat_id, s.sender_id),
-         r AS (SELECT g.sender_id, g.chat_id,
-                      jsonb_build_object('chat_id', g.chat_id, 'user_id', g.top_member, 'kind', 'delivered',
-                                         'seq', g.top, 'members', g.members) AS payload
-                 FROM g)
-    SELECT array_agg(r.sender_id ORDER BY r.sender_id, r.chat_id), array_agg(r.chat_id ORDER BY r.sender_id, r.chat_id),
-           array_agg(r.payload ORDER BY r.sender_id, r.chat_id)
-      INTO out_user, out_chat, out_payload FROM r;
-    IF out_user IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM natter_inbox_append_citus(out_user, out_chat, out_payload, 'receipt');
-    END IF;
+    RETURN QUERY SELECT * FROM natter_delivered_receipts_citus(dl_chat, dl_user, dl_from, dl_to, dl_hinted, h_user,
+                                                               h_seq, h_chat, h_mseq, h_sender);
 END
 $$;
 
@@ -387,9 +403,6 @@ DECLARE
     dl_user bigint[] := '{}';
     dl_from bigint[] := '{}';
     dl_to bigint[] := '{}';
-    out_user bigint[];
-    out_chat bigint[];
-    out_payload jsonb[];
 BEGIN
     FOR a IN SELECT x.chat_id, x.user_id, max(x.upto) AS upto
                FROM unnest(p_chat, p_user, p_upto) AS x(chat_id, user_id, upto)
@@ -409,24 +422,8 @@ BEGIN
         RETURN;
     END IF;
 
-    WITH mv AS (SELECT * FROM unnest(dl_chat, dl_user, dl_from, dl_to) AS x(chat_id, member, f, t)),
-         s AS (SELECT DISTINCT mv.chat_id, mv.member, mv.t, msg.sender_id
-                 FROM mv JOIN messages msg ON msg.chat_id = mv.chat_id AND msg.seq > mv.f AND msg.seq <= mv.t
-                WHERE msg.kind = 'text' AND msg.sender_id IS NOT NULL AND msg.sender_id <> mv.member
-                  AND msg.chat_id = ANY (dl_chat)),
-         g AS (SELECT s.chat_id, s.sender_id, max(s.t) AS top,
-                      (array_agg(s.member ORDER BY s.t DESC, s.member))[1] AS top_member,
-                      jsonb_agg(jsonb_build_object('user_id', s.member, 'seq', s.t) ORDER BY s.member) AS members
-                 FROM s GROUP BY s.chat_id, s.sender_id),
-         r AS (SELECT g.sender_id, g.chat_id,
-                      jsonb_build_object('chat_id', g.chat_id, 'user_id', g.top_member, 'kind', 'delivered',
-                                         'seq', g.top, 'members', g.members) AS payload
-                 FROM g)
-    SELECT array_agg(r.sender_id ORDER BY r.sender_id, r.chat_id), array_agg(r.chat_id ORDER BY r.sender_id, r.chat_id),
-           array_agg(r.payload ORDER BY r.sender_id, r.chat_id)
-      INTO out_user, out_chat, out_payload FROM r;
-    IF out_user IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM natter_inbox_append_citus(out_user, out_chat, out_payload, 'receipt');
-    END IF;
+    RETURN QUERY SELECT * FROM natter_delivered_receipts_citus(dl_chat, dl_user, dl_from, dl_to,
+                                                               array_fill(false, ARRAY[cardinality(dl_chat)]),
+                                                               '{}', '{}', '{}', '{}', '{}');
 END
 $$;
