@@ -264,7 +264,8 @@ static char *url_part(CURLU *u, CURLUPart what)
     return out;
 }
 
-char *config_base_url(const char *name, const char *url, char **err)
+/* One pass of config_base_url's check and normalisation. */
+static char *base_url_once(const char *name, const char *url, char **err)
 {
     char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *extra = NULL, *out = NULL;
     CURLU *u = curl_url();
@@ -308,6 +309,33 @@ done:
     free(extra);
     if (u)
         curl_url_cleanup(u);
+    return out;
+}
+
+/* libcurl decodes a percent-encoded host after it has normalised numeric
+ * hosts: "http://%39" gives "http://9", which it reads next time as
+ * "http://0.0.0.9". So the URL is normalised until it no longer changes (a
+ * second pass has always been the last; the bound is a guard). */
+char *config_base_url(const char *name, const char *url, char **err)
+{
+    char *out = base_url_once(name, url, err);
+    for (int pass = 0; out && pass < 3; pass++) {
+        char *again = base_url_once(name, out, err);
+        if (!again) { /* its own output refused: refuse the URL */
+            free(out);
+            return NULL;
+        }
+        bool same = strcmp(again, out) == 0;
+        free(out);
+        out = again;
+        if (same)
+            return out;
+    }
+    if (out) {
+        free(out);
+        *err = xasprintf("%s: '%s' does not normalise to a stable URL", name, url);
+        out = NULL;
+    }
     return out;
 }
 

@@ -76,6 +76,10 @@ static void public_url(void)
     CHECK(public_url_is(scheme, 1, "", "NATTER_PUBLIC_URL"));
     const char *const junk[][2] = {{"NATTER_PUBLIC_URL", "not a url"}};
     CHECK(public_url_is(junk, 1, "", "NATTER_PUBLIC_URL"));
+    /* found by fuzz_url: libcurl decodes the host "%39" to "9" and reads that next time as
+     * 0.0.0.9; the URL kept is the stable one */
+    const char *const pct[][2] = {{"NATTER_PUBLIC_URL", "http:/%39"}};
+    CHECK(public_url_is(pct, 1, "http://0.0.0.9", NULL));
     const char *const s3[][2] = {{"NATTER_S3_ENDPOINT", "https://s3.example.com/"},
                                  {"NATTER_S3_SECRET_KEY", "0123456789abcdef0123456789abcdef"}};
     CHECK(public_url_is(s3, 2, "http://127.0.0.1:8080", NULL));
