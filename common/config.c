@@ -162,8 +162,9 @@ static const struct config_item items[] = {
     {"NATTER_AUTH_CACHE_TTL", CT_INT, F(auth_cache_ttl), "60", 0, 300, NULL, ROLE_API, false,
      "seconds a device's checked state is reused without a query; a revocation elsewhere reaches this instance"
      " through Redis at once, or after at most this long; 0 checks every request"},
-    {"NATTER_METRICS_TOKEN", CT_STR, F(metrics_token), "", 0, 0, NULL, ROLE_API, true,
-     "bearer token GET /metrics requires (Authorization: Bearer <token>, at least 16 bytes); empty = /metrics is public"},
+    {"NATTER_METRICS_TOKEN", CT_STR, F(metrics_token), "", 0, 0, NULL, ROLE_BOTH, true,
+     "bearer token GET /metrics requires (Authorization: Bearer <token>, at least 16 bytes), natter-api's and"
+     " natter-worker's; empty = /metrics is public"},
     {"NATTER_WORKER_THREADS", CT_INT, F(worker_threads), "4", 1, 256, NULL, ROLE_WORKER, false,
      "natter-worker threads"},
     {"NATTER_WORKER_LISTEN", CT_STR, F(worker_listen), "127.0.0.1:8081", 0, 0, NULL, ROLE_WORKER, false,
@@ -453,6 +454,10 @@ int config_load(struct config *cfg, enum config_role role, const char *(*getenv_
         }
     }
     cfg->production = strcmp(cfg->env, "production") == 0;
+    if (cfg->metrics_token && *cfg->metrics_token && strlen(cfg->metrics_token) < 16) {
+        *err = xasprintf("NATTER_METRICS_TOKEN: must be at least 16 bytes (or empty: /metrics public)");
+        goto fail;
+    }
     if (role & ROLE_API) {
         if (cfg->jwt_secret && strlen(cfg->jwt_secret) < 32) {
             *err = xasprintf("NATTER_JWT_SECRET: must be at least 32 bytes");
@@ -462,10 +467,6 @@ int config_load(struct config *cfg, enum config_role role, const char *(*getenv_
             *err = xasprintf(
                 "NATTER_JWT_SECRET: required when NATTER_ENV=production "
                 "(generate one with: head -c 32 /dev/urandom | base64)");
-            goto fail;
-        }
-        if (*cfg->metrics_token && strlen(cfg->metrics_token) < 16) {
-            *err = xasprintf("NATTER_METRICS_TOKEN: must be at least 16 bytes (or empty: /metrics public)");
             goto fail;
         }
         if (cfg->pending_max_bytes < cfg->attachment_max_bytes) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <sodium.h>
@@ -263,6 +264,17 @@ bool utf8_valid(const char *s, size_t len)
 bool ct_equal(const void *a, const void *b, size_t len)
 {
     return sodium_memcmp(a, b, len) == 0;
+}
+
+enum bearer_check bearer_check(const char *authorization, const char *want)
+{
+    const char *h = authorization;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !h[7])
+        return BEARER_MISSING;
+    unsigned char a[crypto_generichash_BYTES], b[crypto_generichash_BYTES];
+    crypto_generichash(a, sizeof a, (const unsigned char *)h + 7, strlen(h + 7), NULL, 0);
+    crypto_generichash(b, sizeof b, (const unsigned char *)want, strlen(want), NULL, 0);
+    return ct_equal(a, b, sizeof a) ? BEARER_OK : BEARER_WRONG;
 }
 
 bool uuid_valid(const char *s)

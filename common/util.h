@@ -68,4 +68,11 @@ bool uuid_valid(const char *s);
 /* Constant-time comparison of two equal-length buffers. */
 bool ct_equal(const void *a, const void *b, size_t len);
 
+/* An Authorization header against a required bearer token (the metrics
+ * tokens): BEARER_OK, BEARER_MISSING (no header, or not "Bearer <token>") or
+ * BEARER_WRONG. Compared in constant time over fixed-size digests, so neither
+ * the token's bytes nor its length leak through timing. */
+enum bearer_check { BEARER_OK, BEARER_MISSING, BEARER_WRONG };
+enum bearer_check bearer_check(const char *authorization, const char *want);
+
 #endif

@@ -53,10 +53,10 @@ struct ops {
 
 /* ---- replies ---- */
 
-/* Queues status with body (owned, len bytes; NULL = empty) and the headers
- * every answer carries. */
+/* Queues status with body (owned, len bytes; NULL = empty), the headers
+ * every answer carries and extra (NULL, or {name, value} of one more). */
 static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, const char *content_type, char *body,
-                              size_t len, const char *request_id, const char *allow)
+                              size_t len, const char *request_id, const char *const *extra)
 {
     struct MHD_Response *resp = body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE)
                                      : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -68,8 +68,8 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, cons
         MHD_add_response_header(resp, "Content-Type", content_type);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Request-Id", request_id);
-    if (allow)
-        MHD_add_response_header(resp, "Allow", allow);
+    if (extra)
+        MHD_add_response_header(resp, extra[0], extra[1]);
     if (status == 503)
         MHD_add_response_header(resp, "Retry-After", RETRY_AFTER_S);
     enum MHD_Result rc = MHD_queue_response(conn, status, resp);
@@ -78,13 +78,13 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, cons
 }
 
 static enum MHD_Result answer_json(struct MHD_Connection *conn, unsigned status, const char *content_type,
-                                   json_t *body_new, const char *request_id, const char *allow)
+                                   json_t *body_new, const char *request_id, const char *const *extra)
 {
     char *text = json_dumps(body_new, JSON_COMPACT);
     json_decref(body_new);
     if (!text)
         return answer(conn, 500, NULL, NULL, 0, request_id, NULL);
-    return answer(conn, status, content_type, text, strlen(text), request_id, allow);
+    return answer(conn, status, content_type, text, strlen(text), request_id, extra);
 }
 
 /* The path for `instance` when it is plain (letters, digits, / - . _ ~),
@@ -104,7 +104,7 @@ static const char *plain_path(const char *path)
 /* RFC 9457 problem+json, the shape natter-api's reply_problem writes. */
 static enum MHD_Result problem(struct MHD_Connection *conn, unsigned status, const char *title, const char *code,
                                const char *detail, const char *path, const char *request_id, json_t *extra_new,
-                               const char *allow)
+                               const char *const *extra)
 {
     char type[96];
     snprintf(type, sizeof type, "urn:natter:problem:%s", code);
@@ -116,7 +116,7 @@ static enum MHD_Result problem(struct MHD_Connection *conn, unsigned status, con
     if (p && extra_new)
         json_object_update(p, extra_new);
     json_decref(extra_new);
-    return answer_json(conn, status, "application/problem+json", p, request_id, allow);
+    return answer_json(conn, status, "application/problem+json", p, request_id, extra);
 }
 
 /* ---- /readyz ---- */
@@ -185,8 +185,26 @@ static enum MHD_Result readyz(struct ops *o, struct MHD_Connection *conn, const 
 
 /* ---- /metrics ---- */
 
-static enum MHD_Result metrics(struct ops *o, struct MHD_Connection *conn, const char *request_id)
+/* NATTER_METRICS_TOKEN set: the scrape must carry `Authorization: Bearer
+ * <token>`, as natter-api's /metrics. */
+static enum MHD_Result metrics(struct ops *o, struct MHD_Connection *conn, const char *path, const char *request_id)
 {
+    const char *want = o->env.cfg->metrics_token;
+    if (want && *want) {
+        const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        switch (bearer_check(h, want)) {
+        case BEARER_OK:
+            break;
+        case BEARER_MISSING:
+            return problem(conn, 401, "Unauthorized", "unauthorized",
+                           "GET /metrics needs Authorization: Bearer <NATTER_METRICS_TOKEN>", path, request_id, NULL,
+                           (const char *const[]){"WWW-Authenticate", "Bearer realm=\"metrics\""});
+        case BEARER_WRONG:
+            return problem(conn, 401, "Unauthorized", "invalid_token", "wrong metrics token", path, request_id, NULL,
+                           (const char *const[]){"WWW-Authenticate",
+                                                 "Bearer realm=\"metrics\", error=\"invalid_token\""});
+        }
+    }
     struct strbuf sb = {0};
     strbuf_add(&sb,
                "# HELP natter_pushes_total Pushes by provider and outcome, counted by this worker process since"
@@ -249,13 +267,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!get) {
         char detail[96];
         snprintf(detail, sizeof detail, "%.32s is not allowed here", method);
-        return problem(conn, 405, "Method not allowed", "method_not_allowed", detail, url, rid, NULL, "GET, HEAD");
+        return problem(conn, 405, "Method not allowed", "method_not_allowed", detail, url, rid, NULL,
+                       (const char *const[]){"Allow", "GET, HEAD"});
     }
     if (strcmp(url, "/healthz") == 0)
         return answer_json(conn, 200, "application/json", json_pack("{s:s}", "status", "ok"), rid, NULL);
     if (strcmp(url, "/readyz") == 0)
         return readyz(o, conn, url, rid);
-    return metrics(o, conn, rid);
+    return metrics(o, conn, url, rid);
 }
 
 /* libmicrohttpd's own messages as JSON log lines (printable ASCII only). */

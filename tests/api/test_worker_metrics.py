@@ -286,3 +286,33 @@ def test_worker_listen_setting(worker, tmp_path):
     r = requests.get(f"http://[::1]:{port6}/healthz", timeout=HTTP)
     assert r.status_code == 200 and r.json() == {"status": "ok"}
     assert w6.running()
+
+
+def test_worker_metrics_token(worker):
+    """NATTER_METRICS_TOKEN guards the worker's /metrics as natter-api's: no Authorization
+    (or not Bearer) → 401 unauthorized with `WWW-Authenticate: Bearer realm="metrics"`;
+    another token, one byte longer or shorter → 401 invalid_token; the token → 200 and the
+    metrics. /healthz and /readyz need none. A token under 16 bytes stops natter-worker at
+    start, naming the setting."""
+    token = "worker-metrics-token-0123456789"
+    w = worker(threads=1, NATTER_METRICS_TOKEN=token)
+    for headers in ({}, {"Authorization": token}, {"Authorization": "Basic " + token},
+                    {"Authorization": "Bearer "}):
+        r = get(w, "/metrics", headers=headers)
+        assert_problem_json(r, 401, "unauthorized")
+        assert r.headers["WWW-Authenticate"] == 'Bearer realm="metrics"', r.headers
+        assert "natter_pushes_total" not in r.text
+    for wrong in (token[:-1], token + "x", "x" * len(token)):
+        r = get(w, "/metrics", headers={"Authorization": "Bearer " + wrong})
+        assert_problem_json(r, 401, "invalid_token")
+        assert 'error="invalid_token"' in r.headers["WWW-Authenticate"], r.headers
+    r = get(w, "/metrics", headers={"Authorization": "Bearer " + token})
+    assert r.status_code == 200, r.text
+    assert ("natter_worker_threads", ()) in parse_strict(r.text)
+    assert get(w, "/healthz").status_code == 200
+    assert get(w, "/readyz").status_code == 200
+
+    env = common_env(new_state_dir("worker"), NATTER_METRICS_TOKEN="short")
+    proc = run_binary("natter-worker", env=env, timeout=20)
+    assert proc.returncode == 1, proc.output
+    assert "NATTER_METRICS_TOKEN" in proc.output, proc.output
