@@ -4,7 +4,8 @@
 # a Citus 13.2.2 coordinator + two workers (scripts/citus.sh; all four on this machine,
 # unix sockets, fsync off as in the tests), one Redis, and one natter-api at a time on
 # each database, then runs bench/citus_cost.py against it: one client, one request at a
-# time, p50/p90 latency per operation. On Citus every statement pays a hop from the
+# time, p50/p90 latency and the CPU of natter-api and of every PostgreSQL server per
+# operation. On Citus every statement pays a hop from the
 # coordinator to a worker, and a transaction that wrote shards on both workers a
 # two-phase commit; the figures show what that costs per operation. Loopback only;
 # every count is bounded. Record the figures with the date in bench/README.md.
@@ -84,7 +85,15 @@ run() {
         tail -n 20 "$STATE_DIR/api-$label.log" >&2
         exit 1
     }
-    timeout -k 5 1200 "$PYTHON" "$REPO/bench/citus_cost.py" "http://127.0.0.1:$port" "$label"
+    # the PostgreSQL servers this run's statements reach: their postmasters' PIDs
+    local postmasters="" data
+    if [[ $label == citus ]]; then
+        for data in "$STATE_DIR"/citus-*/pg/data; do postmasters+=" $(head -n 1 "$data/postmaster.pid")"; done
+    else
+        postmasters=$(head -n 1 "$STATE_DIR/pg/data/postmaster.pid")
+    fi
+    BENCH_CITUS_API_PID=$api_pid BENCH_CITUS_POSTMASTERS=$postmasters \
+        timeout -k 5 1200 "$PYTHON" "$REPO/bench/citus_cost.py" "http://127.0.0.1:$port" "$label"
     stop_api
     if grep -q '"level":"error"' "$STATE_DIR/api-$label.log"; then
         echo "natter-api ($label) logged errors (first 3):"

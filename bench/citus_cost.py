@@ -3,7 +3,11 @@
 one request at a time (bench/citus.sh runs it against a single PostgreSQL and against a
 Citus cluster). Prints one line per operation: its shape on Citus (one shard or several,
 from docs/ARCHITECTURE.md "Citus: cost of the operations"), then p50 and p90 latency in ms
-over BENCH_CITUS_RUNS requests. One client, loopback only, every loop bounded."""
+over BENCH_CITUS_RUNS requests, and the CPU each request cost: natter-api's (the process
+BENCH_CITUS_API_PID) and PostgreSQL's (every server whose postmaster is in
+BENCH_CITUS_POSTMASTERS: the postmaster, its live children — backends, Citus's maintenance
+daemon — and the children it reaped meanwhile), from /proc, in ms per request. One client,
+loopback only, every loop bounded."""
 import os
 import statistics
 import sys
@@ -35,6 +39,39 @@ def user(prefix):
     return u, tok["access_token"], name
 
 
+API_PID = int(os.environ.get("BENCH_CITUS_API_PID", "0"))
+POSTMASTERS = {int(p) for p in os.environ.get("BENCH_CITUS_POSTMASTERS", "").split()}
+TICK_MS = 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid):
+    """(ppid, utime + stime, cutime + cstime) in clock ticks, or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[13]) + int(rest[14])
+
+
+def cpu_ms():
+    """(natter-api, PostgreSQL) CPU so far, ms."""
+    api = proc_stat(API_PID) if API_PID else None
+    db = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        st = proc_stat(pid)
+        if st is None:
+            continue
+        if pid in POSTMASTERS:
+            db += st[1] + st[2]
+        elif st[0] in POSTMASTERS:
+            db += st[1]
+    return (api[1] if api else 0) * TICK_MS, db * TICK_MS
+
+
 def timed(fn):
     t = time.perf_counter()
     fn()
@@ -43,10 +80,14 @@ def timed(fn):
 
 def run(name, shape, fn, runs=RUNS):
     fn()  # warm: prepared statements, connections
+    api0, db0 = cpu_ms()
     ms = sorted(timed(fn) for _ in range(runs))
+    api1, db1 = cpu_ms()
     p50 = statistics.median(ms)
     p90 = ms[min(len(ms) - 1, int(len(ms) * 0.9))]
-    print(f"{LABEL:7s} {name:24s} {shape:38s} p50 {p50:7.2f} ms  p90 {p90:7.2f} ms  ({runs} runs)", flush=True)
+    print(f"{LABEL:7s} {name:24s} {shape:38s} p50 {p50:7.2f} ms  p90 {p90:7.2f} ms  ({runs} runs)"
+          f"  CPU per request: natter-api {(api1 - api0) / runs:6.2f} ms, PostgreSQL {(db1 - db0) / runs:6.2f} ms",
+          flush=True)
 
 
 def main():
