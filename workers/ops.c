@@ -54,9 +54,9 @@ struct ops {
 /* ---- replies ---- */
 
 /* Queues status with body (owned, len bytes; NULL = empty), the headers
- * every answer carries and extra (NULL, or {name, value} of one more). */
+ * every answer carries and header (NULL, or {name, value} of one more). */
 static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, const char *content_type, char *body,
-                              size_t len, const char *request_id, const char *const *extra)
+                              size_t len, const char *request_id, const char *const *header)
 {
     struct MHD_Response *resp = body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE)
                                      : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -68,8 +68,8 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, cons
         MHD_add_response_header(resp, "Content-Type", content_type);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Request-Id", request_id);
-    if (extra)
-        MHD_add_response_header(resp, extra[0], extra[1]);
+    if (header)
+        MHD_add_response_header(resp, header[0], header[1]);
     if (status == 503)
         MHD_add_response_header(resp, "Retry-After", RETRY_AFTER_S);
     enum MHD_Result rc = MHD_queue_response(conn, status, resp);
@@ -78,13 +78,13 @@ static enum MHD_Result answer(struct MHD_Connection *conn, unsigned status, cons
 }
 
 static enum MHD_Result answer_json(struct MHD_Connection *conn, unsigned status, const char *content_type,
-                                   json_t *body_new, const char *request_id, const char *const *extra)
+                                   json_t *body_new, const char *request_id, const char *const *header)
 {
     char *text = json_dumps(body_new, JSON_COMPACT);
     json_decref(body_new);
     if (!text)
         return answer(conn, 500, NULL, NULL, 0, request_id, NULL);
-    return answer(conn, status, content_type, text, strlen(text), request_id, extra);
+    return answer(conn, status, content_type, text, strlen(text), request_id, header);
 }
 
 /* The path for `instance` when it is plain (letters, digits, / - . _ ~),
@@ -104,7 +104,7 @@ static const char *plain_path(const char *path)
 /* RFC 9457 problem+json, the shape natter-api's reply_problem writes. */
 static enum MHD_Result problem(struct MHD_Connection *conn, unsigned status, const char *title, const char *code,
                                const char *detail, const char *path, const char *request_id, json_t *extra_new,
-                               const char *const *extra)
+                               const char *const *header)
 {
     char type[96];
     snprintf(type, sizeof type, "urn:natter:problem:%s", code);
@@ -116,7 +116,7 @@ static enum MHD_Result problem(struct MHD_Connection *conn, unsigned status, con
     if (p && extra_new)
         json_object_update(p, extra_new);
     json_decref(extra_new);
-    return answer_json(conn, status, "application/problem+json", p, request_id, extra);
+    return answer_json(conn, status, "application/problem+json", p, request_id, header);
 }
 
 /* ---- /readyz ---- */
