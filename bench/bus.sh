@@ -14,14 +14,7 @@ make -s -C "$REPO" all >/dev/null
 STATE_DIR=$(mktemp -d /tmp/natter-bus.XXXXXX)
 chmod 755 "$STATE_DIR"
 cleanup() {
-    natter_redis_stop "$STATE_DIR" || true
-    natter_pg_stop "$STATE_DIR" || true
-    if [[ -L $STATE_DIR/pg ]]; then
-        local d
-        d=$(readlink -- "$STATE_DIR/pg" || true)
-        [[ $d == /tmp/natter-pg-* ]] && rm -rf -- "$d"
-    fi
-    rm -rf -- "$STATE_DIR"
+    natter_private_stop "$STATE_DIR"
 }
 trap cleanup EXIT
 natter_pg_start "$STATE_DIR" test >/dev/null

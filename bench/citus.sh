@@ -37,17 +37,10 @@ stop_api() {
 }
 cleanup() {
     stop_api
-    natter_redis_stop "$STATE_DIR" || true
-    natter_pg_stop "$STATE_DIR" || true
     bash "$REPO/scripts/citus.sh" stop "$STATE_DIR" || true
-    local link dir
-    for link in "$STATE_DIR"/pg "$STATE_DIR"/citus-*/pg; do
-        if [[ -L $link ]]; then
-            dir=$(readlink -- "$link" || true)
-            if [[ $dir == /tmp/natter-pg-* ]]; then rm -rf -- "$dir"; fi
-        fi
-    done
-    rm -rf -- "$STATE_DIR"
+    local node
+    for node in "$STATE_DIR"/citus-*; do natter_pg_remove "$node"; done
+    natter_private_stop "$STATE_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -38,14 +38,7 @@ cleanup() {
         kill -TERM "$api_pid" 2>/dev/null || true
         wait "$api_pid" 2>/dev/null || true
     fi
-    natter_redis_stop "$STATE_DIR" || true
-    natter_pg_stop "$STATE_DIR" || true
-    if [[ -L $STATE_DIR/pg ]]; then
-        local d
-        d=$(readlink -- "$STATE_DIR/pg" || true)
-        [[ $d == /tmp/natter-pg-* ]] && rm -rf -- "$d"
-    fi
-    rm -rf -- "$STATE_DIR"
+    natter_private_stop "$STATE_DIR"
 }
 trap cleanup EXIT
 

@@ -362,6 +362,25 @@ natter_pg_stop() {
     fi
 }
 
+# natter_pg_remove STATE_DIR: removes the data directory natter_pg_start put under
+# /tmp/natter-pg-* for STATE_DIR (the target of STATE_DIR/pg), once it is stopped.
+natter_pg_remove() {
+    local link="${1:?usage: natter_pg_remove STATE_DIR}/pg" dir
+    [[ -L $link ]] || return 0
+    dir=$(readlink -- "$link" || true)
+    if [[ $dir == /tmp/natter-pg-* ]]; then rm -rf -- "$dir"; fi
+}
+
+# natter_private_stop STATE_DIR: stops the private Redis and PostgreSQL of a throw-away
+# state directory and removes everything (the cleanup of the test and bench runs).
+natter_private_stop() {
+    local state=${1:?usage: natter_private_stop STATE_DIR}
+    natter_redis_stop "$state" || true
+    natter_pg_stop "$state" || true
+    natter_pg_remove "$state"
+    rm -rf -- "$state"
+}
+
 # ---------------------------------------------------------------------------------------
 # Redis
 

@@ -22,16 +22,10 @@ make -C "$REPO" -j2 all
 STATE_DIR=$(mktemp -d /tmp/natter-citus.XXXXXX)
 chmod 755 "$STATE_DIR"
 cleanup() {
-    natter_redis_stop "$STATE_DIR" || true
     bash "$REPO/scripts/citus.sh" stop "$STATE_DIR" || true
-    local link dir
-    for link in "$STATE_DIR"/citus-*/pg; do
-        if [[ -L $link ]]; then
-            dir=$(readlink -- "$link" || true)
-            if [[ $dir == /tmp/natter-pg-* ]]; then rm -rf -- "$dir"; fi
-        fi
-    done
-    rm -rf -- "$STATE_DIR"
+    local node
+    for node in "$STATE_DIR"/citus-*; do natter_pg_remove "$node"; done
+    natter_private_stop "$STATE_DIR"
 }
 trap 'rc=$?; trap - EXIT; cleanup; exit "$rc"' EXIT
 trap 'exit 130' INT

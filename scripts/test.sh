@@ -25,17 +25,8 @@ STATE_DIR=$(mktemp -d /tmp/natter-test.XXXXXX)
 chmod 755 "$STATE_DIR"
 
 cleanup() {
-    local pgdir=
     natter_redis_stop "$STATE_DIR/san" 2>/dev/null || true
-    natter_redis_stop "$STATE_DIR" || true
-    natter_pg_stop "$STATE_DIR" || true
-    if [[ -L $STATE_DIR/pg ]]; then
-        pgdir=$(readlink -- "$STATE_DIR/pg" || true)
-    fi
-    if [[ $pgdir == /tmp/natter-pg-* ]]; then
-        rm -rf -- "$pgdir"
-    fi
-    rm -rf -- "$STATE_DIR"
+    natter_private_stop "$STATE_DIR"
 }
 trap 'rc=$?; trap - EXIT; cleanup; exit "$rc"' EXIT
 trap 'exit 130' INT
