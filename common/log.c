@@ -522,3 +522,13 @@ void log_test_set_capacity(size_t bytes)
     }
     pthread_mutex_unlock(&lw.mu);
 }
+
+void log_printable(char *text)
+{
+    size_t n = strlen(text);
+    while (n && (text[n - 1] == '\n' || text[n - 1] == ' '))
+        text[--n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)text[i] < 0x20 || (unsigned char)text[i] > 0x7e)
+            text[i] = '?';
+}

@@ -76,6 +76,10 @@ struct log_field {
 void nlog_fields(enum log_level lvl, const char *msg, const struct log_field *f, size_t n);
 /* Would a line at lvl be written? (to skip building one that would not) */
 bool log_enabled(enum log_level lvl);
+
+/* A library's message made fit for a log field, in place: trailing newlines
+ * and spaces cut, every byte outside printable ASCII replaced by '?'. */
+void log_printable(char *text);
 /* Parses "debug"/"info"/"warn"/"error"; returns -1 on anything else. */
 int log_level_parse(const char *s);
 

@@ -283,12 +283,7 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
     (void)cls;
     char text[512];
     vsnprintf(text, sizeof text, fmt, ap);
-    size_t n = strlen(text);
-    while (n && (text[n - 1] == '\n' || text[n - 1] == ' '))
-        text[--n] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)text[i] < 0x20 || (unsigned char)text[i] > 0x7e)
-            text[i] = '?';
+    log_printable(text);
     nlog(LOG_WARN, "libmicrohttpd (operator listener)", json_pack("{s:s}", "detail", text));
 }
 

@@ -558,12 +558,7 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
     char *html = strstr(text, " ('<");
     if (html)
         snprintf(html, sizeof text - (size_t)(html - text), "). Closing connection.");
-    size_t n = strlen(text);
-    while (n && (text[n - 1] == '\n' || text[n - 1] == ' '))
-        text[--n] = '\0';
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)text[i] < 0x20 || (unsigned char)text[i] > 0x7e)
-            text[i] = '?';
+    log_printable(text);
     json_t *f = json_pack("{s:s}", "detail", text);
     if (status >= 100 && status <= 599)
         json_object_set_new(f, "status", json_integer(status));

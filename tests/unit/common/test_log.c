@@ -449,6 +449,17 @@ static void test_fork(void)
     free(text);
 }
 
+/* log_printable: a library's message cut of trailing blanks, non-printable bytes replaced. */
+static void test_printable(void)
+{
+    char a[] = "Error: \x1b[31mbad\x7f\xc3\xa9 head\r\n \n";
+    log_printable(a);
+    CHECK(strcmp(a, "Error: ?[31mbad??? head?") == 0);
+    char b[] = "\n\n";
+    log_printable(b);
+    CHECK(b[0] == '\0');
+}
+
 void suite_log(void)
 {
     log_set_service("natter-unit");
@@ -460,5 +471,6 @@ void suite_log(void)
     test_threads();
     test_drops();
     test_fork();
+    test_printable();
     log_set_service("natter");
 }
