@@ -29,10 +29,7 @@ STATE_DIR=$(mktemp -d /tmp/natter-bench-citus.XXXXXX)
 chmod 755 "$STATE_DIR"
 api_pid=
 stop_api() {
-    if [[ -n $api_pid ]]; then
-        kill -TERM "$api_pid" 2>/dev/null || true
-        wait "$api_pid" 2>/dev/null || true
-    fi
+    natter_kill_wait "$api_pid"
     api_pid=
 }
 cleanup() {
@@ -69,15 +66,7 @@ run() {
         NATTER_LOGIN_MAX_PER_USER=1000000 NATTER_LOGIN_MAX_PER_IP=1000000 \
         "$REPO/build/natter-api" 2>"$STATE_DIR/api-$label.log" &
     api_pid=$!
-    for _ in $(seq 1 100); do
-        curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-    curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || {
-        echo "natter-api ($label) did not start:" >&2
-        tail -n 20 "$STATE_DIR/api-$label.log" >&2
-        exit 1
-    }
+    natter_wait_http "http://127.0.0.1:$port/readyz" "$STATE_DIR/api-$label.log" || exit 1
     # the PostgreSQL servers this run's statements reach: their postmasters' PIDs
     local postmasters="" data
     if [[ $label == citus ]]; then

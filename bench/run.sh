@@ -100,10 +100,7 @@ cleanup() {
     for p in ${multi_lpids[@]+"${multi_lpids[@]}"} ${multi_pids[@]+"${multi_pids[@]}"}; do
         [[ $p == "$api_pid" ]] || wait "$p" 2>/dev/null || true
     done
-    if [[ -n $api_pid ]]; then
-        kill -TERM "$api_pid" 2>/dev/null || true
-        wait "$api_pid" 2>/dev/null || true
-    fi
+    natter_kill_wait "$api_pid"
     natter_private_stop "$STATE_DIR"
 }
 trap cleanup EXIT
@@ -131,15 +128,7 @@ api_env=(NATTER_PORT="$PORT" NATTER_STATE_DIR="$STATE_DIR/api" NATTER_PWHASH_COS
 [[ -n $LOG_LEVEL ]] && api_env+=(NATTER_LOG_LEVEL="$LOG_LEVEL")
 env "${api_env[@]}" "$REPO/build/natter-api" 2>"$STATE_DIR/api.log" &
 api_pid=$!
-for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null || {
-    echo "natter-api did not start:" >&2
-    tail -n 20 "$STATE_DIR/api.log" >&2
-    exit 1
-}
+natter_wait_http "http://127.0.0.1:$PORT/healthz" "$STATE_DIR/api.log" || exit 1
 PG_PM=0
 [[ -f $PG_DATA/postmaster.pid ]] && PG_PM=$(head -n1 "$PG_DATA/postmaster.pid")
 REDIS_PID=0

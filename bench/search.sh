@@ -34,10 +34,7 @@ STATE_DIR=$(mktemp -d /tmp/natter-bench-search.XXXXXX)
 chmod 755 "$STATE_DIR"
 api_pid=
 cleanup() {
-    if [[ -n $api_pid ]]; then
-        kill -TERM "$api_pid" 2>/dev/null || true
-        wait "$api_pid" 2>/dev/null || true
-    fi
+    natter_kill_wait "$api_pid"
     natter_private_stop "$STATE_DIR"
 }
 trap cleanup EXIT
@@ -52,15 +49,7 @@ env NATTER_PORT="$PORT" NATTER_STATE_DIR="$STATE_DIR/api" NATTER_PWHASH_COST=min
     NATTER_RATE_SEARCH_BURST=0 NATTER_SEARCH_TIMEOUT_MS="$TIMEOUT_MS" \
     "$REPO/build/natter-api" 2>"$STATE_DIR/api.log" &
 api_pid=$!
-for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null || {
-    echo "natter-api did not start:" >&2
-    tail -n 20 "$STATE_DIR/api.log" >&2
-    exit 1
-}
+natter_wait_http "http://127.0.0.1:$PORT/healthz" "$STATE_DIR/api.log" || exit 1
 
 psql_() { "$NATTER_PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -At -d "$NATTER_DATABASE_URL" "$@"; }
 

@@ -371,6 +371,28 @@ natter_pg_remove() {
     if [[ $dir == /tmp/natter-pg-* ]]; then rm -rf -- "$dir"; fi
 }
 
+# natter_wait_http URL LOG: waits up to 10 s for URL to answer 2xx (a server just
+# started in the background); otherwise prints the end of LOG and fails.
+natter_wait_http() {
+    local url=${1:?usage: natter_wait_http URL LOG} log=${2:?usage: natter_wait_http URL LOG}
+    for _ in $(seq 1 100); do
+        curl -fs "$url" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    curl -fs "$url" >/dev/null 2>&1 && return 0
+    _natter_err "$url did not answer; the end of $log:"
+    tail -n 20 "$log" >&2 || true
+    return 1
+}
+
+# natter_kill_wait PID: SIGTERM to a process this shell started, then waits for it
+# (empty PID: nothing).
+natter_kill_wait() {
+    [[ -n ${1:-} ]] || return 0
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
 # natter_private_stop STATE_DIR: stops the private Redis and PostgreSQL of a throw-away
 # state directory and removes everything (the cleanup of the test and bench runs).
 natter_private_stop() {
