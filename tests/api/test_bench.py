@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from natterlib import REPO_ROOT, child_env, new_state_dir, tail, wait_for
+from natterlib import REPO_ROOT, child_env, live_pids_where, new_state_dir, tail, wait_for
 
 pytestmark = pytest.mark.skipif(Path(os.environ.get("NATTER_BIN_DIR", "build")).name != "build",
                                 reason="bench/run.sh runs build/natter-api: tested in the normal build's pass")
@@ -27,18 +27,7 @@ BENCH_TIMEOUT = 400   # set-up (initdb, migrations, 75 users) + 20 s hold + a 30
 def session_members(sid: int) -> list[int]:
     """Live pids of session sid (by session, not process group: `timeout`, which
     runs.sh's natterload runs under, puts itself in a process group of its own)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()   # state ppid pgrp session …
-        if int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
+    return live_pids_where("session", sid)
 
 
 def kill_session(sid: int):

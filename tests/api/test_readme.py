@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from natterlib import (REPO_ROOT, child_env, free_port, new_state_dir, run_binary, tail,
+from natterlib import (REPO_ROOT, child_env, free_port, live_pids_where, new_state_dir, run_binary,
+                       tail,
                        wait_for)
 
 ROW = re.compile(r"^\| `(NATTER_[A-Z_]+)` \| (api|worker|both) \| ([^|]*) \|")
@@ -122,18 +123,7 @@ class MakeRun:
 
 def process_group_members(pgid: int) -> list[int]:
     """Pids whose process group is pgid (read from /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
+    return live_pids_where("pgrp", pgid)
 
 
 def alive(pid: int) -> bool:

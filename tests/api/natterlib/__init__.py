@@ -24,7 +24,7 @@ from .env import (CONTRACT_PATH, MIGRATIONS_DIR, REPO_ROOT, REQUIRED_ENV, REUSE_
                   state_root)
 from .processes import (SANITIZER_MARKERS, START_TIMEOUT, STOP_TIMEOUT, Launcher, PrivateRedis,
                         RestartableRedis, ServerProcess, parse_json_log, run_binary,
-                        sanitizer_findings, served_by, tail, wait_for,
+                        live_pids_where, sanitizer_findings, served_by, tail, wait_for,
                         worker_ready_threads)
 from .db import db_url_for, psql, psql_int, redis_cli, user_count
 from .tokens import (access_claims, b64url, b64url_decode, decode_jwt, jwt_signature_ok,
@@ -43,7 +43,8 @@ __all__ = [
     "bin_path", "child_env", "common_env", "contract_env_vars", "free_port", "missing_env",
     "need_env", "new_state_dir", "state_root",
     "SANITIZER_MARKERS", "START_TIMEOUT", "STOP_TIMEOUT", "Launcher", "PrivateRedis",
-    "RestartableRedis", "ServerProcess", "parse_json_log", "run_binary", "sanitizer_findings",
+    "RestartableRedis", "ServerProcess", "live_pids_where", "parse_json_log", "run_binary",
+    "sanitizer_findings",
     "served_by", "tail", "wait_for", "worker_ready_threads",
     "db_url_for", "psql", "psql_int", "redis_cli", "user_count",
     "access_claims", "b64url", "b64url_decode", "decode_jwt", "jwt_signature_ok", "make_jwt",

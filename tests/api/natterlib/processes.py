@@ -423,3 +423,21 @@ class RestartableRedis:
             self.stop("shutdown")
         if self.running():
             self.stop("kill")
+
+
+def live_pids_where(field: str, value: int) -> list[int]:
+    """Live (not zombie) pids whose process group (`field` "pgrp") or session ("session")
+    is `value`, read from /proc."""
+    index = {"pgrp": 2, "session": 3}[field]
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()   # state ppid pgrp session …
+        if int(fields[index]) == value and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
